@@ -1,0 +1,177 @@
+"""The action contract: what a backend implements for each action, and the registry of them.
+
+An action is a named desired state (`bridge.present`), not a command. A backend implements it
+with a subclass of `Action`:
+
+    observe  read the live state the step is about (JSON-serialisable; journaled as "before")
+    check    does the desired state already hold in what observe saw? → the step is skipped
+    apply    make it hold
+    undo     restore what observe saw before apply (not just "delete what I made")
+    describe the commands apply would run (the exact argv for shell backends, an equivalent
+             command line for API backends), for `plan` and `export`
+
+Backends may also override `observe_many` / `apply_many` to serve the instances of a
+`for_each` step in one go (one dump, one `ip -batch`, one OVSDB transaction); the journal and
+undo stay per instance.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from .hosts import Completed, Host
+
+State = dict[str, Any]
+"""What `observe` returns: JSON-serialisable, stored in the journal as the step's "before"."""
+
+
+class Args(BaseModel):
+    """Base of every action's argument schema. Unknown arguments are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources:
+    """Connections shared by the steps of one run on one host (opened once, closed at the end)."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, Any] = {}
+
+    def get(self, key: str, factory: Callable[[], Any]) -> Any:
+        """Return the resource named key, creating it with factory() on first use."""
+        if key not in self._items:
+            self._items[key] = factory()
+        return self._items[key]
+
+    def close(self) -> None:
+        for item in reversed(list(self._items.values())):
+            close = getattr(item, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # closing is best effort: the run's outcome is already known
+                    pass
+        self._items.clear()
+
+
+@dataclass
+class Context:
+    """What an action sees of the run: the host, who is asking, and shared connections."""
+
+    host: Host
+    run_id: str
+    step: str  # the step instance's name, e.g. "ports[3]"
+    resources: Resources
+    commands: list[str] = field(default_factory=list)
+
+    def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True,
+            timeout: float | None = None) -> Completed:
+        """Run argv on the host and remember it for the journal."""
+        self.commands.append(self.host.describe(argv))
+        return self.host.run(argv, input=input, check=check, timeout=timeout)
+
+
+class Action:
+    """Base class of action implementations. Subclasses set the class attributes and override
+    observe, check, apply, undo and describe."""
+
+    name: ClassVar[str]  # e.g. "bridge.present"
+    backend: ClassVar[str]  # e.g. "brctl"
+    family: ClassVar[str]  # what a target maps to a backend, e.g. "bridge"
+    Args: ClassVar[type[Args]]
+    summary: ClassVar[str] = ""
+
+    @classmethod
+    def unusable(cls, host: Host) -> str | None:
+        """Why this implementation cannot run on host (a missing tool, library...), or None."""
+        return None
+
+    def observe(self, ctx: Context, args: Any) -> State:
+        raise NotImplementedError
+
+    def observe_many(self, ctx: Context, args: Sequence[Any]) -> list[State]:
+        return [self.observe(ctx, a) for a in args]
+
+    def check(self, args: Any, before: State) -> bool:
+        raise NotImplementedError
+
+    def apply(self, ctx: Context, args: Any, before: State) -> None:
+        raise NotImplementedError
+
+    def apply_many(self, ctx: Context, items: Sequence[tuple[Any, State]]) -> None:
+        """Apply several instances; on failure raise, and the engine re-checks each instance
+        to find out which ones took effect."""
+        for args, before in items:
+            self.apply(ctx, args, before)
+
+    def undo(self, ctx: Context, args: Any, before: State) -> None:
+        raise NotImplementedError
+
+    def describe(self, args: Any, before: State | None = None) -> list[list[str]]:
+        """The commands apply would run (given the observed state when known)."""
+        return []
+
+    def describe_undo(self, args: Any, before: State | None = None) -> list[list[str]]:
+        """The commands undo would run."""
+        return []
+
+    @classmethod
+    def batches(cls) -> bool:
+        """True when the backend serves for_each instances together (overrides apply_many)."""
+        return cls.apply_many is not Action.apply_many
+
+
+RegisterActions = Callable[[type[Action]], None]
+
+
+@dataclass(frozen=True)
+class Registered:
+    impl: type[Action]
+    plugin: str  # the plugin that registered it, for `runflow backends`
+
+
+class Registry:
+    """Every action implementation, by action name and backend."""
+
+    def __init__(self) -> None:
+        self._by_action: dict[str, dict[str, Registered]] = {}
+
+    def register(self, impl: type[Action], plugin: str) -> None:
+        for attr in ("name", "backend", "family", "Args"):
+            if not hasattr(impl, attr):
+                raise TypeError(f"{impl.__qualname__} (plugin {plugin}) does not set {attr}")
+        backends = self._by_action.setdefault(impl.name, {})
+        if impl.backend in backends:
+            other = backends[impl.backend]
+            raise TypeError(
+                f"action {impl.name} of backend {impl.backend} is registered twice: by "
+                f"{other.plugin} and by {plugin}"
+            )
+        for other in backends.values():
+            if other.impl.Args is not impl.Args:
+                raise TypeError(
+                    f"{impl.__qualname__} (plugin {plugin}) declares other arguments for "
+                    f"{impl.name} than {other.impl.__qualname__}: implementations of one action "
+                    "must share its Args class"
+                )
+        backends[impl.backend] = Registered(impl, plugin)
+
+    def names(self) -> list[str]:
+        return sorted(self._by_action)
+
+    def backends(self) -> list[str]:
+        return sorted({b for impls in self._by_action.values() for b in impls})
+
+    def implementations(self, action: str) -> dict[str, Registered]:
+        return self._by_action.get(action, {})
+
+    def args_schema(self, action: str) -> type[Args]:
+        return next(iter(self._by_action[action].values())).impl.Args
+
+    def close_names(self, action: str) -> list[str]:
+        return difflib.get_close_matches(action, self.names(), n=3, cutoff=0.6)

@@ -1,0 +1,359 @@
+"""The `runflow` command line. Heavy modules are imported inside the commands, so that
+`runflow --version` and `--help` answer fast."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from . import __version__
+
+EPILOG = """\b
+Exit codes: 0 succeeded (or nothing to change) · 1 a step failed and everything was rolled
+back · 2 invalid input, nothing was touched · 3 a step failed and rollback failed or was
+disabled: the host needs attention (runflow show RUN) · 4 another run holds the host lock."""
+
+
+class DefaultRunGroup(click.Group):
+    """`runflow WORKFLOW.toml` means `runflow run WORKFLOW.toml`."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().resolve_command(ctx, args)
+
+
+def fail_with(exc: Exception) -> None:
+    from .errors import RunflowError
+
+    code = exc.exit_code if isinstance(exc, RunflowError) else 1
+    if code:
+        click.echo(f"runflow: error: {exc}", err=True)
+    else:
+        click.echo(f"runflow: {exc}", err=True)
+    sys.exit(code)
+
+
+def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .errors import RunflowError
+
+        try:
+            return func(*args, **kwargs)
+        except RunflowError as exc:
+            fail_with(exc)
+
+    return wrapper
+
+
+def selection_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options that say which hosts, backends and vars a workflow runs with."""
+    decorators = [
+        click.option("--var", "cli_vars", multiple=True, metavar="KEY=VALUE",
+                     help="Set a variable (repeatable); wins over the workflow and inventory."),
+        click.option("-i", "--inventory", type=click.Path(dir_okay=False),
+                     help="Inventory TOML naming the hosts (default: the local host)."),
+        click.option("--host", "hosts", multiple=True, metavar="NAME",
+                     help="Run on this inventory host only (repeatable; default: all)."),
+        click.option("-t", "--target", default="auto", show_default=True,
+                     type=click.Choice(["auto", "centos6", "modern"]),
+                     help="Which backends serve the actions."),
+        click.option("--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False),
+                     help="Load a plugin from a Python file (repeatable)."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def change_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of the commands that change hosts."""
+    decorators = [
+        click.option("--events", "events_file", type=click.File("a"),
+                     help="Append every event to FILE as one JSON line."),
+        click.option("--lock-timeout", default=0.0, show_default=True, metavar="SECONDS",
+                     help="Wait this long for a host locked by another run, then exit 4."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress lines."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def _options(cli_vars=(), inventory=None, hosts=(), target="auto", plugin_files=(), **extra):
+    from .plan import parse_vars
+    from .session import Options
+
+    return Options(inventory=inventory, hosts=list(hosts), target=target,
+                   cli_vars=parse_vars(list(cli_vars)), plugin_files=list(plugin_files), **extra)
+
+
+def _plugins(options) -> Any:
+    from .plugins import Plugins
+
+    return Plugins(options.plugin_files)
+
+
+def _subscribe(plugins: Any, *, quiet: bool, events_file: Any, multi_host: bool) -> None:
+    from .eventlog import EventLog
+    from .progress import Progress
+
+    if not quiet:
+        plugins.add_subscriber(Progress(multi_host=multi_host), name="runflow.progress")
+    if events_file is not None:
+        plugins.add_subscriber(EventLog(events_file), name="runflow.events")
+
+
+def _home():
+    from .journal import default_home
+
+    return default_home()
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group(cls=DefaultRunGroup, epilog=EPILOG,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="runflow")
+def cli() -> None:
+    """Run network-plumbing workflows (Linux bridges, Open vSwitch, docker, iptables)
+    step by step: journaled, rolled back on failure, resumable.
+
+    \b
+    runflow WORKFLOW.toml            run it (same as: runflow run WORKFLOW.toml)
+    runflow plan WORKFLOW.toml       what would change, with the commands
+    runflow runs / show / resume / rollback
+    """
+
+
+@cli.command()
+@click.argument("workflow", type=click.Path(dir_okay=False))
+@selection_options
+@change_options
+@click.option("--no-rollback", is_flag=True,
+              help="On failure leave the applied steps in place (exit 3); resume later.")
+@handles_errors
+def run(workflow, events_file, lock_timeout, quiet, no_rollback, **selection) -> None:
+    """Run WORKFLOW: check each step, apply what is not yet so, roll back on failure."""
+    from .session import Session, plan_workflow
+
+    options = _options(**selection, rollback=not no_rollback, lock_timeout=lock_timeout)
+    plugins = _plugins(options)
+    plan = plan_workflow(workflow, options, plugins)
+    _subscribe(plugins, quiet=quiet, events_file=events_file, multi_host=len(plan.hosts) > 1)
+    session = Session(plugins, _home())
+    try:
+        _, code = session.run(plan, options)
+    finally:
+        session.close()
+    sys.exit(code)
+
+
+@cli.command()
+@click.argument("workflow", type=click.Path(dir_okay=False))
+@selection_options
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@handles_errors
+def plan(workflow, as_json, **selection) -> None:
+    """Show, step by step, what a run would change and the commands it would run."""
+    from .engine import Engine
+    from .session import plan_workflow
+
+    options = _options(**selection)
+    plugins = _plugins(options)
+    the_plan = plan_workflow(workflow, options, plugins)
+    rows = Engine(plugins, "plan", the_plan.per_host()).preview()
+    if as_json:
+        _print_json(rows)
+        return
+    multi = len(the_plan.hosts) > 1
+    for row in rows:
+        where = f"[{row['host']}] " if multi else ""
+        verdict = {"change": "would change", "skip": "would skip"}[row["verdict"]]
+        reason = f"  ({row['reason']})" if row.get("reason") else ""
+        click.echo(f"{where}{row['step']:<24} {row['action']:<22} {row['backend'] or '-':<10} "
+                   f"{verdict}{reason}")
+        for command in row["commands"]:
+            click.echo(f"    $ {command}")
+
+
+@cli.command()
+@click.argument("workflows", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@selection_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handles_errors
+def validate(workflows, as_json, **selection) -> None:
+    """Check workflow files (syntax, actions, arguments, vars) without touching anything."""
+    from .errors import InputError
+    from .session import plan_workflow
+
+    options = _options(**selection)
+    results = []
+    for path in workflows:
+        try:
+            the_plan = plan_workflow(path, options, _plugins(options), probe=False)
+        except InputError as exc:
+            results.append({"file": path, "valid": False, "error": str(exc), "line": exc.line,
+                            "step": exc.step, "field": exc.field})
+            continue
+        count = sum(len(i) for i in the_plan.instances.values())
+        results.append({"file": path, "valid": True, "steps": len(the_plan.workflow.steps),
+                        "instances": count})
+    if as_json:
+        _print_json(results)
+    else:
+        for r in results:
+            if r["valid"]:
+                click.echo(f"{r['file']}: valid ({r['steps']} steps, {r['instances']} "
+                           "step instances)")
+            else:
+                click.echo(f"runflow: error: {r['error']}", err=True)
+    if not all(r["valid"] for r in results):
+        sys.exit(2)
+
+
+@cli.command()
+@selection_options
+@click.option("--json", "as_json", is_flag=True, help="Print the listing as JSON.")
+@handles_errors
+def backends(as_json, **selection) -> None:
+    """List the plugins, the actions they implement, and whether each can run here."""
+    from .inventory import LOCAL
+    from .inventory import load as load_inventory
+    from .targets import TARGETS
+
+    options = _options(**selection)
+    plugins = _plugins(options)
+    inv = load_inventory(options.inventory) if options.inventory else LOCAL
+    host = inv.select(options.hosts)[0]
+    rows = []
+    for action in plugins.registry.names():
+        for backend, reg in sorted(plugins.registry.implementations(action).items()):
+            reason = reg.impl.unusable(host)
+            rows.append({"action": action, "backend": backend, "family": reg.impl.family,
+                         "plugin": reg.plugin, "usable": reason is None, "why_not": reason,
+                         "targets": [t for t, m in TARGETS.items()
+                                     if m.get(reg.impl.family) == backend],
+                         "summary": reg.impl.summary})
+    if as_json:
+        _print_json(rows)
+        return
+    for r in rows:
+        status = "usable" if r["usable"] else f"not usable: {r['why_not']}"
+        targets = ",".join(r["targets"]) or "-"
+        click.echo(f"{r['action']:<24} {r['backend']:<12} {r['family']:<10} {targets:<15} "
+                   f"{r['plugin']:<28} {status}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+@click.option("-n", "--limit", default=20, show_default=True, help="How many runs to list.")
+@handles_errors
+def runs(as_json, limit) -> None:
+    """List the journaled runs, newest first."""
+    import datetime
+
+    from .journal import Journal
+
+    records = Journal(_home()).runs(limit)
+    if as_json:
+        _print_json([r.to_json() for r in records])
+        return
+    for r in records:
+        started = datetime.datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(f"{r.id}  {r.state:<16} {started}  {r.workflow:<24} {','.join(r.hosts)}")
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@handles_errors
+def show(run_ref, as_json) -> None:
+    """Show a run's steps (state, backend, time, error) and its events. RUN: id, prefix, last."""
+    from .journal import Journal
+
+    journal = Journal(_home())
+    run_rec = journal.find(run_ref)
+    steps = journal.steps(run_rec.id)
+    events = journal.events(run_rec.id)
+    if as_json:
+        _print_json({"run": run_rec.to_json(full=True), "steps": [s.to_json() for s in steps],
+                     "events": events})
+        return
+    click.echo(f"run {run_rec.id}: {run_rec.workflow} ({run_rec.workflow_path})")
+    click.echo(f"  state {run_rec.state}, attempts {run_rec.attempts}, target "
+               f"{run_rec.record.get('target')}, hosts {', '.join(run_rec.hosts)}")
+    if run_rec.message:
+        click.echo(f"  {run_rec.message}")
+    for s in steps:
+        took = (f"{(s.finished - s.started) * 1000:.1f} ms" if s.started and s.finished else "")
+        click.echo(f"  [{s.host}] {s.key:<24} {s.action:<22} {s.backend or '-':<10} "
+                   f"{s.state:<12} {took}")
+        if s.error:
+            click.echo(f"      error: {s.error}")
+    click.echo(f"  {len(events)} events (--json to see them)")
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@change_options
+@click.option("--no-rollback", is_flag=True, help="On failure leave the applied steps (exit 3).")
+@click.option("--use-current-file", is_flag=True,
+              help="Run the workflow file as it is now, even if it changed since the run began.")
+@click.option("--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Load a plugin from a Python file (repeatable).")
+@handles_errors
+def resume(run_ref, events_file, lock_timeout, quiet, no_rollback, use_current_file,
+           plugin_files) -> None:
+    """Continue a failed or interrupted run: re-check what was applied (drift is reported and
+    repaired), settle steps in doubt, retry the failed step, go on."""
+    from .session import Session
+
+    options = _options(plugin_files=plugin_files, rollback=not no_rollback,
+                       lock_timeout=lock_timeout)
+    plugins = _plugins(options)
+    session = Session(plugins, _home())
+    try:
+        run_rec = session.load(run_ref)
+        _subscribe(plugins, quiet=quiet, events_file=events_file,
+                   multi_host=len(run_rec.hosts) > 1)
+        code = session.resume(run_rec, options, use_current_file=use_current_file)
+    finally:
+        session.close()
+    sys.exit(code)
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@change_options
+@click.option("--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Load a plugin from a Python file (repeatable).")
+@handles_errors
+def rollback(run_ref, events_file, lock_timeout, quiet, plugin_files) -> None:
+    """Undo the applied steps of a run in reverse, restoring the journaled "before" states.
+    Exit 0 when everything was undone, 3 if an undo failed (run it again after fixing)."""
+    from .session import Session
+
+    options = _options(plugin_files=plugin_files, lock_timeout=lock_timeout)
+    plugins = _plugins(options)
+    session = Session(plugins, _home())
+    try:
+        run_rec = session.load(run_ref)
+        _subscribe(plugins, quiet=quiet, events_file=events_file,
+                   multi_host=len(run_rec.hosts) > 1)
+        code = session.rollback(run_rec, options)
+    finally:
+        session.close()
+    sys.exit(code)
+
+
+def main() -> None:
+    cli()

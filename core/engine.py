@@ -1,0 +1,371 @@
+"""The engine: runs a plan step by step on its hosts, rolls back on failure, resumes.
+
+Lockstep across hosts: step i runs on every host (in parallel, one worker thread per host,
+inside the host's namespace) before step i+1 starts anywhere, so a cross-host check at the end
+sees every host configured, and a failure anywhere rolls back every host.
+
+Ordering that makes runs recoverable: the "applying" event, which carries the observed "before"
+state, is sent (and journaled by the journal subscriber) *before* apply runs; the "applied"
+event after. A step with the first and not the second is "in doubt" and settled on resume.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .actions import Action, Context, Resources, State
+from .errors import EXIT_NEEDS_ATTENTION, EXIT_OK, EXIT_ROLLED_BACK
+from .events import Event
+from .hosts import Host
+from .lifecycle import STEP_CHANGED, Lifecycles
+from .plugins import Plugins
+from .workflow import Instance
+
+
+@dataclass(eq=False)
+class RunModel:
+    """The run, as the run state machine sees it."""
+
+    id: str
+    state: str = "pending"
+
+
+@dataclass(eq=False)
+class StepRun:
+    """One instance on one host, as the step state machine sees it."""
+
+    host: Host
+    instance: Instance
+    before: State | None = None  # observed before the first apply: what undo restores
+    error: str | None = None
+    state: str = "pending"
+
+    @property
+    def key(self) -> str:
+        return self.instance.key
+
+
+@dataclass
+class HostRuntime:
+    """What the steps of one host share during a command: its worker thread (inside the host's
+    namespace), its connections, and one object per action implementation."""
+
+    host: Host
+    pool: ThreadPoolExecutor
+    resources: Resources = field(default_factory=Resources)
+    impls: dict[tuple[str, str], Action] = field(default_factory=dict)
+
+
+class Engine:
+    """Executes one run. Build it with the plan of each host (see core/session.py)."""
+
+    def __init__(self, plugins: Plugins, run_id: str,
+                 plans: Sequence[tuple[Host, list[Instance]]], *, rollback: bool = True) -> None:
+        self.plugins = plugins
+        self.registry = plugins.registry
+        self.rollback_on_failure = rollback
+        self.lifecycles = Lifecycles(self._on_transition)
+        self.run = RunModel(run_id)
+        self._emit_lock = threading.Lock()
+        self._stop_reason: str | None = None
+        self.hosts = [host for host, _ in plans]
+        self.steps: dict[str, list[StepRun]] = {
+            host.name: [StepRun(host, inst) for inst in plan] for host, plan in plans
+        }
+        self._runtimes: dict[str, HostRuntime] = {}
+
+    # -- public ------------------------------------------------------------------------------
+
+    def announce(self, detail: dict[str, Any]) -> None:
+        """Send the event that creates the run (the journal records the run from it)."""
+        self._emit(Event("run", self.run.id, None, "pending", detail=detail))
+
+    def restore(self, run_state: str, steps: dict[tuple[str, str], tuple[str, State | None]]
+                ) -> None:
+        """Put the run and its steps back in the states a journal recorded."""
+        self.run.state = run_state
+        for runs in self.steps.values():
+            for r in runs:
+                r.state, r.before = steps.get((r.host.name, r.key), ("pending", None))
+
+    def request_stop(self, reason: str) -> None:
+        """Stop after the step in progress (Ctrl-C, SIGTERM) and roll back as for a failure."""
+        self._stop_reason = reason
+
+    def execute(self) -> int:
+        """Run (or resume) forward; on failure roll back unless disabled. Returns the exit code."""
+        self.lifecycles.track_run(self.run, self.run.state)
+        for runs in self.steps.values():
+            for r in runs:
+                self.lifecycles.track_step(r, r.state)
+        try:
+            if self.run.state == "pending":
+                self.run.start()
+            else:
+                self.run.resume(message="resumed")
+            failure = self._forward()
+            if failure is None:
+                self.run.succeed()
+                return EXIT_OK
+            self.run.fail(message=failure)
+            if not self.rollback_on_failure:
+                return EXIT_NEEDS_ATTENTION
+            return self._roll_back()
+        finally:
+            self._close()
+
+    def roll_back(self) -> int:
+        """Undo the applied steps of a finished, failed or interrupted run."""
+        self.lifecycles.track_run(self.run, self.run.state)
+        for runs in self.steps.values():
+            for r in runs:
+                self.lifecycles.track_step(r, r.state)
+        try:
+            return self._roll_back()
+        finally:
+            self._close()
+
+    def preview(self) -> list[dict[str, Any]]:
+        """What a run would do now: observe and check every step, change nothing."""
+        try:
+            rows = []
+            for host in self.hosts:
+                rt = self._runtime(host.name)
+                rows += rt.pool.submit(self._preview_host, rt, self.steps[host.name]).result()
+            return rows
+        finally:
+            self._close()
+
+    def _preview_host(self, rt: HostRuntime, runs: list[StepRun]) -> list[dict[str, Any]]:
+        rows = []
+        for r in runs:
+            inst = r.instance
+            row = {"host": rt.host.name, "step": inst.key, "action": inst.action,
+                   "backend": inst.backend, "verdict": "skip", "reason": inst.skip_reason,
+                   "commands": []}
+            if not inst.skip_reason:
+                impl = self._impl(rt, inst)
+                ctx = self._context(rt, r)
+                before = impl.observe(ctx, inst.args)
+                if impl.check(inst.args, before):
+                    row["reason"] = "already in the desired state"
+                else:
+                    row["verdict"] = "change"
+                    row["commands"] = [rt.host.describe(argv)
+                                       for argv in impl.describe(inst.args, before)]
+            rows.append(row)
+        return rows
+
+    # -- forward -----------------------------------------------------------------------------
+
+    def _forward(self) -> str | None:
+        """Run every step in lockstep; return None on success or what failed."""
+        by_step: dict[int, dict[str, list[StepRun]]] = {}
+        for host_name, runs in self.steps.items():
+            for r in runs:
+                by_step.setdefault(r.instance.step_index, {}).setdefault(host_name, []).append(r)
+        for index in sorted(by_step):
+            if self._stop_reason:
+                return f"interrupted by {self._stop_reason}"
+            groups = by_step[index]
+            futures = [self._runtime(h).pool.submit(self._run_group, self._runtime(h), runs)
+                       for h, runs in groups.items()]
+            failures = [f.result() for f in futures]
+            failed = [f for f in failures if f]
+            if failed:
+                return "; ".join(failed)
+        if self._stop_reason:
+            return f"interrupted by {self._stop_reason}"
+        return None
+
+    def _run_group(self, rt: HostRuntime, runs: list[StepRun]) -> str | None:
+        """Run the instances of one step on one host (in the host's worker thread)."""
+        todo = []
+        for r in runs:
+            if r.instance.skip_reason and r.state != "skipped":
+                r.check()
+                r.skip(message=r.instance.skip_reason)
+            elif not r.instance.skip_reason:
+                todo.append(r)
+        if not todo:
+            return None
+        impl = self._impl(rt, todo[0].instance)
+        try:
+            if impl.batches() and len(todo) > 1:
+                return self._run_batch(rt, impl, todo)
+            for r in todo:
+                if self._stop_reason:
+                    return f"interrupted by {self._stop_reason}"
+                error = self._run_one(rt, impl, r)
+                if error:
+                    return error
+            return None
+        except Exception as exc:  # a bug in a backend must still fail the step, not the engine
+            return self._fail_unexpected(todo, exc)
+
+    def _run_one(self, rt: HostRuntime, impl: Action, r: StepRun) -> str | None:
+        ctx = self._context(rt, r)
+        try:
+            if r.state in ("pending", "skipped", "failed", "undone"):
+                r.check()
+            now = impl.observe(ctx, r.instance.args)
+            if not self._needs_apply(impl, r, now):
+                return None
+            impl.apply(ctx, r.instance.args, now)
+        except Exception as exc:
+            return self._fail(r, exc, ctx)
+        r.succeed(detail={"commands": ctx.commands})
+        return None
+
+    def _needs_apply(self, impl: Action, r: StepRun, now: State) -> bool:
+        """Decide from a fresh observation; sends the transition (and so the journal intent)."""
+        holds = impl.check(r.instance.args, now)
+        if r.state == "checking":
+            if holds:
+                r.skip(message="already in the desired state")
+                return False
+            r.before = now
+            r.change(detail={"before": now})
+            return True
+        if r.state == "applied":  # resume: an applied step must still hold
+            if holds:
+                return False
+            r.drift(message="drift: no longer in the desired state; applying again")
+            return True
+        # "applying" with no outcome: the process died during apply (in doubt)
+        if holds:
+            r.succeed(message="in doubt; the desired state holds")
+            return False
+        r.reapply(message="in doubt; applying again")
+        return True
+
+    def _run_batch(self, rt: HostRuntime, impl: Action, runs: list[StepRun]) -> str | None:
+        ctx = self._context(rt, runs[0])
+        for r in runs:
+            if r.state in ("pending", "skipped", "failed", "undone"):
+                r.check()
+        observed = impl.observe_many(ctx, [r.instance.args for r in runs])
+        todo = [(r, now) for r, now in zip(runs, observed) if self._needs_apply(impl, r, now)]
+        if not todo:
+            return None
+        if self._stop_reason:
+            for r, _ in todo:
+                r.fail(message=f"not applied: interrupted by {self._stop_reason}")
+            return f"interrupted by {self._stop_reason}"
+        try:
+            impl.apply_many(ctx, [(r.instance.args, now) for r, now in todo])
+        except Exception as exc:
+            return self._settle_batch(impl, ctx, [r for r, _ in todo], exc)
+        for r, _ in todo:
+            r.succeed(detail={"commands": ctx.commands})
+        return None
+
+    def _settle_batch(self, impl: Action, ctx: Context, runs: list[StepRun],
+                      exc: Exception) -> str:
+        """A batch failed part-way: find out which instances took effect."""
+        after = impl.observe_many(ctx, [r.instance.args for r in runs])
+        failure = None
+        for r, now in zip(runs, after):
+            if impl.check(r.instance.args, now):
+                r.succeed(detail={"commands": ctx.commands})
+            elif failure is None:
+                failure = self._fail(r, exc, ctx)
+            else:
+                r.fail(message=f"not applied: the batch stopped at {runs[0].key}")
+        return failure or self._fail_message(runs[0], exc)
+
+    def _fail(self, r: StepRun, exc: Exception, ctx: Context) -> str:
+        r.error = str(exc) or type(exc).__name__
+        if r.state in ("checking", "applying"):
+            r.fail(message=r.error, detail={"commands": ctx.commands})
+        return self._fail_message(r, exc)
+
+    def _fail_unexpected(self, runs: Sequence[StepRun], exc: Exception) -> str:
+        detail = {"traceback": traceback.format_exc()}
+        for r in runs:
+            if r.state in ("checking", "applying"):
+                r.error = f"{type(exc).__name__}: {exc}"
+                r.fail(message=r.error, detail=detail)
+                return self._fail_message(r, exc)
+        return f"{type(exc).__name__}: {exc}"
+
+    @staticmethod
+    def _fail_message(r: StepRun, exc: Exception) -> str:
+        where = f" on {r.host.name}" if r.host.name != "local" else ""
+        return f"step {r.key}{where}: {exc}"
+
+    # -- rollback ----------------------------------------------------------------------------
+
+    def _roll_back(self) -> int:
+        self.run.roll_back()
+        futures = [self._runtime(h.name).pool.submit(self._undo_host, self._runtime(h.name),
+                                                     self.steps[h.name])
+                   for h in self.hosts]
+        errors = [e for f in futures for e in f.result()]
+        if errors:
+            self.run.fail_rollback(message="; ".join(errors))
+            return EXIT_NEEDS_ATTENTION
+        self.run.finish_rollback()
+        return EXIT_ROLLED_BACK
+
+    def _undo_host(self, rt: HostRuntime, runs: list[StepRun]) -> list[str]:
+        """Undo this host's changed steps in reverse; an undo that fails does not stop the rest."""
+        errors = []
+        for r in reversed(runs):
+            if r.state not in STEP_CHANGED:
+                continue
+            ctx = self._context(rt, r)
+            r.undo()
+            try:
+                self._impl(rt, r.instance).undo(ctx, r.instance.args, r.before or {})
+            except Exception as exc:
+                r.error = str(exc) or type(exc).__name__
+                r.fail_undo(message=r.error, detail={"commands": ctx.commands})
+                errors.append(self._fail_message(r, exc))
+                continue
+            r.finish_undo(detail={"commands": ctx.commands})
+        return errors
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _runtime(self, host_name: str) -> HostRuntime:
+        if host_name not in self._runtimes:
+            host = next(h for h in self.hosts if h.name == host_name)
+            pool = ThreadPoolExecutor(1, thread_name_prefix=f"host-{host_name}",
+                                      initializer=host.enter)
+            self._runtimes[host_name] = HostRuntime(host, pool)
+        return self._runtimes[host_name]
+
+    def _impl(self, rt: HostRuntime, inst: Instance) -> Action:
+        key = (inst.action, inst.backend or "")
+        if key not in rt.impls:
+            rt.impls[key] = self.registry.implementations(inst.action)[inst.backend].impl()
+        return rt.impls[key]
+
+    def _context(self, rt: HostRuntime, r: StepRun) -> Context:
+        return Context(rt.host, self.run.id, r.key, rt.resources)
+
+    def _close(self) -> None:
+        for rt in self._runtimes.values():
+            rt.pool.submit(rt.resources.close).result()
+            rt.pool.shutdown()
+        self._runtimes.clear()
+
+    def _on_transition(self, model: Any, source: str, dest: str, kwargs: dict[str, Any]) -> None:
+        message = kwargs.get("message", "")
+        detail = kwargs.get("detail", {})
+        if isinstance(model, StepRun):
+            event = Event("step", self.run.id, source, dest, host=model.host.name,
+                          step=model.key, message=message, detail=detail)
+        else:
+            event = Event("run", self.run.id, source, dest, message=message, detail=detail)
+        self._emit(event)
+
+    def _emit(self, event: Event) -> None:
+        with self._emit_lock:
+            self.plugins.emit(event)

@@ -1,0 +1,91 @@
+"""The errors runflow reports, and the exit code each one ends a command with.
+
+Exit codes (a contract other tools rely on):
+0 succeeded or nothing to change · 1 a step failed and everything was rolled back ·
+2 invalid input, nothing was touched · 3 a step failed and rollback failed or was disabled ·
+4 another run holds the host lock.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+EXIT_OK = 0
+EXIT_ROLLED_BACK = 1
+EXIT_INVALID = 2
+EXIT_NEEDS_ATTENTION = 3
+EXIT_LOCKED = 4
+
+
+class RunflowError(Exception):
+    """Base of the errors the command line turns into a message and an exit code."""
+
+    exit_code = EXIT_ROLLED_BACK
+
+
+class InputError(RunflowError):
+    """Invalid workflow, inventory, vars or arguments: found before anything was touched."""
+
+    exit_code = EXIT_INVALID
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        step: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.line = line
+        self.column = column
+        self.step = step
+        self.field = field
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file:
+            where = self.file
+            if self.line:
+                where += f":{self.line}"
+                if self.column:
+                    where += f":{self.column}"
+            where += ": "
+        if self.step is not None:
+            where += f"step {self.step!r}: "
+        if self.field:
+            where += f"{self.field}: "
+        return where + self.message
+
+
+class LockHeld(RunflowError):
+    """Another run holds the lock of a host."""
+
+    exit_code = EXIT_LOCKED
+
+
+class JournalError(RunflowError):
+    """The journal cannot be read or written, or names no such run."""
+
+    exit_code = EXIT_INVALID
+
+
+class ActionError(Exception):
+    """A step could not reach its desired state. Backends raise it (or a subclass)."""
+
+
+class CommandError(ActionError):
+    """An external program exited non-zero."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str, host: str = "") -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr.strip()
+        where = f" on {host}" if host else ""
+        detail = f": {self.stderr}" if self.stderr else ""
+        super().__init__(f"{shlex.join(self.argv)} exited {returncode}{where}{detail}")

@@ -1,0 +1,31 @@
+"""Events: one for every state change of a run or a step, sent to the `runflow_event` hook."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    """A transition. `step` is None for run-level events.
+
+    kind: "run" or "step". `source`/`dest` are lifecycle states (see core/lifecycle.py);
+    `source` is None for the event that creates a run. `detail` carries what subscribers need
+    at that moment: the run's workflow, vars and plan on creation, a step's observed "before"
+    state on "applying", the commands run, the error on "failed".
+    """
+
+    kind: str
+    run_id: str
+    source: str | None
+    dest: str
+    host: str | None = None
+    step: str | None = None
+    message: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+    time: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,61 @@
+"""The plugin API of runflow: every hook a plugin can implement.
+
+Built-in backends are plugins too and use exactly these hooks. A plugin is a module (or object)
+with functions marked `@hookimpl`, found through the entry-point group "runflow", given with
+`--plugin FILE`, or named by a workflow's `plugins = ["file.py"]`:
+
+    from runflow.core.hookspecs import hookimpl
+
+    @hookimpl
+    def runflow_register_actions(register):
+        register(MyBridgePresent)
+
+An implementation whose name matches no spec below is refused when the plugin is loaded.
+Set RUNFLOW_TRACE_HOOKS=1 to log every hook call.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .actions import RegisterActions
+    from .events import Event
+
+PROJECT = "runflow"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# ---------------------------------------------------------------------------------------------
+# Actions
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def runflow_register_actions(register: RegisterActions) -> None:
+    """Contribute action implementations.
+
+    Call ``register(cls)`` once per implementation; ``cls`` is a subclass of
+    :class:`runflow.core.actions.Action` naming its action, backend, family and ``Args`` schema.
+    Two backends implementing the same action must use the same ``Args`` class.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Events
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def runflow_event(event: Event) -> None:
+    """Observe a state change of a run or a step.
+
+    Called synchronously, in order, for every transition (run created, step checking, applying
+    with the observed "before" state, applied, failed, undone, ...). The journal, the progress
+    view and the ``--events`` JSON-lines sink are implementations of this hook. An exception
+    raised here stops the run: subscribers that must not interfere should catch their own.
+    """

@@ -1,0 +1,171 @@
+"""Runs as the command line starts them: build or rebuild the plan, take the host locks, wire
+the journal and the event subscribers, drive the engine, turn signals into a clean stop."""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import inventory as inventory_mod
+from . import workflow as workflow_mod
+from .engine import Engine
+from .errors import EXIT_OK, EXIT_ROLLED_BACK, InputError, RunflowError
+from .journal import Journal, RunRecord
+from .locks import HostLocks
+from .plan import Plan, build
+from .plugins import Plugins
+
+
+@dataclass
+class Options:
+    """What the command line says about a run."""
+
+    inventory: str | None = None
+    hosts: list[str] = field(default_factory=list)
+    target: str = "auto"
+    cli_vars: dict[str, str] = field(default_factory=dict)
+    plugin_files: list[str] = field(default_factory=list)
+    rollback: bool = True
+    lock_timeout: float = 0.0
+    home: Path | None = None
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def plan_workflow(path: str, options: Options, plugins: Plugins, *, probe: bool = True) -> Plan:
+    wf = workflow_mod.load(path)
+    inv = inventory_mod.load(options.inventory) if options.inventory else inventory_mod.LOCAL
+    hosts = inv.select(options.hosts)
+    return build(wf, plugins, inv, hosts, target=options.target, cli_vars=options.cli_vars,
+                 plugin_files=options.plugin_files, probe=probe)
+
+
+def rebuild_plan(run: RunRecord, plugins: Plugins, *, file_changed: str) -> Plan:
+    """The plan of a journaled run, from the journaled workflow text and vars.
+
+    file_changed says what to do when the workflow file on disk differs from the journaled
+    text: "refuse", "use-current" (resume --use-current-file) or "use-journaled" (rollback).
+    """
+    record = run.record
+    wf_info = record["workflow"]
+    text = wf_info["text"]
+    try:
+        current = Path(wf_info["path"]).read_text()
+    except OSError:
+        current = None
+    if current is not None and current != text and file_changed != "use-journaled":
+        if file_changed == "refuse":
+            raise InputError(
+                f"the workflow file changed since run {run.id} started; resume with "
+                "--use-current-file to run the file as it is now, or restore it",
+                file=wf_info["path"])
+        text = current
+    wf = workflow_mod.parse(text, wf_info["path"])
+    inv_info = record["inventory"]
+    inv = (inventory_mod.parse(inv_info["text"], inv_info["path"]) if inv_info["path"]
+           else inventory_mod.LOCAL)
+    for path in record["plugins"]:
+        plugins.load_file(path)
+    hosts = inv.select(record["hosts"])
+    plan = build(wf, plugins, inv, hosts, target=record["target"], cli_vars=record["cli_vars"],
+                 plugin_files=record["plugins"])
+    journaled = {h: [s["key"] for s in steps] for h, steps in record["steps"].items()}
+    rebuilt = {h: [i.key for i in insts] for h, insts in plan.instances.items()}
+    if journaled != rebuilt:
+        raise InputError(f"the workflow no longer expands to the steps run {run.id} recorded "
+                         "(vars, for_each or when changed); roll the run back instead",
+                         file=wf_info["path"])
+    return plan
+
+
+@contextmanager
+def _stop_on_signals(engine: Engine) -> Iterator[None]:
+    """SIGINT/SIGTERM: finish the step in progress, then fail and roll back."""
+
+    def handler(signum: int, _frame: object) -> None:
+        engine.request_stop(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class Session:
+    """One command that changes hosts (run, resume or rollback)."""
+
+    def __init__(self, plugins: Plugins, home: Path) -> None:
+        self.plugins = plugins
+        self.home = home
+        self.journal = Journal(home)
+        plugins.add_subscriber(self.journal, name="runflow.journal")
+
+    def close(self) -> None:
+        self.journal.close()
+
+    def _locked(self, plan: Plan, run_id: str, timeout: float,
+                body: Callable[[], int]) -> int:
+        with HostLocks(self.home, {h.name: h.key for h in plan.hosts}) as locks:
+            locks.acquire(run_id, timeout)
+            return body()
+
+    def run(self, plan: Plan, options: Options) -> tuple[str, int]:
+        run_id = new_run_id()
+        engine = Engine(self.plugins, run_id, plan.per_host(), rollback=options.rollback)
+
+        def body() -> int:
+            engine.announce(plan.record())
+            with _stop_on_signals(engine):
+                return engine.execute()
+
+        return run_id, self._locked(plan, run_id, options.lock_timeout, body)
+
+    def load(self, ref: str) -> RunRecord:
+        return self.journal.find(ref)
+
+    def _restored_engine(self, run: RunRecord, plan: Plan, rollback: bool) -> Engine:
+        engine = Engine(self.plugins, run.id, plan.per_host(), rollback=rollback)
+        steps = {(s.host, s.key): (s.state, s.before) for s in self.journal.steps(run.id)}
+        engine.restore(run.state, steps)
+        return engine
+
+    def resume(self, run: RunRecord, options: Options, *, use_current_file: bool) -> int:
+        if run.state == "succeeded":
+            raise AlreadyDone(f"run {run.id} succeeded: nothing to resume")
+        if run.state in ("rolled_back", "rolling_back", "rollback_failed"):
+            raise InputError(f"run {run.id} is {run.state.replace('_', ' ')}: it cannot be "
+                             "resumed; start a new run (or `runflow rollback` it to finish)")
+        plan = rebuild_plan(run, self.plugins,
+                            file_changed="use-current" if use_current_file else "refuse")
+        engine = self._restored_engine(run, plan, options.rollback)
+
+        def body() -> int:
+            with _stop_on_signals(engine):
+                return engine.execute()
+
+        return self._locked(plan, run.id, options.lock_timeout, body)
+
+    def rollback(self, run: RunRecord, options: Options) -> int:
+        if run.state == "rolled_back":
+            raise AlreadyDone(f"run {run.id} is already rolled back")
+        plan = rebuild_plan(run, self.plugins, file_changed="use-journaled")
+        engine = self._restored_engine(run, plan, True)
+        code = self._locked(plan, run.id, options.lock_timeout, engine.roll_back)
+        # Asked for, a complete rollback is a success; exit 1 means "failed, rolled back".
+        return EXIT_OK if code == EXIT_ROLLED_BACK else code
+
+
+class AlreadyDone(RunflowError):
+    """Nothing to do: not an error (exit 0)."""
+
+    exit_code = 0
+

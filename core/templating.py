@@ -1,0 +1,71 @@
+"""`{{ var }}` templates, `when` conditions and `for_each` expressions.
+
+Jinja2's sandbox with StrictUndefined: a template cannot call into Python, and an undefined
+variable is an error, never an empty string. A value that is exactly one `{{ expression }}`
+keeps the expression's type (a list stays a list, 1500 stays an int), so `mtu = "{{ mtu }}"`
+and `for_each = "{{ ports }}"` work as expected.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+_SINGLE_EXPRESSION = re.compile(r"^\{\{(?P<expr>(?:(?!\}\}).)*)\}\}$", re.DOTALL)
+
+_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+
+
+class TemplateProblem(ValueError):
+    """A template or expression that cannot be evaluated; the message says why."""
+
+
+@lru_cache(maxsize=4096)
+def _template(text: str):
+    return _env.from_string(text)
+
+
+@lru_cache(maxsize=4096)
+def _expression(text: str):
+    return _env.compile_expression(text, undefined_to_none=False)
+
+
+def _explain(exc: Exception) -> str:
+    if isinstance(exc, UndefinedError):
+        return f"undefined variable: {exc.message}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def evaluate(expression: str, variables: dict[str, Any]) -> Any:
+    """Evaluate a bare expression such as `ovs_datapath == 'netdev'` or `range(1, 201)`."""
+    try:
+        value = _expression(expression)(**variables)
+    except (TemplateError, TypeError, ValueError, ArithmeticError) as exc:
+        raise TemplateProblem(f"cannot evaluate {expression!r}: {_explain(exc)}") from None
+    if hasattr(value, "_undefined_name"):
+        raise TemplateProblem(f"cannot evaluate {expression!r}: undefined variable "
+                              f"{value._undefined_name!r}")
+    return value
+
+
+def render(value: Any, variables: dict[str, Any]) -> Any:
+    """Render the templates in a value (strings, and the strings inside lists and tables)."""
+    if isinstance(value, str):
+        if "{" not in value:
+            return value
+        single = _SINGLE_EXPRESSION.match(value.strip())
+        if single:
+            return evaluate(single.group("expr"), variables)
+        try:
+            return _template(value).render(**variables)
+        except (TemplateError, TypeError, ValueError, ArithmeticError) as exc:
+            raise TemplateProblem(f"cannot render {value!r}: {_explain(exc)}") from None
+    if isinstance(value, list):
+        return [render(v, variables) for v in value]
+    if isinstance(value, dict):
+        return {k: render(v, variables) for k, v in value.items()}
+    return value

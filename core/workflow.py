@@ -1,0 +1,342 @@
+"""Workflow files (the v1 TOML contract): loading, validation, and expansion into the step
+instances one host will run. Everything here happens before anything touches a system; every
+problem is an InputError naming the file, the line, the step and the field."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .actions import Args, Registry
+from .errors import InputError
+from .hosts import Host
+from .targets import TARGET_NAMES, BackendChoiceError, choose_backend
+from .templating import TemplateProblem, evaluate, render
+
+RESERVED_STEP_KEYS = ("id", "action", "backend", "when", "on", "for_each", "description")
+TOP_LEVEL_KEYS = ("workflow", "vars", "targets", "steps", "plugins")
+_STEP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_STEPS_HEADER = re.compile(r"^\s*\[\[\s*steps\s*\]\]", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """A `[[steps]]` entry as written (templates not yet rendered)."""
+
+    index: int
+    id: str
+    action: str
+    args: dict[str, Any]
+    backend: str | None = None
+    when: str | bool | None = None
+    on: tuple[str, ...] | None = None
+    for_each: list[Any] | str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Workflow:
+    path: str
+    text: str
+    name: str
+    description: str
+    vars: dict[str, Any]
+    targets: dict[str, dict[str, Any]]
+    plugins: tuple[str, ...]
+    steps: tuple[StepSpec, ...]
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def error(self, message: str, *, step: int | None = None, field: str | None = None,
+              step_name: str | None = None) -> InputError:
+        """An InputError pointing at a step (by index) and one of its fields."""
+        name = step_name
+        if name is None and step is not None:
+            name = self.steps[step].id if step < len(self.steps) else f"#{step + 1}"
+        line = _line_of(self.text, step, field)
+        return InputError(message, file=self.path, line=line, step=name, field=field)
+
+
+def _line_of(text: str, step: int | None, field: str | None) -> int | None:
+    """The line of a step's header (or of one of its fields), found in the file's text."""
+    if step is None:
+        return None
+    headers = [m.start() for m in _STEPS_HEADER.finditer(text)]
+    if step >= len(headers):
+        return None
+    start = headers[step]
+    end = headers[step + 1] if step + 1 < len(headers) else len(text)
+    if field:
+        key = field.split(".")[0].split("[")[0]
+        m = re.compile(rf"^\s*{re.escape(key)}\s*=", re.MULTILINE).search(text, start, end)
+        if m:
+            start = m.start() + len(m.group()) - len(m.group().lstrip())
+    return text.count("\n", 0, start) + 1
+
+
+def load(path: str | Path) -> Workflow:
+    path = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise InputError(f"cannot read workflow: {exc.strerror}", file=path) from None
+    except UnicodeDecodeError:
+        raise InputError("workflow is not UTF-8 text", file=path) from None
+    return parse(text, path)
+
+
+def parse(text: str, path: str = "<workflow>") -> Workflow:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        col = getattr(exc, "colno", None)
+        msg = str(exc).split(" (at line")[0]
+        raise InputError(f"TOML syntax error: {msg}", file=path, line=line, column=col) from None
+    draft = Workflow(path, text, "", "", {}, {}, (), ())
+
+    unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise draft.error(f"unknown top-level key(s) {', '.join(unknown)} "
+                          f"(expected: {', '.join(TOP_LEVEL_KEYS)})", field=unknown[0])
+    meta = _table(draft, data, "workflow")
+    if not isinstance(meta.get("name"), str) or not meta["name"]:
+        raise draft.error("[workflow] needs a name (a non-empty string)", field="workflow.name")
+    variables = _table(draft, data, "vars")
+    for name in variables:
+        if not _VAR_NAME.fullmatch(name):
+            raise draft.error(f"variable name {name!r} is not an identifier", field=f"vars.{name}")
+    targets = _table(draft, data, "targets")
+    for name, overrides in targets.items():
+        if name not in TARGET_NAMES:
+            raise draft.error(f"unknown target {name!r} (known: {', '.join(TARGET_NAMES)})",
+                              field=f"targets.{name}")
+        if not isinstance(overrides, dict):
+            raise draft.error("must be a table of variable overrides", field=f"targets.{name}")
+    plugins = data.get("plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise draft.error("plugins must be a list of file paths", field="plugins")
+    raw_steps = data.get("steps", [])
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise draft.error("a workflow needs at least one [[steps]] entry", field="steps")
+    steps = tuple(_step(draft, i, raw) for i, raw in enumerate(raw_steps))
+    seen: dict[str, int] = {}
+    for step in steps:
+        if step.id in seen:
+            raise draft.error(f"duplicate step id {step.id!r} (first used by step "
+                              f"#{seen[step.id] + 1})", step=step.index, field="id",
+                              step_name=step.id)
+        seen[step.id] = step.index
+    return Workflow(
+        path=path,
+        text=text,
+        name=meta["name"],
+        description=str(meta.get("description", "")),
+        vars=variables,
+        targets=targets,
+        plugins=tuple(str((Path(path).parent / p)) for p in plugins),
+        steps=steps,
+    )
+
+
+def _table(draft: Workflow, data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise draft.error(f"[{key}] must be a table", field=key)
+    return value
+
+
+def _step(draft: Workflow, index: int, raw: Any) -> StepSpec:
+    name = f"#{index + 1}"
+    if not isinstance(raw, dict):
+        raise draft.error("each step must be a table", step=index, step_name=name)
+    for key in ("id", "action"):
+        if key not in raw:
+            raise draft.error(f"missing required key {key!r}", step=index, field=key,
+                              step_name=str(raw.get("id", name)))
+        if not isinstance(raw[key], str):
+            raise draft.error(f"{key} must be a string", step=index, field=key, step_name=name)
+    step_id = raw["id"]
+    if not _STEP_ID.fullmatch(step_id):
+        raise draft.error(f"step id {step_id!r} must be 1-64 letters, digits, '_', '.' or '-'",
+                          step=index, field="id", step_name=name)
+
+    def fail(message: str, field: str) -> InputError:
+        return draft.error(message, step=index, field=field, step_name=step_id)
+
+    backend = raw.get("backend")
+    if backend is not None and not isinstance(backend, str):
+        raise fail("backend must be a string", "backend")
+    when = raw.get("when")
+    if when is not None and not isinstance(when, (str, bool)):
+        raise fail("when must be an expression (a string) or a boolean", "when")
+    on = raw.get("on")
+    if on is not None:
+        if isinstance(on, str):
+            on = [on]
+        if not isinstance(on, list) or not all(isinstance(h, str) for h in on):
+            raise fail("on must be a list of inventory host names", "on")
+        on = tuple(on)
+    for_each = raw.get("for_each")
+    if for_each is not None and not isinstance(for_each, (list, str)):
+        raise fail("for_each must be a list or an expression that yields one", "for_each")
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise fail("description must be a string", "description")
+    args = {k: v for k, v in raw.items() if k not in RESERVED_STEP_KEYS}
+    return StepSpec(index, step_id, raw["action"], args, backend, when, on, for_each, description)
+
+
+# ---------------------------------------------------------------------------------------------
+# Expansion: what one host runs
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Instance:
+    """One execution of a step on one host: a step, or one item of a for_each step."""
+
+    key: str  # "docker0", or "ports[3]" for the 4th item of step "ports"
+    step_id: str
+    step_index: int
+    action: str
+    backend: str | None
+    args: Args | None  # None when `when` is false (arguments are not rendered then)
+    skip_reason: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)  # the rendered arguments
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "step_id": self.step_id, "step_index": self.step_index,
+                "action": self.action, "backend": self.backend, "args": self.data,
+                "skip_reason": self.skip_reason}
+
+
+def merge_vars(workflow: Workflow, target: str, host_vars: Mapping[str, Any],
+               cli_vars: Mapping[str, Any]) -> dict[str, Any]:
+    """Workflow defaults < [targets.NAME] overrides < inventory host vars < --var."""
+    return {**workflow.vars, **workflow.targets.get(target, {}), **host_vars, **cli_vars}
+
+
+def expand(workflow: Workflow, registry: Registry, *, target: str, host: Host,
+           variables: Mapping[str, Any], probe: bool = True) -> list[Instance]:
+    """Render and validate every step for one host. probe=False skips asking the host which
+    backends it can run (used by `validate`)."""
+    if target not in TARGET_NAMES:
+        raise InputError(f"unknown target {target!r} (known: {', '.join(TARGET_NAMES)})",
+                         field="--target")
+    instances: list[Instance] = []
+    for step in workflow.steps:
+        if step.on is not None and host.name not in step.on:
+            continue
+        instances.extend(_expand_step(workflow, registry, step, target, host, variables, probe))
+    return instances
+
+
+def _expand_step(workflow: Workflow, registry: Registry, step: StepSpec, target: str,
+                 host: Host, variables: Mapping[str, Any], probe: bool) -> list[Instance]:
+    def fail(message: str, field: str | None = None) -> InputError:
+        return workflow.error(message, step=step.index, field=field)
+
+    if not registry.implementations(step.action):
+        close = registry.close_names(step.action)
+        hint = f"; did you mean {' or '.join(close)}?" if close else " (see `runflow backends`)"
+        raise fail(f"unknown action {step.action!r}{hint}", "action")
+    try:
+        backend = choose_backend(registry, step.action, target, host if probe else None,
+                                 step.backend)
+    except BackendChoiceError as exc:
+        raise fail(str(exc), "backend" if step.backend else "action") from None
+
+    items: list[Any] = [None]
+    if step.for_each is not None:
+        try:
+            items = _items(step.for_each, variables)
+        except (TemplateProblem, TypeError) as exc:
+            raise fail(str(exc), "for_each") from None
+    schema = registry.args_schema(step.action)
+    instances = []
+    for index, item in enumerate(items):
+        scope = dict(variables)
+        key = step.id
+        if step.for_each is not None:
+            scope.update(item=item, index=index)
+            key = f"{step.id}[{index}]"
+        reason = _when_false(step, scope, fail)
+        if reason:
+            instances.append(Instance(key, step.id, step.index, step.action, backend, None,
+                                      reason))
+            continue
+        try:
+            data = render(step.args, scope)
+        except TemplateProblem as exc:
+            raise fail(str(exc), _field_of_problem(step.args, scope)) from None
+        try:
+            args = schema.model_validate(data)
+        except ValidationError as exc:
+            raise _schema_error(fail, exc, schema, key) from None
+        instances.append(Instance(key, step.id, step.index, step.action, backend, args,
+                                  data=data))
+    return instances
+
+
+def _items(for_each: list[Any] | str, variables: Mapping[str, Any]) -> list[Any]:
+    value = for_each
+    if isinstance(for_each, str):
+        value = evaluate(for_each.strip().removeprefix("{{").removesuffix("}}"), dict(variables))
+    elif isinstance(for_each, list):
+        value = render(for_each, dict(variables))
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"for_each must yield a list, not {type(value).__name__}")
+    return list(value)
+
+
+def _when_false(step: StepSpec, scope: dict[str, Any], fail) -> str | None:
+    if step.when is None or step.when is True:
+        return None
+    if step.when is False:
+        return "when: false"
+    try:
+        value = evaluate(step.when.strip().removeprefix("{{").removesuffix("}}"), scope)
+    except TemplateProblem as exc:
+        raise fail(str(exc), "when") from None
+    return None if value else f"when: {step.when} is false"
+
+
+def _field_of_problem(args: dict[str, Any], scope: dict[str, Any]) -> str | None:
+    """Which argument holds the template that failed to render."""
+    for name, value in args.items():
+        try:
+            render(value, scope)
+        except TemplateProblem:
+            return name
+    return None
+
+
+def _schema_error(fail, exc: ValidationError, schema: type[Args], key: str) -> InputError:
+    problems = []
+    first_field = None
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or None
+        first_field = first_field or where
+        if err["type"] == "missing":
+            msg = "missing required argument"
+        elif err["type"] == "extra_forbidden":
+            known = ", ".join(schema.model_fields)
+            msg = f"unknown argument (arguments of this action: {known})"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {msg}" if where and len(exc.errors()) > 1 else msg)
+    message = "; ".join(problems)
+    if key.endswith("]"):
+        message = f"{key}: {message}"
+    return fail(message, first_field)
