@@ -357,3 +357,7 @@ def rollback(run_ref, events_file, lock_timeout, quiet, plugin_files) -> None:
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()
