@@ -33,7 +33,8 @@ State = dict[str, Any]
 class Args(BaseModel):
     """Base of every action's argument schema. Unknown arguments are refused."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Numbers are accepted where text is expected: `value = 1` and `{{ n * 10 }}` are fine.
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 class Resources:

@@ -1,0 +1,100 @@
+"""A real backend plugin for the engine's tests: its actions change files in a directory.
+
+`file.present` makes a file hold some content; undo restores what was there before (the old
+content, or no file). Each apply and undo appends a line to `<dir>/.log`, so tests can count
+side effects. Faults are files too: apply fails while `<dir>/<fail_marker>` exists, undo fails
+while `<dir>/<undo_fail_marker>` exists — "fixing the cause" is deleting the marker.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from runflow.core.actions import Action, Args, Context, State
+from runflow.core.errors import ActionError
+from runflow.core.hookspecs import hookimpl
+
+
+class FileArgs(Args):
+    dir: str
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    content: str = ""
+    delay: float = 0.0  # seconds apply takes (to kill a run in the middle of a step)
+    fail_marker: str | None = None
+    undo_fail_marker: str | None = None
+
+
+def _log(args: FileArgs, line: str) -> None:
+    with open(Path(args.dir) / ".log", "a") as log:
+        log.write(line + "\n")
+
+
+class FilePresent(Action):
+    name = "file.present"
+    backend = "files"
+    family = "files"
+    Args = FileArgs
+    summary = "a file holds some content (test backend)"
+
+    def observe(self, ctx: Context, args: FileArgs) -> State:
+        path = Path(args.dir) / args.name
+        return {"exists": path.exists(), "content": path.read_text() if path.exists() else None}
+
+    def check(self, args: FileArgs, before: State) -> bool:
+        return before["content"] == args.content
+
+    def apply(self, ctx: Context, args: FileArgs, before: State) -> None:
+        if args.fail_marker and (Path(args.dir) / args.fail_marker).exists():
+            raise ActionError(f"{args.fail_marker} is in the way")
+        _log(args, f"apply {args.name}")
+        if args.delay:
+            time.sleep(args.delay)
+        (Path(args.dir) / args.name).write_text(args.content)
+
+    def undo(self, ctx: Context, args: FileArgs, before: State) -> None:
+        if args.undo_fail_marker and (Path(args.dir) / args.undo_fail_marker).exists():
+            raise ActionError(f"{args.undo_fail_marker} blocks the undo")
+        _log(args, f"undo {args.name}")
+        path = Path(args.dir) / args.name
+        if before.get("exists"):
+            path.write_text(before["content"])
+        else:
+            path.unlink(missing_ok=True)
+
+    def describe(self, args: FileArgs, before: State | None = None) -> list[list[str]]:
+        return [["write", str(Path(args.dir) / args.name)]]
+
+
+class NoopArgs(Args):
+    label: str = ""
+
+
+class Noop(Action):
+    """Always applies, changes nothing: measures the engine and journal alone."""
+
+    name = "test.noop"
+    backend = "files"
+    family = "files"
+    Args = NoopArgs
+
+    def observe(self, ctx: Context, args: NoopArgs) -> State:
+        return {}
+
+    def check(self, args: NoopArgs, before: State) -> bool:
+        return False
+
+    def apply(self, ctx: Context, args: NoopArgs, before: State) -> None:
+        pass
+
+    def undo(self, ctx: Context, args: NoopArgs, before: State) -> None:
+        pass
+
+
+@hookimpl
+def runflow_register_actions(register: Any) -> None:
+    register(FilePresent)
+    register(Noop)
