@@ -1,0 +1,277 @@
+"""A private dockerd for one lab host (a network namespace), and an offline busybox image.
+
+The daemon runs in the host's network namespace but keeps the machine's mount namespace
+(`nsenter --net`, not `ip netns exec`, which would hide /sys/fs/cgroup). Everything it owns
+lives under one state directory D:
+
+    D/data  D/exec          --data-root / --exec-root (exec is made a shared bind mount, or
+                            container namespaces can outlive their containers)
+    D/docker.sock           the API socket (unix://D/docker.sock)
+    D/daemon.json           its configuration file (what `docker.daemon` edits); always passed
+                            with --config-file so the machine's /etc/docker is never read
+    D/sysconfig             optional: a CentOS 6 style /etc/sysconfig/docker whose other_args
+                            are passed as flags, as that era's init script did
+    D/dockerd.json          how to start it again, for `python3 -m runflow.core.lab.dockerd
+                            restart D` (the command a lab inventory gives as the docker
+                            service's restart command)
+
+Only the started process is ever signalled, by its pid.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .namespaces import Namespace
+
+BUSYBOX = "/bin/busybox"
+BUSYBOX_TOOLS = ("sh", "ip", "ping", "sleep", "cat", "ifconfig", "route", "hostname", "ls")
+BUSYBOX_IMAGE = "runflow/busybox:lab"
+
+
+class DockerdError(RuntimeError):
+    """The daemon could not be started or stopped; the message carries its log's tail."""
+
+
+class Dockerd:
+    """One dockerd inside one network namespace, with its state under state_dir."""
+
+    def __init__(self, namespace: Namespace, state_dir: str | Path, *,
+                 sysconfig: bool = False) -> None:
+        self.namespace = namespace
+        self.dir = Path(state_dir)
+        self.sysconfig = sysconfig
+
+    # -- paths ------------------------------------------------------------------------------
+
+    @property
+    def socket_path(self) -> Path:
+        return self.dir / "docker.sock"
+
+    @property
+    def url(self) -> str:
+        """The endpoint for the inventory and the Docker SDK."""
+        return f"unix://{self.socket_path}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "daemon.json"
+
+    @property
+    def sysconfig_path(self) -> Path:
+        return self.dir / "sysconfig"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / "dockerd.pid"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "dockerd.log"
+
+    def restart_command(self) -> list[str]:
+        """argv that restarts this daemon from another process (e.g. a runflow step)."""
+        return [sys.executable, "-m", "runflow.core.lab.dockerd", "restart", str(self.dir)]
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self, timeout: float = 30) -> None:
+        """Start the daemon (setting up the state directory the first time) and wait until its
+        socket answers."""
+        self._prepare()
+        argv = self.namespace.nsenter_argv([
+            "dockerd", "--data-root", str(self.dir / "data"), "--exec-root",
+            str(self.dir / "exec"), "--pidfile", str(self.pidfile), "-H", self.url,
+            "--config-file", str(self.config_path), *self._sysconfig_flags(),
+        ])
+        with open(self.log_path, "ab") as log:
+            # A new session: the daemon must outlive a `restart` command's process, and must
+            # not get the terminal's signals.
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not self.answers():
+            if proc.poll() is not None:
+                raise DockerdError(f"dockerd exited {proc.returncode}: {self.log_tail()}")
+            if time.monotonic() > deadline:
+                self._stop_pid(proc.pid)
+                raise DockerdError(f"dockerd did not answer within {timeout:g} s: "
+                                   f"{self.log_tail()}")
+            time.sleep(0.05)
+        # Remember our own process (nsenter execs dockerd, so this is dockerd's pid).
+        (self.dir / "dockerd.started").write_text(str(proc.pid))
+
+    def stop(self, timeout: float = 20) -> None:
+        """Stop the daemon this object (or an earlier `start` on the same state dir) started."""
+        started = self.dir / "dockerd.started"
+        if started.exists():
+            self._stop_pid(int(started.read_text()), timeout)
+            started.unlink()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def remove(self) -> None:
+        """Stop the daemon, unmount everything under the state dir (deepest first) and delete
+        it."""
+        self.stop()
+        for mount in sorted(_mounts_under(self.dir), key=len, reverse=True):
+            subprocess.run(["umount", "-l", mount], capture_output=True)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(self.dir)], capture_output=True)
+
+    def answers(self) -> bool:
+        """True when the API socket answers /_ping."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(1)
+                sock.connect(str(self.socket_path))
+                sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+                return sock.recv(64).startswith(b"HTTP/1.0 200")
+        except OSError:
+            return False
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        meta = self.dir / "dockerd.json"
+        if meta.exists():
+            return
+        (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        exec_root = self.dir / "exec"
+        exec_root.mkdir(exist_ok=True)
+        subprocess.run(["mount", "--bind", str(exec_root), str(exec_root)], check=True)
+        subprocess.run(["mount", "--make-shared", str(exec_root)], check=True)
+        if not self.config_path.exists():
+            self.config_path.write_text("{}\n")
+        if self.sysconfig and not self.sysconfig_path.exists():
+            self.sysconfig_path.write_text('# Options for the docker daemon\nother_args=""\n')
+        meta.write_text(json.dumps({"netns": self.namespace.name,
+                                    "sysconfig": self.sysconfig}) + "\n")
+
+    def _sysconfig_flags(self) -> list[str]:
+        """The flags a CentOS 6 init script would pass: the value of other_args."""
+        if not self.sysconfig or not self.sysconfig_path.exists():
+            return []
+        for line in self.sysconfig_path.read_text().splitlines():
+            if line.strip().startswith("other_args="):
+                value = shlex.split(line.strip().removeprefix("other_args="))
+                return shlex.split(value[0]) if value else []
+        return []
+
+    def _stop_pid(self, pid: int, timeout: float = 20) -> None:
+        if not _alive(pid):
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                deadline = time.monotonic() + 5
+            time.sleep(0.05)
+        try:  # our own child: reap it (a daemon started by another process is reaped by init)
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        # dockerd leaves its socket behind when killed; a stale one would look alive to nobody
+        # but would make the next start's wait ambiguous.
+        self.socket_path.unlink(missing_ok=True)
+
+
+def load(state_dir: str | Path) -> Dockerd:
+    """The Dockerd that `start` set up in state_dir (from its dockerd.json)."""
+    meta = json.loads((Path(state_dir) / "dockerd.json").read_text())
+    return Dockerd(Namespace(meta["netns"]), state_dir, sysconfig=meta["sysconfig"])
+
+
+def _alive(pid: int) -> bool:
+    """True while pid runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _mounts_under(path: Path) -> list[str]:
+    root = str(path.resolve())
+    mounts = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        target = line.split()[1].replace("\\040", " ")
+        if target == root or target.startswith(root + "/"):
+            mounts.append(target)
+    return mounts
+
+
+# -- images -------------------------------------------------------------------------------------
+
+
+def busybox_rootfs_tar() -> bytes:
+    """A tar of a minimal root filesystem: a static busybox and the applets the lab uses."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in ("bin", "tmp", "etc"):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if name == "tmp" else 0o755
+            tar.addfile(info)
+        tar.add(BUSYBOX, arcname="bin/busybox")
+        for tool in BUSYBOX_TOOLS:
+            info = tarfile.TarInfo(f"bin/{tool}")
+            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+def build_busybox_image(client: Any, tag: str = BUSYBOX_IMAGE) -> str:
+    """Build the busybox image through the Docker SDK without any registry (FROM scratch);
+    returns its tag."""
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        dockerfile = b'FROM scratch\nADD rootfs.tar /\nENV PATH=/bin\nCMD ["sh"]\n'
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+        rootfs = busybox_rootfs_tar()
+        info = tarfile.TarInfo("rootfs.tar")
+        info.size = len(rootfs)
+        tar.addfile(info, io.BytesIO(rootfs))
+    context.seek(0)
+    client.images.build(fileobj=context, custom_context=True, pull=False, tag=tag, rm=True)
+    return tag
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python3 -m runflow.core.lab.dockerd start|stop|restart STATE_DIR`"""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] not in ("start", "stop", "restart"):
+        print("usage: python3 -m runflow.core.lab.dockerd start|stop|restart STATE_DIR",
+              file=sys.stderr)
+        return 2
+    daemon = load(args[1])
+    try:
+        getattr(daemon, args[0])()
+    except DockerdError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
