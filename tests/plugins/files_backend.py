@@ -2,7 +2,7 @@
 
 `file.present` makes a file hold some content; undo restores what was there before (the old
 content, or no file). Each apply and undo appends a line to `<dir>/.log`, so tests can count
-side effects. Faults are files too: apply fails while `<dir>/<fail_marker>` exists, undo fails
+side effects, and can hold still while a marker file exists, so tests can interrupt them. Faults are files too: apply fails while `<dir>/<fail_marker>` exists, undo fails
 while `<dir>/<undo_fail_marker>` exists — "fixing the cause" is deleting the marker.
 """
 
@@ -23,7 +23,8 @@ class FileArgs(Args):
     dir: str
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     content: str = ""
-    delay: float = 0.0  # seconds apply takes (to kill a run in the middle of a step)
+    hold_marker: str | None = None  # apply waits while this file exists (to kill it mid-step)
+    undo_hold_marker: str | None = None  # undo waits while this file exists
     fail_marker: str | None = None
     undo_fail_marker: str | None = None
 
@@ -31,6 +32,12 @@ class FileArgs(Args):
 def _log(args: FileArgs, line: str) -> None:
     with open(Path(args.dir) / ".log", "a") as log:
         log.write(line + "\n")
+
+
+def _hold(args: FileArgs, marker: str | None) -> None:
+    deadline = time.monotonic() + 60
+    while marker and (Path(args.dir) / marker).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 class FilePresent(Action):
@@ -51,14 +58,14 @@ class FilePresent(Action):
         if args.fail_marker and (Path(args.dir) / args.fail_marker).exists():
             raise ActionError(f"{args.fail_marker} is in the way")
         _log(args, f"apply {args.name}")
-        if args.delay:
-            time.sleep(args.delay)
+        _hold(args, args.hold_marker)
         (Path(args.dir) / args.name).write_text(args.content)
 
     def undo(self, ctx: Context, args: FileArgs, before: State) -> None:
         if args.undo_fail_marker and (Path(args.dir) / args.undo_fail_marker).exists():
             raise ActionError(f"{args.undo_fail_marker} blocks the undo")
         _log(args, f"undo {args.name}")
+        _hold(args, args.undo_hold_marker)
         path = Path(args.dir) / args.name
         if before.get("exists"):
             path.write_text(before["content"])

@@ -85,7 +85,8 @@ def test_shell_steps_fourth_fails_leaves_no_trace(runflow, fw):
 
 
 def test_sigterm_mid_run_finishes_the_step_then_rolls_back(runflow_home, fw, tmp_path):
-    wf = fw.write([fw.step("a"), fw.step("slow", delay=1.5), fw.step("c")])
+    hold = fw.fault("hold")
+    wf = fw.write([fw.step("a"), fw.step("slow", hold_marker="hold"), fw.step("c")])
     events = tmp_path / "events.jsonl"
     proc = subprocess.Popen([*runflow_argv(), "run", str(wf), "--plugin", str(FILES_PLUGIN),
                              "--events", str(events)], stderr=subprocess.PIPE, text=True,
@@ -95,6 +96,8 @@ def test_sigterm_mid_run_finishes_the_step_then_rolls_back(runflow_home, fw, tmp
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)  # the signal arrives while the step is still applying
+    hold.unlink()
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 1, stderr
     assert "interrupted by SIGTERM" in stderr
