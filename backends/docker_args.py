@@ -1,0 +1,135 @@
+"""Argument schemas of the container, docker daemon and service actions, shared by every backend
+that implements them (docker, pipework, daemon-json, sysconfig, systemd, service, command)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from runflow.core.actions import Args
+from runflow.core.fields import Argv, IfName, IPAddress, IPInterface, IPNetwork, Name
+
+
+def _image(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}", value):
+        raise ValueError(f"{value!r} is not an image reference (e.g. busybox:1.36 or "
+                         "registry.example:5000/team/app@sha256:...)")
+    return value
+
+
+def _mac(value: str) -> str:
+    value = value.lower()
+    if not re.fullmatch(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", value):
+        raise ValueError(f"{value!r} is not a MAC address (six hex pairs, e.g. 02:42:ac:11:00:02)")
+    if int(value[:2], 16) & 1:
+        raise ValueError(f"{value!r} is a multicast address: an interface needs a unicast one "
+                         "(even first byte, e.g. 02:...)")
+    return value
+
+
+def _path(value: str) -> str:
+    if not value.startswith("/") or "\x00" in value:
+        raise ValueError(f"{value!r} must be an absolute file path")
+    return value
+
+
+ImageRef = Annotated[str, AfterValidator(_image)]
+MacAddress = Annotated[str, AfterValidator(_mac)]
+FilePath = Annotated[str, AfterValidator(_path)]
+Mtu = Annotated[int, Field(ge=68, le=65535)]
+
+
+# -- containers ---------------------------------------------------------------------------------
+
+
+class ContainerRunArgs(Args):
+    """A running container. An existing container of that name is started if stopped, and
+    refused if it was made from other settings (runflow does not replace containers)."""
+
+    name: Name
+    image: ImageRef
+    command: Argv | None = None  # None: the image's default command
+    network: Name = "bridge"  # "none", "bridge", "host" or a docker network
+    init: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    pull: bool = False  # never pull unless asked: a missing image fails the step
+
+
+class ContainerAbsentArgs(Args):
+    name: Name
+    timeout: int = Field(default=10, ge=0)  # seconds docker waits before killing
+
+
+class ContainerAttachArgs(Args):
+    """A veth from a bridge (Linux or Open vSwitch, detected) into a container."""
+
+    container: Name
+    bridge: IfName
+    address: IPInterface | None = None
+    gateway: IPAddress | None = None
+    ifname: IfName = "eth0"  # the name inside the container
+    mtu: Mtu | None = None
+    mac: MacAddress | None = None
+    # The host end's name; by default "rf" + a digest of container and ifname, so that detach,
+    # rollback and a second attach find it again without asking anyone.
+    host_ifname: IfName | None = None
+
+    @model_validator(mode="after")
+    def _gateway_needs_address(self) -> ContainerAttachArgs:
+        if self.gateway and not self.address:
+            raise ValueError("gateway needs an address on the interface (address = \"CIDR\")")
+        if self.gateway and self.address and (":" in self.gateway) != (":" in self.address):
+            raise ValueError(f"gateway {self.gateway} and address {self.address} are not of "
+                             "the same IP version")
+        return self
+
+
+class ContainerDetachArgs(Args):
+    """Remove what container.attach made: the veth pair (both ends) and its OVS port."""
+
+    container: Name
+    ifname: IfName = "eth0"
+    host_ifname: IfName | None = None
+
+
+# -- the docker daemon --------------------------------------------------------------------------
+
+
+class DockerDaemonArgs(Args):
+    """The daemon's bridge settings. Only the settings given are written; others are kept."""
+
+    bridge: IfName | None = None  # -b: an existing Linux bridge docker attaches containers to
+    bip: IPInterface | None = None  # --bip: the address of the bridge docker creates
+    fixed_cidr: IPNetwork | None = None  # --fixed-cidr: where container addresses come from
+    mtu: Mtu | None = None
+    iptables: bool | None = None
+    config: FilePath | None = None  # default: the inventory's docker_config, then the backend's
+    restart: Name | None = None  # a service to restart after the file changed and after undo
+
+    @model_validator(mode="after")
+    def _one_bridge_setting(self) -> DockerDaemonArgs:
+        if self.bridge and self.bip:
+            raise ValueError(
+                "bridge (-b) and bip (--bip) cannot be used together: dockerd refuses both. "
+                "Either let docker create its bridge and give bip, or create the bridge "
+                "yourself (bridge.present, addr.present) and give its name in bridge"
+            )
+        if all(getattr(self, key) is None
+               for key in ("bridge", "bip", "fixed_cidr", "mtu", "iptables")):
+            raise ValueError("give at least one of bridge, bip, fixed_cidr, mtu, iptables")
+        return self
+
+
+# -- services -----------------------------------------------------------------------------------
+
+
+class ServiceRestartArgs(Args):
+    name: Name
+
+
+class ServicePresentArgs(Args):
+    name: Name
+    state: Literal["running", "stopped"] = "running"
