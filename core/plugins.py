@@ -21,6 +21,8 @@ from .errors import InputError
 DEFAULT_PLUGINS = (
     "runflow.backends.shell",
     "runflow.backends.verify",
+    "runflow.backends.docker",
+    "runflow.backends.pipework",
 )
 
 ENTRY_POINT_GROUP = "runflow"
