@@ -8,6 +8,7 @@ Exit codes (a contract other tools rely on):
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Sequence
 
@@ -46,6 +47,15 @@ class InputError(RunflowError):
         self.column = column
         self.step = step
         self.field = field
+
+    @classmethod
+    def from_toml(cls, exc: ValueError, file: str) -> InputError:
+        """A tomllib.TOMLDecodeError, with the line and column its message carries."""
+        match = re.search(r"^(.*) \(at line (\d+), column (\d+)\)$", str(exc))
+        if not match:
+            return cls(f"TOML syntax error: {exc}", file=file)
+        return cls(f"TOML syntax error: {match.group(1)}", file=file, line=int(match.group(2)),
+                   column=int(match.group(3)))
 
     def __str__(self) -> str:
         where = ""

@@ -58,8 +58,7 @@ def parse(text: str, path: str = "<inventory>") -> Inventory:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"TOML syntax error: {str(exc).split(' (at line')[0]}", file=path,
-                         line=getattr(exc, "lineno", None), column=getattr(exc, "colno", None))
+        raise InputError.from_toml(exc, path) from None
     unknown = sorted(set(data) - {"hosts"})
     if unknown:
         raise InputError(f"unknown top-level key(s) {', '.join(unknown)} (expected: hosts)",

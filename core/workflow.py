@@ -24,7 +24,7 @@ RESERVED_STEP_KEYS = ("id", "action", "backend", "when", "on", "for_each", "desc
 TOP_LEVEL_KEYS = ("workflow", "vars", "targets", "steps", "plugins")
 _STEP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_STEPS_HEADER = re.compile(r"^\s*\[\[\s*steps\s*\]\]", re.MULTILINE)
+_STEPS_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*steps[ \t]*\]\]", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def _line_of(text: str, step: int | None, field: str | None) -> int | None:
     end = headers[step + 1] if step + 1 < len(headers) else len(text)
     if field:
         key = field.split(".")[0].split("[")[0]
-        m = re.compile(rf"^\s*{re.escape(key)}\s*=", re.MULTILINE).search(text, start, end)
+        m = re.compile(rf"^[ \t]*{re.escape(key)}[ \t]*=", re.MULTILINE).search(text, start, end)
         if m:
             start = m.start() + len(m.group()) - len(m.group().lstrip())
     return text.count("\n", 0, start) + 1
@@ -99,10 +99,7 @@ def parse(text: str, path: str = "<workflow>") -> Workflow:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
-        col = getattr(exc, "colno", None)
-        msg = str(exc).split(" (at line")[0]
-        raise InputError(f"TOML syntax error: {msg}", file=path, line=line, column=col) from None
+        raise InputError.from_toml(exc, path) from None
     draft = Workflow(path, text, "", "", {}, {}, (), ())
 
     unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))

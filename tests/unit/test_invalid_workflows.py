@@ -1,0 +1,82 @@
+"""Every file in tests/invalid/ is refused with exit 2 and a message naming what is wrong, and
+nothing is touched: its first (valid) step never runs and no run is journaled.
+
+Each file starts with `# exit: N` and `# error: FRAGMENT` (a part of the expected message).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+CORPUS = sorted((REPO / "tests" / "invalid").glob("*.toml"))
+
+
+def expectation(path: Path) -> tuple[int, str]:
+    header = dict(line[2:].split(": ", 1) for line in path.read_text().splitlines()[:2])
+    return int(header["exit"]), header["error"]
+
+
+def test_the_corpus_is_large_enough():
+    assert len(CORPUS) >= 30
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
+def test_invalid_workflow_is_refused_and_touches_nothing(rf, path, tmp_path, runflow_home):
+    code, fragment = expectation(path)
+    state = tmp_path / "state"
+    state.mkdir()
+    result = rf("run", path, "--var", f"dir={state}")
+    assert result.returncode == code, result.stderr
+    assert fragment in result.stderr
+    assert str(path) in result.stderr or "plugin" in result.stderr  # names the file
+    assert list(state.iterdir()) == []
+    assert not (runflow_home / "journal.sqlite").exists()
+    validated = rf("validate", path, "--var", f"dir={state}")
+    assert validated.returncode == code and fragment in validated.stderr
+
+
+def test_errors_name_the_line_and_the_step(rf, tmp_path):
+    result = rf("validate", next((REPO / "tests" / "invalid").glob("*-missing-argument.toml")),
+                "--var", f"dir={tmp_path}")
+    assert ".toml:12: step 'second': name: missing required argument" in result.stderr
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--var", "novalue"], "expected KEY=VALUE"),
+    (["--var", "bad-name=1"], "expected KEY=VALUE"),
+    (["--target", "centos5"], "Invalid value for '-t' / '--target'"),
+    (["--inventory", "/nonexistent/inventory.toml"], "cannot read inventory"),
+])
+def test_bad_command_line_input_exits_2(rf, tmp_path, args, fragment):
+    wf = REPO / "tests" / "invalid" / "01-bad-cidr-prefix.toml"
+    result = rf("run", wf, *args)
+    assert result.returncode == 2
+    assert fragment in result.stderr
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("[hosts.h1]\nnetns = 'bad name'\n", "hosts.h1.netns"),
+    ("[hosts.h1]\nvars = 3\n", "hosts.h1.vars: vars must be a table"),
+    ("[hosts]\n", "at least one [hosts.NAME]"),
+    ("[hosts.h1]\nssh = 'root@x'\n", "ssh hosts are not supported yet"),
+    ("[host.h1]\n", "unknown top-level key(s) host"),
+    ("[hosts.h1\n", "TOML syntax error"),
+    ("[hosts.h1]\nnetns = 'rf-no-such-namespace'\n", "does not exist"),
+])
+def test_bad_inventory_exits_2(rf, tmp_path, text, fragment):
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text(text)
+    state = tmp_path / "state"
+    state.mkdir()
+    wf = tmp_path / "wf.toml"
+    wf.write_text('[workflow]\nname = "x"\n[[steps]]\nid = "a"\naction = "file.present"\n'
+                  f'dir = "{state}"\nname = "a"\n')
+    result = rf("run", wf, "--inventory", inventory)
+    assert result.returncode == 2, result.stderr
+    assert fragment in result.stderr
+    assert str(inventory) in result.stderr
+    assert list(state.iterdir()) == []
