@@ -283,10 +283,13 @@ class ContainerAbsent(Action):
 # -- attachments: what both attach backends share -----------------------------------------------
 
 
-def default_host_ifname(container: str, ifname: str) -> str:
-    """The host end's name: stable for a container name and interface, so that detach,
-    rollback and a re-attach after a restart find it without any record."""
-    return "rf" + hashlib.sha1(f"{container}/{ifname}".encode()).hexdigest()[:10]
+def default_host_ifname(container: str, ifname: str, pid: int) -> str:
+    """The host end's name: "rf" and a digest of the container, its interface and the PID
+    that owns its namespace (as pipework's veth1pl<PID>), so that detach and rollback find it
+    without any record, and a re-attach after a restart gets a new name: an OVS port is then
+    replaced by another, never re-created under the same name, which ovs-vswitchd would not
+    notice."""
+    return "rf" + hashlib.sha1(f"{container}/{ifname}/{pid}".encode()).hexdigest()[:10]
 
 
 @dataclass
@@ -414,9 +417,14 @@ def attach_commands(att: Attachment, vsctl: list[str]) -> list[list[str]]:
         commands.append([*inside, "route", "replace", "default", "via", att.gateway,
                          "dev", att.ifname])
     if att.kind == "ovs":
+        # A stale port of the same name (a fixed host_ifname) goes first, on its own:
+        # ovs-vswitchd must drop the old device before it can open the new one.
+        if att.host_ifname in att.stale_ports:
+            commands.insert(0, [*vsctl, "--if-exists", "del-port", att.host_ifname])
         port = list(vsctl)
         for stale in att.stale_ports:
-            port += ["--", "--if-exists", "del-port", stale]
+            if stale != att.host_ifname:
+                port += ["--", "--if-exists", "del-port", stale]
         port += ["--", "--may-exist", "add-port", att.bridge, att.host_ifname,
                  "--", "set", "Interface", att.host_ifname,
                  *[f"external_ids:{k}={v}" for k, v in att.tags.items()]]
@@ -444,10 +452,12 @@ class Plumbing:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    def observe(self, container: str, ifname: str, host_ifname: str, bridge: str | None, *,
-                gateway: bool) -> State:
+    def observe(self, container: str, ifname: str, host_ifname: str | None,
+                bridge: str | None, *, gateway: bool) -> State:
         info = container_state(self.ctx, container)
         running = bool(info and info["running"] and info["pid"])
+        if host_ifname is None:
+            host_ifname = default_host_ifname(container, ifname, info["pid"] if running else 0)
         kind = None
         if bridge is not None:
             kind = "linux" if linux_bridge(bridge) else "ovs" if self.ovs_bridge(bridge) else None
@@ -506,12 +516,8 @@ class ContainerAttach(Action):
     def unusable(cls, host: Host) -> str | None:
         return missing_modules("docker", "pyroute2")
 
-    @staticmethod
-    def host_ifname(args: ContainerAttachArgs | ContainerDetachArgs) -> str:
-        return args.host_ifname or default_host_ifname(args.container, args.ifname)
-
     def observe(self, ctx: Context, args: ContainerAttachArgs) -> State:
-        return self.plumbing(ctx).observe(args.container, args.ifname, self.host_ifname(args),
+        return self.plumbing(ctx).observe(args.container, args.ifname, args.host_ifname,
                                           args.bridge, gateway=bool(args.gateway))
 
     def check(self, args: ContainerAttachArgs, before: State) -> bool:
@@ -531,20 +537,21 @@ class ContainerAttach(Action):
 
     def undo(self, ctx: Context, args: ContainerAttachArgs, before: State) -> None:
         plumbing = self.plumbing(ctx)
-        plumbing.remove(plumbing.observe(args.container, args.ifname, self.host_ifname(args),
+        plumbing.remove(plumbing.observe(args.container, args.ifname, args.host_ifname,
                                          None, gateway=False))
 
     def describe(self, args: ContainerAttachArgs, before: State | None = None
                  ) -> list[list[str]]:
         seen = before or {"container": None, "host_end": None, "ovs_ports": [],
-                          "host_ifname": self.host_ifname(args), "bridge_kind": None}
+                          "host_ifname": args.host_ifname, "bridge_kind": None}
         vsctl = vsctl_argv(None)
         redo = detach_commands({**seen, "ovs_ports": []}, vsctl)
         return [*redo, *attach_commands(attachment_for(args, seen), vsctl)]
 
     def describe_undo(self, args: ContainerAttachArgs, before: State | None = None
                       ) -> list[list[str]]:
-        return [["ip", "link", "del", self.host_ifname(args)]]
+        name = (before or {}).get("host_ifname") or args.host_ifname or "HOST_IFNAME"
+        return [["ip", "link", "del", name]]
 
 
 class ContainerDetach(Action):
@@ -558,10 +565,9 @@ class ContainerDetach(Action):
     plumbing: type[Plumbing]  # Netlink here; pipework: Commands
 
     unusable = ContainerAttach.unusable
-    host_ifname = ContainerAttach.host_ifname
 
     def observe(self, ctx: Context, args: ContainerDetachArgs) -> State:
-        return self.plumbing(ctx).observe(args.container, args.ifname, self.host_ifname(args),
+        return self.plumbing(ctx).observe(args.container, args.ifname, args.host_ifname,
                                           None, gateway=True)
 
     def check(self, args: ContainerDetachArgs, before: State) -> bool:
@@ -586,7 +592,8 @@ class ContainerDetach(Action):
 
     def describe(self, args: ContainerDetachArgs, before: State | None = None
                  ) -> list[list[str]]:
-        seen = before or {"host_end": {}, "ovs_ports": [], "host_ifname": self.host_ifname(args)}
+        seen = before or {"host_end": {}, "ovs_ports": [],
+                          "host_ifname": args.host_ifname or "HOST_IFNAME"}
         return detach_commands(seen, vsctl_argv(None))
 
     def describe_undo(self, args: ContainerDetachArgs, before: State | None = None
