@@ -63,9 +63,10 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id, id);
 """
 
-# Transitions after which the journal must be on disk before the engine goes on: an intent
-# before apply/undo, and every outcome.
-_DURABLE = {"applying", "applied", "failed", "undoing", "undone", "undo_failed"}
+# Transitions that must be committed before the engine goes on: the intents, sent just before
+# apply or undo runs. An outcome rides along with the next commit; if the process dies first,
+# the step is "in doubt" and resume settles it with `check`, as for a kill during apply.
+_DURABLE = {"applying", "undoing"}
 
 
 def default_home() -> Path:
