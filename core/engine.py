@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .actions import Action, Context, Resources, State
-from .errors import EXIT_NEEDS_ATTENTION, EXIT_OK, EXIT_ROLLED_BACK
+from .errors import EXIT_NEEDS_ATTENTION, EXIT_OK, EXIT_ROLLED_BACK, ActionError
 from .events import Event
 from .hosts import Host
 from .lifecycle import STEP_CHANGED, Lifecycles
@@ -218,9 +218,24 @@ class Engine:
                 return None
             impl.apply(ctx, r.instance.args, now)
         except Exception as exc:
+            if r.state == "applying":
+                exc = self._clean_up_partial(impl, ctx, r, now, exc)
             return self._fail(r, exc, ctx)
         r.succeed(detail={"commands": ctx.commands})
         return None
+
+    @staticmethod
+    def _clean_up_partial(impl: Action, ctx: Context, r: StepRun, now: State,
+                          exc: Exception) -> Exception:
+        """An apply that failed half-way (e.g. a veth made, its move failed) must not leave
+        half-done state: if the step's state moved, undo restores what was observed."""
+        try:
+            if impl.observe(ctx, r.instance.args) == now:
+                return exc
+            impl.undo(ctx, r.instance.args, now)
+        except Exception as cleanup:
+            return ActionError(f"{exc}; its partial changes could not be undone: {cleanup}")
+        return ActionError(f"{exc} (its partial changes were undone)")
 
     def _needs_apply(self, impl: Action, r: StepRun, now: State) -> bool:
         """Decide from a fresh observation; sends the transition (and so the journal intent)."""

@@ -27,6 +27,7 @@ class FileArgs(Args):
     undo_hold_marker: str | None = None  # undo waits while this file exists
     fail_marker: str | None = None
     undo_fail_marker: str | None = None
+    break_marker: str | None = None  # apply writes the file, then fails, while this file exists
 
 
 def _log(args: FileArgs, line: str) -> None:
@@ -60,6 +61,8 @@ class FilePresent(Action):
         _log(args, f"apply {args.name}")
         _hold(args, args.hold_marker)
         (Path(args.dir) / args.name).write_text(args.content)
+        if args.break_marker and (Path(args.dir) / args.break_marker).exists():
+            raise ActionError(f"{args.break_marker}: failed after writing")
 
     def undo(self, ctx: Context, args: FileArgs, before: State) -> None:
         if args.undo_fail_marker and (Path(args.dir) / args.undo_fail_marker).exists():

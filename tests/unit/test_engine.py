@@ -65,6 +65,16 @@ def test_undo_failure_exits_3_and_the_other_undos_still_run(rf, fw, tmp_path):
     assert set(fw.files()) == {"b", "boom", "stuck"}
 
 
+def test_a_step_that_fails_half_way_leaves_nothing_half_done(rf, fw):
+    (fw.dir / "b").write_text("old b")
+    fw.fault("broken")
+    wf = fw.write([fw.step("a"), fw.step("b", break_marker="broken")])
+    result = rf("run", wf)
+    assert result.returncode == 1
+    assert "failed after writing (its partial changes were undone)" in result.stderr
+    assert fw.files() == {"b": "old b", "broken": ""}
+
+
 def test_no_rollback_leaves_the_applied_steps_and_exits_3(rf, fw):
     fw.fault("boom")
     wf = fw.write([fw.step("a"), fw.step("b", fail_marker="boom")])
