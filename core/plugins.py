@@ -23,6 +23,8 @@ DEFAULT_PLUGINS = (
     "runflow.backends.verify",
     "runflow.backends.docker",
     "runflow.backends.pipework",
+    "runflow.backends.docker_daemon",
+    "runflow.backends.service",
 )
 
 ENTRY_POINT_GROUP = "runflow"

@@ -86,12 +86,14 @@ class Dockerd:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self, timeout: float = 30) -> None:
+    def start(self, timeout: float = 30, *, mount_ns: int | None = None) -> None:
         """Start the daemon (setting up the state directory the first time) and wait until its
-        socket answers."""
+        socket answers. mount_ns: an open mount namespace file to start it in (a restart keeps
+        the namespace of the daemon it replaces)."""
         self._prepare()
+        enter = [f"--mount=/proc/self/fd/{mount_ns}"] if mount_ns is not None else []
         argv = self.namespace.nsenter_argv([
-            "dockerd", "--data-root", str(self.dir / "data"), "--exec-root",
+            *enter, "dockerd", "--data-root", str(self.dir / "data"), "--exec-root",
             str(self.dir / "exec"), "--pidfile", str(self.pidfile), "-H", self.url,
             "--config-file", str(self.config_path), *self._sysconfig_flags(),
         ])
@@ -99,7 +101,8 @@ class Dockerd:
             # A new session: the daemon must outlive a `restart` command's process, and must
             # not get the terminal's signals.
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    start_new_session=True)
+                                    start_new_session=True,
+                                    pass_fds=(mount_ns,) if mount_ns is not None else ())
         deadline = time.monotonic() + timeout
         while not self.answers():
             if proc.poll() is not None:
@@ -120,8 +123,18 @@ class Dockerd:
             started.unlink()
 
     def restart(self) -> None:
-        self.stop()
-        self.start()
+        """Stop and start again, in the mount namespace the daemon ran in: the caller may be
+        a runflow step whose thread has a private /sys for its network namespace, where
+        dockerd would find no /sys/fs/cgroup."""
+        started = self.dir / "dockerd.started"
+        pid = int(started.read_text()) if started.exists() else 0
+        mount_ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY) if pid and _alive(pid) else None
+        try:
+            self.stop()
+            self.start(mount_ns=mount_ns)
+        finally:
+            if mount_ns is not None:
+                os.close(mount_ns)
 
     def remove(self) -> None:
         """Stop the daemon, unmount everything under the state dir (deepest first) and delete
