@@ -21,6 +21,11 @@ from .errors import InputError
 DEFAULT_PLUGINS = (
     "runflow.backends.shell",
     "runflow.backends.verify",
+    "runflow.backends.iproute2",
+    "runflow.backends.brctl",
+    "runflow.backends.netlink",
+    "runflow.backends.procfs",
+    "runflow.backends.iptables",
     "runflow.backends.docker",
     "runflow.backends.pipework",
     "runflow.backends.docker_daemon",

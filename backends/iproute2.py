@@ -1,0 +1,1160 @@
+"""Links, addresses, veth pairs, namespaces and routes with CentOS 6's `ip` (backend `iproute2`),
+and the model every Linux link backend shares (brctl.py and netlink.py build on it).
+
+A step, for every link action and backend:
+
+    observe   reads plain records: links from /sys/class/net (no process), addresses and
+              routes from the backend (`ip -o addr`, `ip route` here; a netlink dump there)
+    check     compares the records with the arguments (no I/O)
+    apply     turns arguments and records into Changes (AddBridge, Enslave, AddAddr, ...) that
+              the backend carries out: as commands here — consecutive `ip` commands go through
+              one `ip -batch -` — and as netlink messages in netlink.py
+    undo      observes again and carries out the Changes that lead back to the "before"
+              records; with nothing left to restore it does nothing
+    describe  renders the same Changes as commands.
+
+Commands used, all present in CentOS 6 (iproute 2.6.32, bridge-utils 1.2):
+    ip -batch -                  commands on stdin, stops at the first failure
+    ip -o addr show [dev D]      ip -4|-6 route show exact PREFIX|default
+    ip link add N type veth peer name P        ip link delete N
+    ip link set N [mtu M] [address MAC] [up|down] | netns PID|NAME | name NEW
+    ip addr add|del A dev D [brd B] [scope S] [label L]
+    ip [-6] route replace|del PREFIX [via G] [dev D] [metric M] [proto P] [scope S] [src A]
+    brctl addbr|delbr|addif|delif   (bridges: iproute2 2.6.32 can neither create a bridge nor
+                                     set a master; `ip link set N down` before `brctl delbr`)
+Named namespaces (`netns NAME`, `ip netns exec`) are the backport in CentOS 6.5's iproute; a
+move by pid works with any 2.6.32. Commands inside a process's namespace use nsenter
+(util-linux 2.23, which CentOS 6 lacks). Not used: `ip -j` (4.13), `ip -n`, `ip link add type
+bridge`, `ip link set master` (3.x).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import os
+import shutil
+import socket
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from runflow.core.actions import Action, Context, State
+from runflow.core.errors import ActionError
+from runflow.core.hookspecs import hookimpl
+from runflow.core.hosts import Host, NetnsHost
+
+from .linux_args import (AddrAbsentArgs, AddrPresentArgs, BridgeArgs, BridgePortArgs,
+                         LinkSetArgs, NetnsMoveArgs, RouteArgs, RoutePresentArgs,
+                         VethAbsentArgs, VethPresentArgs)
+
+T = TypeVar("T")
+Record = dict[str, Any]  # a link, address or route as observe sees it (JSON, journaled)
+
+# ---------------------------------------------------------------------------------------------
+# Namespaces
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Netns:
+    """A network namespace a link moves to: a named one, a process's, or the host's own
+    (`home`, resolved when the change runs)."""
+
+    name: str | None = None
+    pid: int | None = None
+    home: bool = False
+
+    @property
+    def path(self) -> str:
+        return f"/run/netns/{self.name}" if self.name else f"/proc/{self.pid}/ns/net"
+
+    @property
+    def arg(self) -> str:
+        """How `ip link set ... netns` names it."""
+        return self.name or str(self.pid)
+
+    def prefix(self) -> list[str]:
+        """How to run a command inside it."""
+        if self.name:
+            return ["ip", "netns", "exec", self.name]
+        return ["nsenter", "-t", str(self.pid), "-n"]
+
+    def resolve(self, host: Host | None) -> Netns:
+        """The host's own namespace made concrete: its name, or (local host) our pid's."""
+        if not self.home:
+            return self
+        if isinstance(host, NetnsHost):
+            return Netns(name=host.netns)
+        # Without a host (describe_undo) pid 1 stands for the machine's namespace.
+        return Netns(pid=os.getpid() if host is not None else 1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "pid": self.pid}
+
+
+HOME = Netns(home=True)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_CLONE_NEWNET = 0x40000000
+
+
+def in_netns(ns: Netns, fn: Callable[[], T]) -> T:
+    """Run fn in a short-lived thread that entered the namespace: sockets it opens and
+    if_nametoindex() see that namespace (its /sys does not follow; nothing here reads /sys)."""
+    result: dict[str, Any] = {}
+
+    def body() -> None:
+        try:
+            fd = os.open(ns.path, os.O_RDONLY)
+            try:
+                if _libc.setns(fd, _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns {ns.path}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            result["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=body, name=f"netns-{ns.arg}")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def netns_indexes(ns: Netns) -> dict[str, int] | None:
+    """Link name → ifindex inside a namespace, or None if the namespace does not exist."""
+    if not os.path.exists(ns.path):
+        return None
+    return in_netns(ns, lambda: {name: index for index, name in socket.if_nameindex()})
+
+
+# ---------------------------------------------------------------------------------------------
+# Links from /sys
+# ---------------------------------------------------------------------------------------------
+
+SYS_NET = "/sys/class/net"
+ABSENT: Record = {"exists": False}
+DEFAULT_MTU = 1500
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _link_name(path: str) -> str | None:
+    try:
+        return os.path.basename(os.readlink(path))
+    except OSError:
+        return None
+
+
+def _kind(base: str, ifindex: int, iflink: int) -> str:
+    for line in _read(f"{base}/uevent").splitlines():
+        if line.startswith("DEVTYPE="):
+            return line.removeprefix("DEVTYPE=")  # bridge, vlan, bond, vxlan, ...
+    if os.path.exists(f"{base}/device"):
+        return "physical"
+    if os.path.exists(f"{base}/tun_flags"):
+        return "tun"
+    # A veth reports its peer's ifindex as iflink; a plain virtual link reports its own.
+    return "veth" if iflink != ifindex else "virtual"
+
+
+def read_link(name: str, *, ports: bool = False) -> Record:
+    """A link as /sys shows it (the thread's namespace), or ABSENT."""
+    base = f"{SYS_NET}/{name}"
+    try:
+        ifindex = int(_read(f"{base}/ifindex"))
+        iflink = int(_read(f"{base}/iflink"))
+        rec = {
+            "exists": True,
+            "kind": _kind(base, ifindex, iflink),
+            "up": bool(int(_read(f"{base}/flags"), 16) & 1),
+            "mtu": int(_read(f"{base}/mtu")),
+            "mac": _read(f"{base}/address"),
+            # 3 = set by hand; 1 = random (a new veth or an empty bridge)
+            "mac_set": _read(f"{base}/addr_assign_type") == "3",
+            # `master` on kernels since 3.x, brport/bridge on CentOS 6's 2.6.32
+            "master": _link_name(f"{base}/master") or _link_name(f"{base}/brport/bridge"),
+            "ifindex": ifindex,
+            "iflink": iflink,
+        }
+        if ports and rec["kind"] == "bridge":
+            rec["ports"] = _ports(base)
+    except FileNotFoundError:  # not there, or gone while reading
+        return dict(ABSENT)
+    return rec
+
+
+def _ports(base: str) -> list[str]:
+    """A bridge's ports in port-number order (re-adding them in it gives the same numbers)."""
+    names = os.listdir(f"{base}/brif")
+    return sorted(names, key=lambda p: int(_read(f"{base}/brif/{p}/port_no"), 16))
+
+
+def ifindex_names() -> dict[int, str]:
+    return {int(_read(f"{SYS_NET}/{n}/ifindex")): n for n in os.listdir(SYS_NET)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Changes: what apply and undo do, whatever the backend
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AddBridge:
+    name: str
+
+
+@dataclass(frozen=True)
+class AddVeth:
+    name: str
+    peer: str
+
+
+@dataclass(frozen=True)
+class DelLink:
+    name: str
+    kind: str  # CentOS 6 deletes bridges with brctl
+
+
+@dataclass(frozen=True)
+class SetLink:
+    name: str
+    mtu: int | None = None
+    mac: str | None = None
+    up: bool | None = None
+
+
+@dataclass(frozen=True)
+class Enslave:
+    name: str
+    bridge: str
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    bridge: str  # brctl delif names the bridge
+
+
+@dataclass(frozen=True)
+class AddAddr:
+    dev: str
+    address: str  # CIDR
+    brd: str | None = None
+    scope: str | None = None  # None: the kernel's choice ("global")
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class DelAddr:
+    dev: str
+    address: str
+
+
+@dataclass(frozen=True)
+class MoveLink:
+    name: str
+    to: Netns
+    inside: Netns | None = None  # where the command runs (None: the host)
+
+
+@dataclass(frozen=True)
+class RenameLink:
+    name: str
+    new: str
+    inside: Netns | None = None
+
+
+@dataclass(frozen=True)
+class ReplaceRoute:
+    route: Record
+
+
+@dataclass(frozen=True)
+class DelRoute:
+    route: Record
+
+
+Change = (AddBridge | AddVeth | DelLink | SetLink | Enslave | Release | AddAddr | DelAddr
+          | MoveLink | RenameLink | ReplaceRoute | DelRoute)
+
+
+def _route_args(r: Record, *, full: bool) -> list[str]:
+    argv = ["ip", *(["-6"] if r["family"] == 6 else []), "route", "replace" if full else "del",
+            r["to"]]
+    for key, word in (("via", "via"), ("dev", "dev"), ("metric", "metric")):
+        if r.get(key) is not None:
+            argv += [word, str(r[key])]
+    if full:
+        for key, word in (("proto", "proto"), ("scope", "scope"), ("src", "src")):
+            if r.get(key) not in (None, *ROUTE_DEFAULTS.get(key, ())):
+                argv += [word, str(r[key])]
+    return argv
+
+
+def render(change: Change, *, centos6: bool, host: Host | None = None) -> list[list[str]]:
+    """The commands of a change: CentOS 6's (ip 2.6.32 and brctl) or today's iproute2 (the
+    command line equivalent to what the netlink backend sends)."""
+    match change:
+        case AddBridge(name):
+            return [["brctl", "addbr", name] if centos6 else
+                    ["ip", "link", "add", name, "type", "bridge"]]
+        case AddVeth(name, peer):
+            return [["ip", "link", "add", name, "type", "veth", "peer", "name", peer]]
+        case DelLink(name, "bridge") if centos6:
+            return [["ip", "link", "set", name, "down"], ["brctl", "delbr", name]]
+        case DelLink(name, _):
+            return [["ip", "link", "delete", name]]
+        case SetLink(name, mtu, mac, up):
+            argv = ["ip", "link", "set", name]
+            if mtu is not None:
+                argv += ["mtu", str(mtu)]
+            if mac is not None:
+                argv += ["address", mac]
+            if up is not None:
+                argv.append("up" if up else "down")
+            return [argv]
+        case Enslave(name, bridge):
+            return [["brctl", "addif", bridge, name] if centos6 else
+                    ["ip", "link", "set", name, "master", bridge]]
+        case Release(name, bridge):
+            return [["brctl", "delif", bridge, name] if centos6 else
+                    ["ip", "link", "set", name, "nomaster"]]
+        case AddAddr(dev, address, brd, scope, label):
+            argv = ["ip", "addr", "add", address, "dev", dev]
+            for word, value in (("brd", brd), ("scope", scope), ("label", label)):
+                if value is not None:
+                    argv += [word, value]
+            return [argv]
+        case DelAddr(dev, address):
+            return [["ip", "addr", "del", address, "dev", dev]]
+        case MoveLink(name, to, inside):
+            prefix = inside.resolve(host).prefix() if inside else []
+            return [[*prefix, "ip", "link", "set", name, "netns", to.resolve(host).arg]]
+        case RenameLink(name, new, inside):
+            prefix = inside.resolve(host).prefix() if inside else []
+            return [[*prefix, "ip", "link", "set", name, "name", new]]
+        case ReplaceRoute(route):
+            return [_route_args(route, full=True)]
+        case DelRoute(route):
+            return [_route_args(route, full=False)]
+    raise TypeError(f"unknown change {change!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Addresses and routes as records
+# ---------------------------------------------------------------------------------------------
+
+
+def family(cidr: str) -> int:
+    return ipaddress.ip_interface(cidr).version
+
+
+def managed(addr: Record) -> bool:
+    """Addresses runflow restores: not the IPv6 link-local ones the kernel makes by itself."""
+    return not (family(addr["address"]) == 6 and addr.get("scope") == "link")
+
+
+def address_change(dev: str, addr: Record) -> AddAddr:
+    label = addr.get("label")
+    scope = addr.get("scope")
+    return AddAddr(dev, addr["address"], addr.get("brd"),
+                   None if scope in (None, "global") else scope,
+                   None if label in (None, dev) else label)
+
+
+def restore_addresses(dev: str, was: list[Record], now: list[Record]) -> list[Change]:
+    """Changes that turn the managed addresses `now` into `was`, per family, keeping their
+    order (the first address of a subnet is its primary; deleting a primary deletes its
+    secondaries, so deletions go last-first)."""
+    changes: list[Change] = []
+    for fam in (4, 6):
+        w = [a for a in was if family(a["address"]) == fam and managed(a)]
+        n = [a for a in now if family(a["address"]) == fam and managed(a)]
+        keep = 0
+        while keep < min(len(w), len(n)) and w[keep]["address"] == n[keep]["address"]:
+            keep += 1
+        changes += [DelAddr(dev, a["address"]) for a in reversed(n[keep:])]
+        changes += [address_change(dev, a) for a in w[keep:]]
+    return changes
+
+
+# What `ip route` leaves out when printing, and netlink records get the same way.
+ROUTE_DEFAULTS = {"proto": ("boot",), "scope": ("global",)}
+PROTOCOLS = {2: "kernel", 3: "boot", 4: "static", 9: "ra", 16: "dhcp"}
+SCOPES = {0: "global", 200: "site", 253: "link", 254: "host"}
+
+
+def desired_route(args: RouteArgs) -> Record:
+    """The route `ip route replace` would make from the arguments."""
+    return {"family": args.family, "to": args.to, "via": args.via, "dev": args.dev,
+            "metric": args.metric, "proto": "boot",
+            "scope": "link" if args.via is None and args.family == 4 else "global", "src": None}
+
+
+def route_matches(route: Record, args: RouteArgs) -> bool:
+    return (route["to"] == args.to
+            and all(getattr(args, k) is None or route.get(k) == getattr(args, k)
+                    for k in ("via", "dev", "metric")))
+
+
+def restore_routes(was: list[Record], now: list[Record]) -> list[Change]:
+    """Changes that bring back the routes `was` (to one destination) from `now`."""
+    def key(r: Record) -> tuple[Any, ...]:
+        return r["to"], r.get("metric")
+
+    kept = {key(r) for r in was}
+    changes: list[Change] = [DelRoute(r) for r in now if r not in was and key(r) not in kept]
+    changes += [ReplaceRoute(r) for r in was if r not in now]
+    return changes
+
+
+# ---------------------------------------------------------------------------------------------
+# Links: restoring a record, and what a change does to records
+# ---------------------------------------------------------------------------------------------
+
+
+def fresh(kind: str, **extra: Any) -> Record:
+    """A link just created: down, default settings, nothing on it, a MAC not yet known."""
+    return {"exists": True, "kind": kind, "up": False, "mtu": DEFAULT_MTU, "mac": None,
+            "mac_set": False, "master": None, "addresses": [], "ports": [], "fresh": True,
+            **extra}
+
+
+def _recreate(name: str, was: Record) -> list[Change]:
+    if was["kind"] == "bridge":
+        return [AddBridge(name)]
+    peer = was.get("peer") or {}
+    if was["kind"] == "veth" and peer.get("name"):
+        changes: list[Change] = [AddVeth(name, peer["name"])]
+        if peer.get("netns"):
+            changes.append(MoveLink(peer["name"], Netns(name=peer["netns"])))
+        return changes
+    raise ActionError(f"cannot recreate {name}: a {was['kind']} link (only bridges and veth "
+                      "pairs are recreated)")
+
+
+def restore_link(name: str, was: Record, now: Record) -> list[Change]:
+    """Changes that bring link `name` from `now` back to `was`: (re)create or delete it, put
+    back its ports, MTU, master, addresses, MAC and state."""
+    if not was["exists"]:
+        return [DelLink(name, now["kind"])] if now["exists"] else []
+    changes: list[Change] = []
+    if not now["exists"]:
+        changes += _recreate(name, was)
+        now = fresh(was["kind"])
+    for port in was.get("ports", []):
+        if port not in now.get("ports", []):
+            changes.append(Enslave(port, name))
+    if was["mtu"] != now["mtu"]:
+        changes.append(SetLink(name, mtu=was["mtu"]))
+    if was["master"] != now["master"]:
+        if now["master"]:
+            changes.append(Release(name, now["master"]))
+        if was["master"]:
+            changes.append(Enslave(name, was["master"]))
+    if "addresses" in was and "addresses" in now:
+        changes += restore_addresses(name, was["addresses"], now["addresses"])
+    # A recreated veth or empty bridge gets a random MAC (a bridge with ports takes theirs).
+    if now.get("fresh") and (was["mac_set"] or was["kind"] == "veth" or not was.get("ports")):
+        changes.append(SetLink(name, mac=was["mac"]))
+    if was["up"] != now["up"]:
+        changes.append(SetLink(name, up=was["up"]))
+    return changes
+
+
+def simulate(state: State, changes: Sequence[Change]) -> State:
+    """The records after the changes (as far as this model tracks them): what describe_undo
+    assumes apply left behind."""
+    links: dict[str, Record] = {n: dict(r) for n, r in state.get("links", {}).items()}
+    routes = list(state.get("routes", []))
+    extra: dict[str, Any] = {}
+
+    def edit(name: str, **values: Any) -> None:
+        if links.get(name, ABSENT)["exists"]:
+            links[name] = {**links[name], **values}
+
+    for change in changes:
+        match change:
+            case AddBridge(name):
+                links[name] = fresh("bridge")
+            case AddVeth(name, peer):
+                links[name] = fresh("veth", peer={"name": peer, "netns": None})
+                if peer in links:
+                    links[peer] = fresh("veth", peer={"name": name, "netns": None})
+            case DelLink(name, _) | MoveLink(name, _, None):
+                links[name] = dict(ABSENT)
+                extra["there"] = True
+            case SetLink(name, mtu, mac, up):
+                edit(name, **{k: v for k, v in (("mtu", mtu), ("mac", mac), ("up", up))
+                              if v is not None})
+            case Enslave(name, bridge):
+                edit(name, master=bridge)
+            case Release(name, _):
+                edit(name, master=None)
+            case AddAddr(dev, address):
+                edit(dev, addresses=[*links[dev].get("addresses", []), {"address": address}])
+            case DelAddr(dev, address):
+                edit(dev, addresses=[a for a in links[dev].get("addresses", [])
+                                     if a["address"] != address])
+            case ReplaceRoute(route):
+                routes = [r for r in routes if (r["to"], r.get("metric")) !=
+                          (route["to"], route.get("metric"))] + [route]
+            case DelRoute(route):
+                routes = [r for r in routes if r != route]
+    return {**state, "links": links, "routes": routes, **extra}
+
+
+# ---------------------------------------------------------------------------------------------
+# A backend's view of the host
+# ---------------------------------------------------------------------------------------------
+
+
+class Linux:
+    """How a backend reads addresses and routes and carries out changes on one host. One
+    object per run and host (ctx.resources); links are read from /sys by `View`."""
+
+    centos6: ClassVar[bool]  # which commands `describe` shows
+
+    @classmethod
+    def of(cls, ctx: Context) -> Linux:
+        return ctx.resources.get(f"linux:{cls.__name__}", cls)
+
+    def addresses(self, ctx: Context, dev: str | None) -> dict[str, list[Record]]:
+        """Addresses by device (of one device, or all)."""
+        raise NotImplementedError
+
+    def routes(self, ctx: Context, fam: int, to: str | None) -> list[Record]:
+        """Main-table unicast routes of a family (to one destination, or all)."""
+        raise NotImplementedError
+
+    def execute(self, ctx: Context, changes: Sequence[Change]) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def describe(cls, changes: Sequence[Change], host: Host | None = None) -> list[list[str]]:
+        return [argv for c in changes for argv in render(c, centos6=cls.centos6, host=host)]
+
+    def close(self) -> None:
+        """Nothing to close by default."""
+
+
+class View:
+    """One observation pass. Observing many instances of a for_each step, it asks the
+    backend once for all addresses and routes instead of once per instance."""
+
+    def __init__(self, linux: Linux, ctx: Context, *, many: bool = False) -> None:
+        self.linux = linux
+        self.ctx = ctx
+        self.many = many
+        self._addresses: dict[str, list[Record]] | None = None
+        self._routes: dict[int, list[Record]] = {}
+        self._netns: dict[Netns, dict[str, int] | None] = {}
+
+    def link(self, name: str, *, addresses: bool = False, ports: bool = False) -> Record:
+        rec = read_link(name, ports=ports)
+        if rec["exists"] and addresses:
+            rec["addresses"] = self.addresses(name)
+        return rec
+
+    def addresses(self, dev: str) -> list[Record]:
+        if not self.many:
+            return self.linux.addresses(self.ctx, dev).get(dev, [])
+        if self._addresses is None:
+            self._addresses = self.linux.addresses(self.ctx, None)
+        return self._addresses.get(dev, [])
+
+    def routes(self, fam: int, to: str) -> list[Record]:
+        if not self.many:
+            return self.linux.routes(self.ctx, fam, to)
+        if fam not in self._routes:
+            self._routes[fam] = self.linux.routes(self.ctx, fam, None)
+        return [r for r in self._routes[fam] if r["to"] == to]
+
+    def indexes_in(self, ns: Netns) -> dict[str, int] | None:
+        if ns not in self._netns:
+            self._netns[ns] = netns_indexes(ns)
+        return self._netns[ns]
+
+
+# ---------------------------------------------------------------------------------------------
+# The actions, written once over Linux and View
+# ---------------------------------------------------------------------------------------------
+
+
+class LinkAction(Action):
+    """Base of the link actions. A backend subclasses each action and sets `linux`; the
+    actions say what to observe (`look`), when it holds (`check`), what to change."""
+
+    linux: ClassVar[type[Linux]]
+    blank: ClassVar[State] = {"links": {}}  # what describe assumes when nothing was observed
+
+    # -- what each action defines --
+
+    def look(self, view: View, args: Any) -> State:
+        raise NotImplementedError
+
+    def changes(self, args: Any, before: State) -> list[Change]:
+        raise NotImplementedError
+
+    def refuse(self, args: Any, before: State) -> str | None:
+        """Why apply must not start (e.g. the name is taken by another kind of link)."""
+        return None
+
+    def restore(self, args: Any, before: State, now: State) -> list[Change]:
+        changes: list[Change] = []
+        for name, was in before.get("links", {}).items():
+            step = restore_link(name, was, now["links"].get(name, ABSENT))
+            changes += step
+            now = simulate(now, step)
+        return changes
+
+    # -- the Action contract --
+
+    def observe(self, ctx: Context, args: Any) -> State:
+        return self.look(View(self.linux.of(ctx), ctx), args)
+
+    def observe_many(self, ctx: Context, args: Sequence[Any]) -> list[State]:
+        view = View(self.linux.of(ctx), ctx, many=True)
+        return [self.look(view, a) for a in args]
+
+    def apply(self, ctx: Context, args: Any, before: State) -> None:
+        self.apply_many(ctx, [(args, before)])
+
+    def apply_many(self, ctx: Context, items: Sequence[tuple[Any, State]]) -> None:
+        for args, before in items:
+            problem = self.refuse(args, before)
+            if problem:
+                raise ActionError(problem)
+        linux = self.linux.of(ctx)
+        try:
+            linux.execute(ctx, [c for args, before in items for c in self.changes(args, before)])
+        except Exception:
+            self._put_back(ctx, items)
+            raise
+
+    def _put_back(self, ctx: Context, items: Sequence[tuple[Any, State]]) -> None:
+        """After a failure, undo what the failing instances did in part (a failed step is not
+        rolled back: it must leave things as they were)."""
+        now = self.observe_many(ctx, [args for args, _ in items])
+        for (args, before), seen in zip(items, now):
+            if not self.check(args, seen):
+                try:
+                    self.linux.of(ctx).execute(ctx, self.restore(args, before, seen))
+                except Exception:  # the original error is the one to report
+                    pass
+
+    def undo(self, ctx: Context, args: Any, before: State) -> None:
+        self.linux.of(ctx).execute(ctx, self.restore(args, before, self.observe(ctx, args)))
+
+    def describe(self, args: Any, before: State | None = None) -> list[list[str]]:
+        return self.linux.describe(self.changes(args, before or self.blank))
+
+    def describe_undo(self, args: Any, before: State | None = None) -> list[list[str]]:
+        before = before or self.blank
+        after = simulate(before, self.changes(args, before))
+        return self.linux.describe(self.restore(args, before, after))
+
+
+def _get(before: State, name: str) -> Record:
+    return before.get("links", {}).get(name, ABSENT)
+
+
+def _not_a_bridge(before: State, name: str) -> str | None:
+    rec = _get(before, name)
+    if not rec["exists"]:
+        return f"bridge {name} does not exist"
+    if rec["kind"] != "bridge":
+        return f"{name} is not a Linux bridge (it is a {rec['kind']} link)"
+    return None
+
+
+def _master_changes(name: str, current: str | None, wanted: str | None) -> list[Change]:
+    if current == wanted:
+        return []
+    return ([Release(name, current)] if current else []) + \
+        ([Enslave(name, wanted)] if wanted else [])
+
+
+class LinkSet(LinkAction):
+    name = "link.set"
+    family = "link"
+    Args = LinkSetArgs
+    summary = "set a link's state, MTU or master"
+
+    def look(self, view: View, args: LinkSetArgs) -> State:
+        links = {args.name: view.link(args.name)}
+        if args.master:
+            links[args.master] = view.link(args.master)
+        return {"links": links}
+
+    def check(self, args: LinkSetArgs, before: State) -> bool:
+        rec = _get(before, args.name)
+        return rec["exists"] and not self.changes(args, before)
+
+    def refuse(self, args: LinkSetArgs, before: State) -> str | None:
+        if not _get(before, args.name)["exists"]:
+            return f"link {args.name} does not exist"
+        return _not_a_bridge(before, args.master) if args.master else None
+
+    def changes(self, args: LinkSetArgs, before: State) -> list[Change]:
+        rec = _get(before, args.name)
+        mtu = args.mtu if args.mtu is not None and args.mtu != rec.get("mtu") else None
+        up = None if args.state is None or (args.state == "up") == rec.get("up") else \
+            args.state == "up"
+        masters = [] if args.master is None else \
+            _master_changes(args.name, rec.get("master"), args.master or None)
+        if not masters:
+            return [SetLink(args.name, mtu=mtu, up=up)] if (mtu, up) != (None, None) else []
+        return ([SetLink(args.name, mtu=mtu)] if mtu is not None else []) + masters + \
+            ([SetLink(args.name, up=up)] if up is not None else [])
+
+    def restore(self, args: LinkSetArgs, before: State, now: State) -> list[Change]:
+        # only the link itself: the master's record was read for checking
+        was, seen = _get(before, args.name), _get(now, args.name)
+        return restore_link(args.name, was, seen) if was["exists"] and seen["exists"] else []
+
+
+class BridgePresent(LinkAction):
+    name = "bridge.present"
+    family = "bridge"
+    Args = BridgeArgs
+    summary = "a Linux bridge exists"
+
+    def look(self, view: View, args: BridgeArgs) -> State:
+        return {"links": {args.name: view.link(args.name)}}
+
+    def check(self, args: BridgeArgs, before: State) -> bool:
+        return _not_a_bridge(before, args.name) is None
+
+    def refuse(self, args: BridgeArgs, before: State) -> str | None:
+        rec = _get(before, args.name)
+        return _not_a_bridge(before, args.name) if rec["exists"] else None
+
+    def changes(self, args: BridgeArgs, before: State) -> list[Change]:
+        return [] if _get(before, args.name)["exists"] else [AddBridge(args.name)]
+
+
+class BridgeAbsent(LinkAction):
+    name = "bridge.absent"
+    family = "bridge"
+    Args = BridgeArgs
+    summary = "a Linux bridge does not exist (undo recreates it with its ports and addresses)"
+
+    def look(self, view: View, args: BridgeArgs) -> State:
+        return {"links": {args.name: view.link(args.name, addresses=True, ports=True)}}
+
+    def check(self, args: BridgeArgs, before: State) -> bool:
+        return not _get(before, args.name)["exists"]
+
+    def refuse(self, args: BridgeArgs, before: State) -> str | None:
+        return _not_a_bridge(before, args.name)
+
+    def changes(self, args: BridgeArgs, before: State) -> list[Change]:
+        return [DelLink(args.name, "bridge")] if _get(before, args.name)["exists"] else []
+
+
+class BridgePort(LinkAction):
+    name = "bridge.port"
+    family = "bridge"
+    Args = BridgePortArgs
+    summary = "a link is (or is not) a port of a Linux bridge"
+
+    def look(self, view: View, args: BridgePortArgs) -> State:
+        return {"links": {args.name: view.link(args.name), args.bridge: view.link(args.bridge)}}
+
+    def check(self, args: BridgePortArgs, before: State) -> bool:
+        rec = _get(before, args.name)
+        if not rec["exists"]:
+            return not args.present
+        return (rec["master"] == args.bridge) == args.present
+
+    def refuse(self, args: BridgePortArgs, before: State) -> str | None:
+        if not _get(before, args.name)["exists"]:
+            return f"link {args.name} does not exist"
+        return _not_a_bridge(before, args.bridge) if args.present else None
+
+    def changes(self, args: BridgePortArgs, before: State) -> list[Change]:
+        current = _get(before, args.name).get("master")
+        if args.present:
+            return _master_changes(args.name, current, args.bridge)
+        return [Release(args.name, args.bridge)] if current == args.bridge else []
+
+    def restore(self, args: BridgePortArgs, before: State, now: State) -> list[Change]:
+        was, seen = _get(before, args.name), _get(now, args.name)
+        if not (was["exists"] and seen["exists"]):
+            return []
+        return _master_changes(args.name, seen["master"], was["master"])
+
+
+class AddrPresent(LinkAction):
+    name = "addr.present"
+    family = "link"
+    Args = AddrPresentArgs
+    summary = "an address is on a link (exclusive: the only one of its family)"
+
+    def look(self, view: View, args: AddrPresentArgs) -> State:
+        return {"links": {args.dev: view.link(args.dev, addresses=True)}}
+
+    def _family_list(self, args: AddrPresentArgs, before: State) -> list[str]:
+        fam = family(args.address)
+        return [a["address"] for a in _get(before, args.dev).get("addresses", [])
+                if family(a["address"]) == fam and managed(a)]
+
+    def check(self, args: AddrPresentArgs, before: State) -> bool:
+        if not _get(before, args.dev)["exists"]:
+            return False
+        present = self._family_list(args, before)
+        return present == [args.address] if args.exclusive else args.address in present
+
+    def refuse(self, args: AddrPresentArgs, before: State) -> str | None:
+        return None if _get(before, args.dev)["exists"] else f"link {args.dev} does not exist"
+
+    def changes(self, args: AddrPresentArgs, before: State) -> list[Change]:
+        present = self._family_list(args, before)
+        if not args.exclusive:
+            return [] if args.address in present else [AddAddr(args.dev, args.address)]
+        # Delete the others last-first (secondaries before their primary). If ours is not the
+        # first of its family it may be a secondary of one of them: it goes too, and comes back.
+        keep = bool(present) and present[0] == args.address
+        gone = [a for a in present if a != args.address or not keep]
+        changes: list[Change] = [DelAddr(args.dev, a) for a in reversed(gone)]
+        return changes + ([] if keep else [AddAddr(args.dev, args.address)])
+
+
+class AddrAbsent(LinkAction):
+    name = "addr.absent"
+    family = "link"
+    Args = AddrAbsentArgs
+    summary = "an address is not on a link"
+
+    def look(self, view: View, args: AddrAbsentArgs) -> State:
+        return {"links": {args.dev: view.link(args.dev, addresses=True)}}
+
+    def check(self, args: AddrAbsentArgs, before: State) -> bool:
+        return not self.changes(args, before)
+
+    def changes(self, args: AddrAbsentArgs, before: State) -> list[Change]:
+        present = [a["address"] for a in _get(before, args.dev).get("addresses", [])]
+        return [DelAddr(args.dev, args.address)] if args.address in present else []
+
+
+def _veth_state(view: View, name: str, peer: str | None, peer_netns: str | None, *,
+                addresses: bool) -> State:
+    """The link, and whether its peer is where it should be."""
+    rec = view.link(name, addresses=addresses)
+    if not rec["exists"] or rec["kind"] != "veth":
+        return {"links": {name: rec}}
+    if peer_netns is not None:
+        indexes = view.indexes_in(Netns(name=peer_netns)) or {}
+        rec["peer"] = {"name": peer, "netns": peer_netns,
+                       "ok": peer is not None and indexes.get(peer) == rec["iflink"]}
+        return {"links": {name: rec}}
+    names = ifindex_names() if peer is None else {}
+    found = peer or names.get(rec["iflink"])
+    other = view.link(found, addresses=addresses) if found else dict(ABSENT)
+    ok = other["exists"] and other["ifindex"] == rec["iflink"] and \
+        other["iflink"] == rec["ifindex"]
+    rec["peer"] = {"name": found if ok else None, "netns": None, "ok": ok}
+    return {"links": {name: rec, found: other} if ok and found else {name: rec}}
+
+
+class VethPresent(LinkAction):
+    name = "veth.present"
+    family = "link"
+    Args = VethPresentArgs
+    summary = "a veth pair exists (its peer optionally in another namespace)"
+
+    def look(self, view: View, args: VethPresentArgs) -> State:
+        state = _veth_state(view, args.name, args.peer, args.peer_netns, addresses=False)
+        return {"links": {args.name: state["links"][args.name]}}  # undo only deletes it
+
+    def check(self, args: VethPresentArgs, before: State) -> bool:
+        rec = _get(before, args.name)
+        return rec["exists"] and rec.get("peer", {}).get("ok", False)
+
+    def refuse(self, args: VethPresentArgs, before: State) -> str | None:
+        rec = _get(before, args.name)
+        if rec["exists"]:
+            where = f" in namespace {args.peer_netns}" if args.peer_netns else ""
+            return f"{args.name} exists and is not a veth whose peer is {args.peer}{where}"
+        return None
+
+    def changes(self, args: VethPresentArgs, before: State) -> list[Change]:
+        if _get(before, args.name)["exists"]:
+            return []
+        changes: list[Change] = [AddVeth(args.name, args.peer)]
+        if args.peer_netns:
+            changes.append(MoveLink(args.peer, Netns(name=args.peer_netns)))
+        return changes
+
+    def restore(self, args: VethPresentArgs, before: State, now: State) -> list[Change]:
+        # Created here: deleting our end deletes the peer, wherever it is.
+        seen = _get(now, args.name)
+        return [DelLink(args.name, "veth")] if not _get(before, args.name)["exists"] and \
+            seen["exists"] else []
+
+
+class VethAbsent(LinkAction):
+    name = "veth.absent"
+    family = "link"
+    Args = VethAbsentArgs
+    summary = "a veth pair does not exist (undo recreates both ends with their settings)"
+
+    def look(self, view: View, args: VethAbsentArgs) -> State:
+        return _veth_state(view, args.name, args.peer, args.peer_netns, addresses=True)
+
+    def check(self, args: VethAbsentArgs, before: State) -> bool:
+        return not _get(before, args.name)["exists"]
+
+    def refuse(self, args: VethAbsentArgs, before: State) -> str | None:
+        rec = _get(before, args.name)
+        if rec["kind"] != "veth":
+            return f"{args.name} is not a veth (it is a {rec['kind']} link)"
+        if not rec["peer"]["ok"]:
+            return (f"the peer of {args.name} is not in this namespace"
+                    + (f" or is not {args.peer} in {args.peer_netns}" if args.peer_netns else "")
+                    + ": give peer and peer_netns, so that undo can recreate the pair")
+        return None
+
+    def changes(self, args: VethAbsentArgs, before: State) -> list[Change]:
+        return [DelLink(args.name, "veth")] if _get(before, args.name)["exists"] else []
+
+
+class NetnsMove(LinkAction):
+    name = "netns.move"
+    family = "link"
+    Args = NetnsMoveArgs
+    summary = "move a link into a network namespace (by name, pid or container)"
+
+    @staticmethod
+    def _target(view: View, args: NetnsMoveArgs) -> Netns | None:
+        if args.netns:
+            return Netns(name=args.netns)
+        if args.pid:
+            return Netns(pid=args.pid)
+        from .docker import inspect  # only a move into a container needs docker
+
+        info = inspect(view.ctx, args.container) or {}
+        pid = info.get("State", {}).get("Pid") or 0
+        return Netns(pid=pid) if pid else None
+
+    def look(self, view: View, args: NetnsMoveArgs) -> State:
+        target = self._target(view, args)
+        indexes = view.indexes_in(target) if target else None
+        return {"links": {args.name: view.link(args.name, addresses=True)},
+                "target": target.to_json() if target else None,
+                "there": indexes is not None and (args.rename or args.name) in indexes}
+
+    def check(self, args: NetnsMoveArgs, before: State) -> bool:
+        return not _get(before, args.name)["exists"] and before["there"]
+
+    def refuse(self, args: NetnsMoveArgs, before: State) -> str | None:
+        if before["target"] is None:
+            return f"container {args.container} does not exist or is not running"
+        target = Netns(**before["target"])
+        if not os.path.exists(target.path):
+            return f"the target namespace ({target.path}) does not exist"
+        if not _get(before, args.name)["exists"]:
+            return f"link {args.name} does not exist"
+        return None
+
+    def changes(self, args: NetnsMoveArgs, before: State) -> list[Change]:
+        if not _get(before, args.name)["exists"]:
+            return []
+        target = Netns(**(before.get("target") or {"name": args.netns, "pid": args.pid}))
+        changes: list[Change] = [MoveLink(args.name, target)]
+        if args.rename and args.rename != args.name:
+            changes.append(RenameLink(args.name, args.rename, inside=target))
+        return changes
+
+    def restore(self, args: NetnsMoveArgs, before: State, now: State) -> list[Change]:
+        was, seen = _get(before, args.name), _get(now, args.name)
+        if not was["exists"]:
+            return []
+        if seen["exists"] or not now.get("there"):
+            return restore_link(args.name, was, seen) if seen["exists"] else []
+        target = Netns(**before["target"])
+        changes: list[Change] = []
+        if args.rename and args.rename != args.name:
+            changes.append(RenameLink(args.rename, args.name, inside=target))
+        changes.append(MoveLink(args.name, HOME, inside=target))
+        # A link that changes namespace arrives down, without master or addresses.
+        arrived = {**was, "up": False, "master": None, "addresses": []}
+        return changes + restore_link(args.name, was, arrived)
+
+
+def _route_state(view: View, args: RouteArgs) -> State:
+    return {"routes": view.routes(args.family, args.to)}
+
+
+class RoutePresent(LinkAction):
+    name = "route.present"
+    family = "link"
+    Args = RoutePresentArgs
+    summary = "a route in the main table (replacing one to the same destination and metric)"
+    blank = {"routes": []}
+
+    def look(self, view: View, args: RoutePresentArgs) -> State:
+        return _route_state(view, args)
+
+    def check(self, args: RoutePresentArgs, before: State) -> bool:
+        return any(route_matches(r, args) for r in before["routes"])
+
+    def changes(self, args: RoutePresentArgs, before: State) -> list[Change]:
+        return [] if self.check(args, before) else [ReplaceRoute(desired_route(args))]
+
+    def restore(self, args: RoutePresentArgs, before: State, now: State) -> list[Change]:
+        return restore_routes(before["routes"], now["routes"])
+
+
+class RouteAbsent(RoutePresent):
+    name = "route.absent"
+    Args = RouteArgs
+    summary = "no route in the main table matches (undo puts the deleted ones back)"
+
+    def check(self, args: RouteArgs, before: State) -> bool:
+        return not any(route_matches(r, args) for r in before["routes"])
+
+    def changes(self, args: RouteArgs, before: State) -> list[Change]:
+        return [DelRoute(r) for r in before["routes"] if route_matches(r, args)]
+
+
+LINK_ACTIONS = (LinkSet, AddrPresent, AddrAbsent, VethPresent, VethAbsent, NetnsMove,
+                RoutePresent, RouteAbsent)
+BRIDGE_ACTIONS = (BridgePresent, BridgeAbsent, BridgePort)
+
+
+def backend_actions(linux: type[Linux], backend: str, unusable: Callable[[Host], str | None],
+                    actions: Sequence[type[LinkAction]]) -> list[type[LinkAction]]:
+    """The actions bound to one backend: a subclass of each, named like `Iproute2LinkSet`."""
+    prefix = backend.title().replace("-", "")
+    return [type(f"{prefix}{a.__name__}", (a,),
+                 {"backend": backend, "linux": linux, "unusable": classmethod(
+                     lambda cls, host: unusable(host)), "__module__": linux.__module__})
+            for a in actions]
+
+
+# ---------------------------------------------------------------------------------------------
+# CentOS 6: ip and brctl commands
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_addresses(text: str) -> dict[str, list[Record]]:
+    """`ip -o addr show` → addresses by device, in the kernel's order."""
+    result: dict[str, list[Record]] = {}
+    for line in text.splitlines():
+        words = line.split("\\")[0].split()
+        if len(words) < 4 or words[2] not in ("inet", "inet6"):
+            continue
+        dev = words[1].split("@")[0]
+        addr: Record = {"address": str(ipaddress.ip_interface(words[3])), "brd": None,
+                        "scope": "global", "label": None}
+        rest = words[4:]
+        i = 0
+        while i < len(rest):
+            if rest[i] in ("brd", "scope") and i + 1 < len(rest):
+                addr[rest[i]] = rest[i + 1]
+                i += 2
+                continue
+            i += 1
+        if words[2] == "inet" and rest and rest[-1] not in ("brd", "scope") and \
+                rest[-1].split(":")[0] == dev:
+            addr["label"] = rest[-1]
+        result.setdefault(dev, []).append(addr)
+    return result
+
+
+_ROUTE_TYPES = {"unicast", "local", "broadcast", "multicast", "throw", "unreachable",
+                "prohibit", "blackhole", "nat", "anycast"}
+
+
+def parse_routes(text: str, fam: int) -> list[Record]:
+    """`ip route show` (main table) → unicast route records."""
+    routes = []
+    for line in text.splitlines():
+        words = line.split()
+        if not words or (words[0] in _ROUTE_TYPES and words[0] != "unicast"):
+            continue
+        if words[0] == "unicast":
+            words = words[1:]
+        to = words[0]
+        if to != "default":
+            to = str(ipaddress.ip_network(to, strict=False))
+        route: Record = {"family": fam, "to": to, "via": None, "dev": None, "metric": None,
+                         "proto": "boot", "scope": "global", "src": None}
+        pairs = {"via": "via", "dev": "dev", "metric": "metric", "proto": "proto",
+                 "scope": "scope", "src": "src"}
+        for i, word in enumerate(words[1:-1], start=1):
+            if word in pairs:
+                route[pairs[word]] = words[i + 1]
+        if route["metric"] is not None:
+            route["metric"] = int(route["metric"])
+        routes.append(route)
+    return routes
+
+
+class Centos6(Linux):
+    """Runs `ip` and `brctl`; reads addresses and routes from `ip` output."""
+
+    centos6 = True
+
+    def addresses(self, ctx: Context, dev: str | None) -> dict[str, list[Record]]:
+        argv = ["ip", "-o", "addr", "show", *(["dev", dev] if dev else [])]
+        done = ctx.run(argv, check=False)
+        return parse_addresses(done.stdout) if done.returncode == 0 else {}
+
+    def routes(self, ctx: Context, fam: int, to: str | None) -> list[Record]:
+        argv = ["ip", f"-{fam}", "route", "show", *(["exact", to] if to else [])]
+        return parse_routes(ctx.run(argv).stdout, fam)
+
+    def execute(self, ctx: Context, changes: Sequence[Change]) -> None:
+        for group in _ip_runs(self.describe(changes, ctx.host)):
+            if len(group) == 1:
+                ctx.run(group[0])
+            else:
+                # One process for a run of `ip` commands; it stops at the first failure and
+                # says which line ("Command failed -:3").
+                ctx.run(["ip", "-batch", "-"], input="".join(" ".join(argv[1:]) + "\n"
+                                                             for argv in group))
+
+
+def _ip_runs(commands: list[list[str]]) -> Iterator[list[list[str]]]:
+    """Consecutive plain `ip` commands together; every other command alone."""
+    group: list[list[str]] = []
+    for argv in commands:
+        if argv[0] == "ip" and argv[1] not in ("netns", "-batch"):
+            group.append(argv)
+            continue
+        if group:
+            yield group
+            group = []
+        yield [argv]
+    if group:
+        yield group
+
+
+def tools_missing(*tools: str) -> str | None:
+    for tool in tools:
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return None
+
+
+def _unusable(host: Host) -> str | None:
+    return tools_missing("ip")
+
+
+@hookimpl
+def runflow_register_actions(register: Any) -> None:
+    for action in backend_actions(Centos6, "iproute2", _unusable, LINK_ACTIONS):
+        register(action)
+

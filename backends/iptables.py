@@ -1,0 +1,261 @@
+"""Firewall rules and chain policies with iptables (backend `iptables`, both targets).
+
+Checks parse `iptables-save -t TABLE`, because `iptables -C` is unreliable in CentOS 6's
+iptables 1.4.7. iptables-save prints a rule in its own form (`-s 10.0.0.1` becomes
+`-s 10.0.0.1/32`, `-p tcp --dport 80` gains `-m tcp`, basic options come in a fixed order), so
+both sides are compared in a canonical form (`canonical`). A rule iptables accepted but that
+still cannot be found afterwards is taken out again and the step fails, asking for the rule as
+iptables-save prints it: a rule is never added twice.
+
+Options used, all in iptables 1.4.7: -t TABLE, -A CHAIN, -I CHAIN N, -D CHAIN N, -N, -X, -P;
+iptables-save -t TABLE. (-w, -C and -S are newer or unreliable there.)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shlex
+from typing import Any
+
+from runflow.core.actions import Action, Context, State
+from runflow.core.errors import ActionError
+from runflow.core.hookspecs import hookimpl
+from runflow.core.hosts import Host
+
+from .iproute2 import tools_missing
+from .linux_args import FirewallPolicyArgs, FirewallRuleAbsentArgs, FirewallRuleArgs
+
+# -- reading iptables-save ----------------------------------------------------------------------
+
+
+def parse_save(text: str) -> dict[str, Any]:
+    """One table of `iptables-save` → {"policies": {chain: policy or "-"}, "rules": {chain:
+    [argv, ...]}}, rules in chain order."""
+    policies: dict[str, str] = {}
+    rules: dict[str, list[list[str]]] = {}
+    for line in text.splitlines():
+        if line.startswith(":"):
+            chain, policy = line[1:].split()[:2]
+            policies[chain] = policy
+            rules.setdefault(chain, [])
+        elif line.startswith("-A "):
+            words = shlex.split(line)
+            rules.setdefault(words[1], []).append(words[2:])
+    return {"policies": policies, "rules": rules}
+
+
+def saved(ctx: Context, table: str) -> dict[str, Any]:
+    return parse_save(ctx.run(["iptables-save", "-t", table]).stdout)
+
+
+# -- comparing rules ----------------------------------------------------------------------------
+
+_BASIC = {"-s": "-s", "--source": "-s", "--src": "-s", "-d": "-d", "--destination": "-d",
+          "--dst": "-d", "-i": "-i", "--in-interface": "-i", "-o": "-o",
+          "--out-interface": "-o", "-p": "-p", "--protocol": "-p"}
+_ALIASES = {"--jump": "-j", "--goto": "-g", "--match": "-m", "--fragment": "-f"}
+_PROTOCOLS = {"1": "icmp", "6": "tcp", "17": "udp", "47": "gre", "58": "ipv6-icmp",
+              "132": "sctp"}
+
+
+def _basic_value(option: str, value: str) -> str:
+    if option in ("-s", "-d"):
+        try:  # iptables masks and prints the prefix: 10.0.0.1 → 10.0.0.1/32
+            return str(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            return value
+    if option == "-p":
+        return _PROTOCOLS.get(value, value.lower())
+    return value
+
+
+def canonical(rule: list[str]) -> tuple[Any, ...]:
+    """A rule as a comparable value: basic options (-s -d -i -o -p, negated or not) as a set,
+    the rest in order, without the `-m PROTO` iptables-save adds after `-p PROTO`, and with
+    state lists sorted."""
+    basic: dict[str, tuple[bool, str]] = {}
+    rest: list[str] = []
+    negate = False
+    i = 0
+    while i < len(rule):
+        arg = rule[i]
+        if arg == "!":
+            negate = True
+        elif arg in _BASIC and i + 1 < len(rule):
+            option = _BASIC[arg]
+            basic[option] = (negate, _basic_value(option, rule[i + 1]))
+            negate = False
+            i += 1
+        else:
+            if negate:
+                rest.append("!")
+                negate = False
+            rest.append(_ALIASES.get(arg, arg))
+        i += 1
+    proto = basic.get("-p", (False, ""))[1]
+    for j in range(len(rest) - 1):
+        if rest[j] == "-m" and rest[j + 1] == proto:
+            del rest[j:j + 2]
+            break
+    for j in range(len(rest) - 1):
+        if rest[j] in ("--state", "--ctstate"):
+            rest[j + 1] = ",".join(sorted(rest[j + 1].split(",")))
+    return tuple(sorted(basic.items())), tuple(rest)
+
+
+def _positions(rules: list[list[str]], rule: list[str]) -> list[int]:
+    want = canonical(rule)
+    return [n for n, r in enumerate(rules, start=1) if canonical(r) == want]
+
+
+# -- actions ------------------------------------------------------------------------------------
+
+
+class Iptables(Action):
+    backend = "iptables"
+    family = "firewall"
+
+    @classmethod
+    def unusable(cls, host: Host) -> str | None:
+        return tools_missing("iptables", "iptables-save")
+
+    @staticmethod
+    def argv(args: Any, *words: str) -> list[str]:
+        return ["iptables", "-t", args.table, *words]
+
+
+class RuleAction(Iptables):
+    def observe(self, ctx: Context, args: Any) -> State:
+        table = saved(ctx, args.table)
+        rules = table["rules"].get(args.chain, [])
+        return {"chain_exists": args.chain in table["policies"], "length": len(rules),
+                "matches": [{"position": n, "rule": rules[n - 1]}
+                            for n in _positions(rules, args.rule)]}
+
+    def _delete_matches(self, args: Any, state: State) -> list[list[str]]:
+        """Delete every copy, last first so the positions stay right."""
+        return [self.argv(args, "-D", args.chain, str(m["position"]))
+                for m in reversed(state["matches"])]
+
+
+class FirewallRulePresent(RuleAction):
+    name = "firewall.rule.present"
+    Args = FirewallRuleArgs
+    summary = "a rule is in a chain (appended, or inserted at position; never twice)"
+
+    def check(self, args: FirewallRuleArgs, before: State) -> bool:
+        return bool(before["matches"])
+
+    def _position(self, before: State, args: FirewallRuleArgs) -> int:
+        return args.position or before.get("length", 0) + 1
+
+    def describe(self, args: FirewallRuleArgs, before: State | None = None) -> list[list[str]]:
+        before = before or {"chain_exists": True}
+        if before.get("matches"):
+            return []
+        new = [] if before["chain_exists"] else [self.argv(args, "-N", args.chain)]
+        add = ["-I", args.chain, str(args.position)] if args.position else ["-A", args.chain]
+        return [*new, self.argv(args, *add, *args.rule)]
+
+    def apply(self, ctx: Context, args: FirewallRuleArgs, before: State) -> None:
+        for argv in self.describe(args, before):
+            ctx.run(argv)
+        after = self.observe(ctx, args)
+        if after["matches"]:
+            return
+        # Added, yet not recognised in iptables-save's output: take it out again.
+        position = self._position(before, args)
+        shown = " ".join(saved(ctx, args.table)["rules"][args.chain][position - 1])
+        ctx.run(self.argv(args, "-D", args.chain, str(position)))
+        if not before["chain_exists"]:
+            ctx.run(self.argv(args, "-X", args.chain))
+        raise ActionError(f"iptables accepted the rule but iptables-save shows it as "
+                          f"{shown!r}; write the rule that way so that it can be recognised")
+
+    def undo(self, ctx: Context, args: FirewallRuleArgs, before: State) -> None:
+        now = self.observe(ctx, args)
+        for argv in self._removal(args, before, now):
+            ctx.run(argv)
+
+    def describe_undo(self, args: FirewallRuleArgs,
+                      before: State | None = None) -> list[list[str]]:
+        before = before or {"chain_exists": True}
+        added = {"position": self._position(before, args)}
+        return self._removal(args, before, {"matches": [added], "chain_exists": True,
+                                            "length": before.get("length", 0) + 1})
+
+    def _removal(self, args: FirewallRuleArgs, before: State, now: State) -> list[list[str]]:
+        """Take the rule out again, and the chain if apply made it and nothing else is in it."""
+        commands = self._delete_matches(args, now)
+        if not before["chain_exists"] and now["chain_exists"] and \
+                now["length"] == len(now["matches"]):
+            commands.append(self.argv(args, "-X", args.chain))
+        return commands
+
+
+class FirewallRuleAbsent(RuleAction):
+    name = "firewall.rule.absent"
+    Args = FirewallRuleAbsentArgs
+    summary = "a rule is not in a chain (undo puts it back where it was)"
+
+    def check(self, args: FirewallRuleAbsentArgs, before: State) -> bool:
+        return not before["matches"]
+
+    def describe(self, args: FirewallRuleAbsentArgs,
+                 before: State | None = None) -> list[list[str]]:
+        if before is None:
+            return [self.argv(args, "-D", args.chain, *args.rule)]
+        return self._delete_matches(args, before)
+
+    def apply(self, ctx: Context, args: FirewallRuleAbsentArgs, before: State) -> None:
+        for argv in self.describe(args, before):
+            ctx.run(argv)
+
+    def undo(self, ctx: Context, args: FirewallRuleAbsentArgs, before: State) -> None:
+        if self.observe(ctx, args)["matches"]:
+            return  # already back
+        for argv in self.describe_undo(args, before):
+            ctx.run(argv)
+
+    def describe_undo(self, args: FirewallRuleAbsentArgs,
+                      before: State | None = None) -> list[list[str]]:
+        # Lowest position first: each insert puts the rule where it was before the next one.
+        return [self.argv(args, "-I", args.chain, str(m["position"]), *m["rule"])
+                for m in (before or {}).get("matches", [])]
+
+
+class FirewallPolicy(Iptables):
+    name = "firewall.policy"
+    Args = FirewallPolicyArgs
+    summary = "a built-in chain's policy (ACCEPT or DROP)"
+
+    def observe(self, ctx: Context, args: FirewallPolicyArgs) -> State:
+        return {"policy": saved(ctx, args.table)["policies"].get(args.chain)}
+
+    def check(self, args: FirewallPolicyArgs, before: State) -> bool:
+        return before["policy"] == args.policy
+
+    def apply(self, ctx: Context, args: FirewallPolicyArgs, before: State) -> None:
+        if before["policy"] in (None, "-"):
+            raise ActionError(f"{args.chain} is not a built-in chain of table {args.table}: "
+                              "only those have a policy")
+        ctx.run(self.argv(args, "-P", args.chain, args.policy))
+
+    def undo(self, ctx: Context, args: FirewallPolicyArgs, before: State) -> None:
+        if self.observe(ctx, args)["policy"] != before["policy"]:
+            for argv in self.describe_undo(args, before):
+                ctx.run(argv)
+
+    def describe(self, args: FirewallPolicyArgs, before: State | None = None) -> list[list[str]]:
+        return [self.argv(args, "-P", args.chain, args.policy)]
+
+    def describe_undo(self, args: FirewallPolicyArgs,
+                      before: State | None = None) -> list[list[str]]:
+        old = (before or {}).get("policy")
+        return [self.argv(args, "-P", args.chain, old)] if old not in (None, "-") else []
+
+
+@hookimpl
+def runflow_register_actions(register: Any) -> None:
+    for action in (FirewallRulePresent, FirewallRuleAbsent, FirewallPolicy):
+        register(action)

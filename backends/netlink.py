@@ -1,0 +1,363 @@
+"""Links, bridges, addresses, veth pairs, namespaces and routes over netlink with pyroute2
+(backend `netlink`, target modern).
+
+The actions and the records they observe are iproute2.py's; this module reads addresses and
+routes with pyroute2 dumps and carries out the Changes as rtnetlink requests. The requests are
+encoded with pyroute2's message classes and written down one socket in one go — a whole
+for_each batch in a few system calls — and the kernel acknowledges each one in order; an
+error names the change that failed and the kernel's reason. `describe` shows today's `ip`
+command for each change.
+
+The engine runs a netns host's steps in a thread inside the namespace, so the sockets opened
+here (one dump socket and one request socket per run and host) belong to it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import struct
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from typing import Any
+
+from runflow.core.actions import Context
+from runflow.core.errors import ActionError
+from runflow.core.hookspecs import hookimpl
+from runflow.core.hosts import Host
+
+from .iproute2 import (BRIDGE_ACTIONS, LINK_ACTIONS, PROTOCOLS, SCOPES, AddAddr, AddBridge,
+                       AddVeth, Change, DelAddr, DelLink, DelRoute, Enslave, Linux, MoveLink,
+                       Netns, Record, Release, RenameLink, ReplaceRoute, SetLink,
+                       backend_actions, in_netns, render)
+
+# rtnetlink constants (linux/netlink.h, linux/rtnetlink.h)
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_REPLACE = 0x1, 0x4, 0x200, 0x400, 0x100
+NLM_F_ACK_TLVS = 0x200  # in an acknowledgement: extended ack attributes follow
+NLMSG_ERROR = 2
+SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
+NLMSGERR_ATTR_MSG = 1
+RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE = \
+    16, 17, 20, 21, 24, 25
+IFF_UP = 0x1
+RT_TABLE_MAIN, RTN_UNICAST, RT_SCOPE_NOWHERE = 254, 1, 255
+CHUNK = 32 * 1024  # bytes of requests per send: their acks fit the default receive buffer
+
+_SCOPE_NUMBERS = {v: k for k, v in SCOPES.items()}
+_PROTOCOL_NUMBERS = {v: k for k, v in PROTOCOLS.items()}
+
+
+class Unresolved(Exception):
+    """A request names a link that does not exist (yet)."""
+
+
+class Requests:
+    """A raw rtnetlink socket that sends requests in chunks and reads their acknowledgements."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)  # acks without our request
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)  # and with the kernel's reason
+        self.sock.bind((0, 0))
+        self.seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, requests: Sequence[tuple[Any, str]]) -> None:
+        """Send (message, what) pairs in order; raise for the first one the kernel refused.
+        The kernel goes on with the others of a chunk, as the engine expects of a batch."""
+        pending: dict[int, str] = {}
+        data = bytearray()
+        failure: str | None = None
+        for msg, what in requests:
+            self.seq += 1
+            msg["header"]["sequence_number"] = self.seq
+            msg["header"]["flags"] |= NLM_F_REQUEST | NLM_F_ACK
+            msg.encode()
+            data += msg.data
+            pending[self.seq] = what
+            if len(data) >= CHUNK:
+                failure = failure or self._flush(data, pending)
+                data = bytearray()
+        if data:
+            failure = failure or self._flush(data, pending)
+        if failure:
+            raise ActionError(failure)
+
+    def _flush(self, data: bytes, pending: dict[int, str]) -> str | None:
+        self.sock.send(data)
+        failure = None
+        while pending:
+            for seq, code, reason in _acks(self.sock.recv(1 << 20)):
+                what = pending.pop(seq, None)
+                if what is not None and code and failure is None:
+                    failure = f"{what}: {os.strerror(-code)}" + (f" ({reason})" if reason else "")
+        return failure
+
+
+def _acks(buf: bytes) -> Iterator[tuple[int, int, str]]:
+    """(sequence number, error code, extended ack message) of each acknowledgement."""
+    offset = 0
+    while offset + 16 <= len(buf):
+        length, kind, flags, seq, _pid = struct.unpack_from("=IHHII", buf, offset)
+        if kind == NLMSG_ERROR:
+            (code,) = struct.unpack_from("=i", buf, offset + 16)
+            reason = ""
+            if flags & NLM_F_ACK_TLVS:
+                reason = _ack_message(buf[offset + 36:offset + length])
+            yield seq, code, reason
+        offset += (length + 3) & ~3
+
+
+def _ack_message(attrs: bytes) -> str:
+    offset = 0
+    while offset + 4 <= len(attrs):
+        length, kind = struct.unpack_from("=HH", attrs, offset)
+        if kind == NLMSGERR_ATTR_MSG:
+            return attrs[offset + 4:offset + length].split(b"\0")[0].decode(errors="replace")
+        offset += (length + 3) & ~3
+    return ""
+
+
+class Netlink(Linux):
+    """pyroute2 dumps for observing, raw rtnetlink requests for changing."""
+
+    centos6 = False
+
+    def __init__(self) -> None:
+        self._ipr: Any = None
+        self._requests: dict[Netns | None, Requests] = {}
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+        for requests in self._requests.values():
+            requests.close()
+
+    @property
+    def ipr(self) -> Any:
+        if self._ipr is None:
+            from pyroute2 import IPRoute
+
+            self._ipr = IPRoute()  # in the host's thread, so in its namespace
+        return self._ipr
+
+    # -- observing --
+
+    def addresses(self, ctx: Context, dev: str | None) -> dict[str, list[Record]]:
+        if dev is not None:
+            try:
+                index = socket.if_nametoindex(dev)
+            except OSError:
+                return {}
+            msgs = self.ipr.get_addr(index=index)
+        else:
+            msgs = self.ipr.get_addr()
+        result: dict[str, list[Record]] = {}
+        names: dict[int, str] = {}
+        for msg in msgs:
+            index = msg["index"]
+            if index not in names:
+                names[index] = socket.if_indextoname(index)
+            local = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+            label = msg.get_attr("IFA_LABEL")
+            result.setdefault(names[index], []).append({
+                "address": str(ipaddress.ip_interface(f"{local}/{msg['prefixlen']}")),
+                "brd": msg.get_attr("IFA_BROADCAST"),
+                "scope": SCOPES.get(msg["scope"], str(msg["scope"])),
+                "label": label})
+        return result
+
+    def routes(self, ctx: Context, fam: int, to: str | None) -> list[Record]:
+        af = socket.AF_INET if fam == 4 else socket.AF_INET6
+        routes = []
+        for msg in self.ipr.get_routes(family=af):
+            table = msg.get_attr("RTA_TABLE") or msg["table"]
+            if table != RT_TABLE_MAIN or msg["type"] != RTN_UNICAST:
+                continue
+            dst = msg.get_attr("RTA_DST")
+            route_to = "default" if dst is None else \
+                str(ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False))
+            if to is not None and route_to != to:
+                continue
+            oif = msg.get_attr("RTA_OIF")
+            routes.append({"family": fam, "to": route_to, "via": msg.get_attr("RTA_GATEWAY"),
+                           "dev": socket.if_indextoname(oif) if oif else None,
+                           "metric": msg.get_attr("RTA_PRIORITY"),
+                           "proto": PROTOCOLS.get(msg["proto"], str(msg["proto"])),
+                           "scope": SCOPES.get(msg["scope"], str(msg["scope"])),
+                           "src": msg.get_attr("RTA_PREFSRC")})
+        return routes
+
+    # -- changing --
+
+    def execute(self, ctx: Context, changes: Sequence[Change]) -> None:
+        """Send the changes' requests; those that must run in another namespace, or name a
+        link an earlier request creates, wait for the requests before them."""
+        batch: list[tuple[Any, str]] = []
+        with ExitStack() as files:
+            for change in changes:
+                what = " ".join(render(change, centos6=False, host=ctx.host)[-1])
+                ctx.commands.append(f"netlink: {what}")
+                inside = getattr(change, "inside", None)
+                if inside is not None:
+                    self._send(None, batch)
+                    self._send(inside, [(self._message(change, files, ctx, inside), what)])
+                    continue
+                try:
+                    msg = self._message(change, files, ctx, None)
+                except Unresolved:
+                    self._send(None, batch)  # the link may be created by a request in it
+                    try:
+                        msg = self._message(change, files, ctx, None)
+                    except Unresolved as exc:
+                        raise ActionError(f"{what}: there is no link {exc}") from None
+                batch.append((msg, what))
+            self._send(None, batch)
+
+    def _send(self, ns: Netns | None, batch: list[tuple[Any, str]]) -> None:
+        if batch:
+            if ns not in self._requests:
+                self._requests[ns] = Requests() if ns is None else in_netns(ns, Requests)
+            try:
+                self._requests[ns].send(batch)
+            finally:
+                batch.clear()
+
+    def _message(self, change: Change, files: ExitStack, ctx: Context,
+                 inside: Netns | None) -> Any:
+        from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+        from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+        def link(kind: int, flags: int = 0, name: str | None = None, index: int = 0,
+                 **attrs: Any) -> Any:
+            msg = ifinfmsg()
+            msg["header"]["type"] = kind
+            msg["header"]["flags"] = flags
+            msg["index"] = index
+            msg["attrs"] = ([("IFLA_IFNAME", name)] if name else []) + \
+                [(f"IFLA_{k.upper()}", v) for k, v in attrs.items()]
+            return msg
+
+        def info(kind: str, data: Any = None) -> dict[str, Any]:
+            attrs = [("IFLA_INFO_KIND", kind)]
+            return {"attrs": attrs + ([("IFLA_INFO_DATA", data)] if data else [])}
+
+        match change:
+            case AddBridge(name):
+                return link(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, name,
+                            linkinfo=info("bridge"))
+            case AddVeth(name, peer):
+                data = {"attrs": [("VETH_INFO_PEER", {"attrs": [("IFLA_IFNAME", peer)]})]}
+                return link(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, name,
+                            linkinfo=info("veth", data))
+            case DelLink(name, _):
+                return link(RTM_DELLINK, 0, name)
+            case SetLink(name, mtu, mac, up):
+                attrs = {k: v for k, v in (("mtu", mtu), ("address", mac)) if v is not None}
+                msg = link(RTM_NEWLINK, 0, name, **attrs)
+                if up is not None:
+                    msg["flags"], msg["change"] = (IFF_UP if up else 0), IFF_UP
+                return msg
+            case Enslave(name, bridge):
+                return link(RTM_NEWLINK, 0, name, master=_index(bridge))
+            case Release(name, _):
+                return link(RTM_NEWLINK, 0, name, master=0)
+            case MoveLink(name, to, _):
+                fd = os.open(to.resolve(ctx.host).path if not to.home else
+                             "/proc/thread-self/ns/net", os.O_RDONLY)
+                files.callback(os.close, fd)
+                # Moving back runs inside the target: name the link by its index there.
+                index = in_netns(inside, lambda: _index(name)) if inside else 0
+                return link(RTM_NEWLINK, 0, None if index else name, index, net_ns_fd=fd)
+            case RenameLink(name, new, where):
+                index = in_netns(where, lambda: _index(name)) if where else _index(name)
+                return link(RTM_NEWLINK, 0, new, index)
+            case AddAddr(dev, address, brd, scope, label):
+                return _address(ifaddrmsg(), RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, dev,
+                                address, brd, scope, label)
+            case DelAddr(dev, address):
+                return _address(ifaddrmsg(), RTM_DELADDR, 0, dev, address)
+            case ReplaceRoute(route):
+                return _route(rtmsg(), RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, route)
+            case DelRoute(route):
+                return _route(rtmsg(), RTM_DELROUTE, 0, route)
+        raise TypeError(f"unknown change {change!r}")
+
+
+def _index(name: str) -> int:
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        raise Unresolved(name) from None
+
+
+def _address(msg: Any, kind: int, flags: int, dev: str, address: str, brd: str | None = None,
+             scope: str | None = None, label: str | None = None) -> Any:
+    iface = ipaddress.ip_interface(address)
+    msg["header"]["type"] = kind
+    msg["header"]["flags"] = flags
+    msg["family"] = socket.AF_INET if iface.version == 4 else socket.AF_INET6
+    msg["prefixlen"] = iface.network.prefixlen
+    msg["index"] = _index(dev)
+    # as `ip addr add`: loopback addresses get host scope unless told otherwise
+    msg["scope"] = _SCOPE_NUMBERS.get(scope or "", 0) if scope or not iface.is_loopback \
+        else _SCOPE_NUMBERS["host"]
+    ip = str(iface.ip)
+    attrs = [("IFA_LOCAL", ip), ("IFA_ADDRESS", ip)] if iface.version == 4 else \
+        [("IFA_ADDRESS", ip)]
+    if brd:
+        attrs.append(("IFA_BROADCAST", brd))
+    if label:
+        attrs.append(("IFA_LABEL", label))
+    msg["attrs"] = attrs
+    return msg
+
+
+def _route(msg: Any, kind: int, flags: int, route: Record) -> Any:
+    """Fields as `ip route replace|del` sets them, so both targets make the same route."""
+    msg["header"]["type"] = kind
+    msg["header"]["flags"] = flags
+    msg["family"] = socket.AF_INET if route["family"] == 4 else socket.AF_INET6
+    msg["table"] = RT_TABLE_MAIN
+    if route["to"] != "default":
+        net = ipaddress.ip_network(route["to"])
+        msg["dst_len"] = net.prefixlen
+        attrs = [("RTA_DST", str(net.network_address))]
+    else:
+        attrs = []
+    if kind == RTM_NEWROUTE:
+        msg["proto"] = _PROTOCOL_NUMBERS.get(route.get("proto") or "boot", 3)
+        msg["scope"] = _SCOPE_NUMBERS.get(route.get("scope") or "global", 0)
+        msg["type"] = RTN_UNICAST
+    else:
+        msg["scope"] = RT_SCOPE_NOWHERE
+    if route.get("via"):
+        attrs.append(("RTA_GATEWAY", route["via"]))
+    if route.get("dev"):
+        attrs.append(("RTA_OIF", _index(route["dev"])))
+    if route.get("metric") is not None:
+        attrs.append(("RTA_PRIORITY", int(route["metric"])))
+    if kind == RTM_NEWROUTE and route.get("src"):
+        attrs.append(("RTA_PREFSRC", route["src"]))
+    msg["attrs"] = attrs
+    return msg
+
+
+def _unusable(host: Host) -> str | None:
+    import importlib.util
+
+    if importlib.util.find_spec("pyroute2") is None:
+        return "the Python module 'pyroute2' is not installed (pip install pyroute2)"
+    return None
+
+
+@hookimpl
+def runflow_register_actions(register: Any) -> None:
+    for action in backend_actions(Netlink, "netlink", _unusable,
+                                  [*LINK_ACTIONS, *BRIDGE_ACTIONS]):
+        register(action)
+

@@ -1,0 +1,94 @@
+"""`sysctl.set` by reading and writing /proc/sys (backend `procfs`, both targets).
+
+No process: the step's thread reads and writes the file itself, and in a netns host's worker
+thread /proc/sys/net belongs to that namespace. Other sysctls (kernel.*, vm.*, and most of
+the rest) are the whole machine's, so a netns host refuses them. `describe` shows the
+equivalent `sysctl -w NAME=VALUE` (procps 3.2.8 in CentOS 6 has -w).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from runflow.core.actions import Action, Context, State
+from runflow.core.errors import ActionError
+from runflow.core.hookspecs import hookimpl
+from runflow.core.hosts import Host, NetnsHost
+
+from .linux_args import SysctlArgs
+
+PROC_SYS = "/proc/sys"
+
+
+def normalize(value: str) -> str:
+    """Multi-value sysctls read back tab-separated ("4096\t87380\t6291456")."""
+    return " ".join(value.split())
+
+
+class SysctlSet(Action):
+    name = "sysctl.set"
+    backend = "procfs"
+    family = "sysctl"
+    Args = SysctlArgs
+    summary = "a kernel parameter has a value (undo puts the old one back)"
+
+    @classmethod
+    def unusable(cls, host: Host) -> str | None:
+        return None if os.path.isdir(PROC_SYS) else f"{PROC_SYS} is not mounted"
+
+    @staticmethod
+    def path(args: SysctlArgs) -> str:
+        return os.path.join(PROC_SYS, *args.path_parts)
+
+    def observe(self, ctx: Context, args: SysctlArgs) -> State:
+        if isinstance(ctx.host, NetnsHost) and args.path_parts[0] != "net":
+            return {"refused": f"{args.name} is not a network namespace's setting: on "
+                               f"{ctx.host.where()} it would change the whole machine"}
+        try:
+            with open(self.path(args)) as f:
+                return {"exists": True, "value": normalize(f.read())}
+        except FileNotFoundError:
+            return {"exists": False}
+        except PermissionError:  # write-only entries such as net.ipv4.route.flush
+            return {"exists": True, "value": None}
+
+    def check(self, args: SysctlArgs, before: State) -> bool:
+        return before.get("value") == normalize(args.value)
+
+    def _write(self, ctx: Context, args: SysctlArgs, value: str) -> None:
+        ctx.commands.append(ctx.host.describe(self._argv(args, value)))
+        try:
+            with open(self.path(args), "w") as f:
+                f.write(value)
+        except OSError as exc:
+            raise ActionError(f"cannot set {args.name} to {value!r}: {exc.strerror}") from None
+
+    def apply(self, ctx: Context, args: SysctlArgs, before: State) -> None:
+        if "refused" in before:
+            raise ActionError(before["refused"])
+        if not before["exists"]:
+            raise ActionError(f"there is no sysctl {args.name} ({self.path(args)} does not "
+                              "exist)")
+        self._write(ctx, args, args.value)
+
+    def undo(self, ctx: Context, args: SysctlArgs, before: State) -> None:
+        old = before.get("value")
+        if old is not None and self.observe(ctx, args).get("value") != old:
+            self._write(ctx, args, old)
+
+    @staticmethod
+    def _argv(args: SysctlArgs, value: str) -> list[str]:
+        return ["sysctl", "-w", f"{args.name}={value}"]
+
+    def describe(self, args: SysctlArgs, before: State | None = None) -> list[list[str]]:
+        return [self._argv(args, args.value)]
+
+    def describe_undo(self, args: SysctlArgs, before: State | None = None) -> list[list[str]]:
+        old = (before or {}).get("value")
+        return [self._argv(args, old)] if old is not None else []
+
+
+@hookimpl
+def runflow_register_actions(register: Any) -> None:
+    register(SysctlSet)
