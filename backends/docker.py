@@ -460,7 +460,8 @@ class Plumbing:
             host_ifname = default_host_ifname(container, ifname, info["pid"] if running else 0)
         kind = None
         if bridge is not None:
-            kind = "linux" if linux_bridge(bridge) else "ovs" if self.ovs_bridge(bridge) else None
+            kind = "linux" if linux_bridge(bridge) else "ovs" if self.known_ovs_bridge(
+                bridge) else None
         # Detach looks for tagged ports wherever they are; attach only when OVS is involved.
         look_in_ovs = kind == "ovs" or (bridge is None and self.ovs_reachable())
         return {
@@ -471,6 +472,13 @@ class Plumbing:
             "bridge_kind": kind,
             "ovs_ports": self.ovs_ports(container, ifname) if look_in_ovs else [],
         }
+
+    def known_ovs_bridge(self, name: str) -> bool:
+        """ovs_bridge, asked once per run and bridge (a for_each step asks for every item)."""
+        seen: set[str] = self.ctx.resources.get("container.ovs-bridges", set)
+        if name not in seen and self.ovs_bridge(name):
+            seen.add(name)
+        return name in seen
 
     def iface(self, pid: int, ifname: str, *, gateway: bool) -> dict[str, Any] | None:
         """{"addresses", "mtu", "mac", "up", "gateway"} of ifname inside the container."""
