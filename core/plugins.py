@@ -30,6 +30,8 @@ DEFAULT_PLUGINS = (
     "runflow.backends.pipework",
     "runflow.backends.docker_daemon",
     "runflow.backends.service",
+    "runflow.backends.ovs_vsctl",
+    "runflow.backends.ovsdb",
 )
 
 ENTRY_POINT_GROUP = "runflow"

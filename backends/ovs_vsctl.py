@@ -1,0 +1,571 @@
+"""The ovs.* actions, and their `ovs-vsctl` backend (target centos6).
+
+Each action observes a view of the database, decides the ops that make its desired state hold
+(backends/ovs_args.py), and hands them to its backend's client; the `ovsdb` backend
+(backends/ovsdb.py) plugs another client into the same actions, as neutron does with its vsctl
+and native OVSDB drivers. Both describe their changes as the ovs-vsctl commands below.
+
+This client sticks to commands Open vSwitch 1.9 (CentOS 6) has: list/find/set/remove with
+--columns and --format=json, add-br, del-br, add-port, del-port, --if-exists. The ops of one
+step, or of all the instances of a for_each step, go into one invocation chained with `--`,
+which ovs-vsctl runs as one transaction.
+
+ovs-vsctl exits 0 even when ovs-vswitchd could not set up a bridge or port, so success is read
+back: ovs-vsctl 2.5 and later report the interfaces they inserted that got no OpenFlow port
+(with Interface.error) on stderr after ovs-vswitchd reconfigured, and those reports are used;
+for interfaces that were only changed, or with an older ovs-vsctl, the interfaces are read back
+with another invocation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from runflow.core.actions import Action, Context, State
+from runflow.core.errors import ActionError, CommandError
+from runflow.core.hookspecs import hookimpl
+from runflow.core.hosts import Host
+
+from .ovs_args import (BRIDGE_COLUMNS, RUN_TAG, STEP_TAG, VIEW_COLUMNS, AddBridge, AddPort,
+                       DelBridge, DelPort, Op, OvsBridgeAbsentArgs, OvsBridgeArgs,
+                       OvsPortAbsentArgs, OvsPortArgs, OvsSetArgs, RemoveKeys, SetColumns,
+                       SetKeys, View, from_json, inserted_interfaces, is_empty, same,
+                       set_up_interfaces, setup_problem, vsctl_atom, vsctl_value)
+
+TIMEOUT = 30  # seconds ovs-vsctl waits for ovsdb-server and ovs-vswitchd
+_FIND_LIMIT = 8  # beyond this many ports, listing whole tables is cheaper than one find each
+# ovs-vsctl's report of an inserted interface that ovs-vswitchd could not set up
+_REPORTED = re.compile(r"Error detected while setting up '(?P<name>[^']+)'(?:: (?P<error>.*?))?"
+                       r"\.\s+See ovs-vswitchd log")
+
+
+# ---------------------------------------------------------------------------------------------
+# The ovs-vsctl client
+# ---------------------------------------------------------------------------------------------
+
+
+def vsctl_commands(ops: Sequence[Op]) -> list[list[str]]:
+    """The ovs-vsctl commands (to be chained with `--`) that carry out ops."""
+    commands: list[list[str]] = []
+    for op in ops:
+        if isinstance(op, AddBridge):
+            commands.append(["add-br", op.name])
+            if op.columns:
+                commands.append(["set", "Bridge", op.name, *_assignments(op.columns)])
+        elif isinstance(op, DelBridge):
+            commands.append(["--if-exists", "del-br", op.name])
+        elif isinstance(op, AddPort):
+            commands.append(["add-port", op.bridge, op.name, *_assignments(op.port)])
+            if op.interface:
+                commands.append(["set", "Interface", op.name, *_assignments(op.interface)])
+        elif isinstance(op, DelPort):
+            commands.append(["--if-exists", "del-port", *([op.bridge] if op.bridge else []),
+                             op.name])
+        elif isinstance(op, SetColumns):
+            commands.append(["set", op.table, op.record, *_assignments(op.columns)])
+        elif isinstance(op, SetKeys):
+            commands.append(["set", op.table, op.record,
+                             *(f"{op.column}:{vsctl_atom(k)}={vsctl_atom(v)}"
+                               for k, v in op.values.items())])
+        elif isinstance(op, RemoveKeys):
+            commands.append(["remove", op.table, op.record, op.column,
+                             *(vsctl_atom(k) for k in op.keys)])
+    return commands
+
+
+def _assignments(columns: dict[str, Any]) -> list[str]:
+    return [f"{column}={vsctl_value(value)}" for column, value in columns.items()]
+
+
+def vsctl_argv(db: str | None, commands: Sequence[Sequence[str]], *,
+               json_output: bool = False) -> list[str]:
+    argv = ["ovs-vsctl", f"--timeout={TIMEOUT}"]
+    if db:
+        argv.append(f"--db={db}")
+    if json_output:
+        argv.append("--format=json")
+    for command in commands:
+        argv += ["--", *command]
+    return argv
+
+
+class VsctlClient:
+    """Reads and writes one host's database with ovs-vsctl (the inventory's `ovsdb` entry is
+    passed as --db; without one, ovs-vsctl uses its default socket)."""
+
+    def __init__(self, host: Host) -> None:
+        self.db = host.endpoints.get("ovsdb")
+        self._reports_new_interfaces: bool | None = None
+
+    @staticmethod
+    def unusable(host: Host) -> str | None:
+        return None if shutil.which("ovs-vsctl") else "ovs-vsctl is not installed"
+
+    def describe(self, ops: Sequence[Op]) -> list[list[str]]:
+        return [vsctl_argv(self.db, vsctl_commands(ops))] if ops else []
+
+    def view(self, ctx: Context, ports: Sequence[str] | None = None) -> View:
+        """Every bridge, and the ports and interfaces named (all of them when None)."""
+        if ports is not None and len(ports) > _FIND_LIMIT:
+            ports = None
+        columns = {t: "--columns=" + ",".join(("_uuid", *c)) for t, c in VIEW_COLUMNS.items()}
+        commands = [[columns["Bridge"], "list", "Bridge"]]
+        for table in ("Port", "Interface"):
+            if ports is None:
+                commands.append([columns[table], "list", table])
+            else:
+                commands += [[columns[table], "find", table, f"name={vsctl_atom(n)}"]
+                             for n in ports]
+        out = ctx.run(vsctl_argv(self.db, commands, json_output=True)).stdout
+        tables = [_rows(json.loads(line)) for line in out.splitlines() if line.strip()]
+        if ports is None:
+            return View.from_rows(*tables)
+        n = len(ports)
+        return View.from_rows(tables[0], sum(tables[1:1 + n], []), sum(tables[1 + n:], []))
+
+    def get(self, ctx: Context, table: str, record: str, column: str) -> tuple[bool, Any]:
+        """(found, value) of one column of one record."""
+        argv = vsctl_argv(self.db, [[f"--columns={column}", "list", table, record]],
+                          json_output=True)
+        done = ctx.run(argv, check=False)
+        if done.returncode != 0:
+            if "no row" in done.stderr:
+                return False, None
+            raise CommandError(argv, done.returncode, done.stderr, ctx.host.name)
+        return True, from_json(json.loads(done.stdout)["data"][0][0])
+
+    def execute(self, ctx: Context, ops: Sequence[Op], *, read_back: bool = True
+                ) -> dict[str, str]:
+        """Run ops in one invocation; return what ovs-vswitchd could not set up, by interface."""
+        if not ops:
+            return {}
+        done = ctx.run(vsctl_argv(self.db, vsctl_commands(ops)))
+        if not read_back:
+            return {}
+        problems = {m["name"]: setup_problem(m["name"], m["error"])
+                    for m in _REPORTED.finditer(done.stderr)}
+        reported = inserted_interfaces(ops) if self._reports(ctx) else set()
+        rest = [n for n in set_up_interfaces(ops) if n not in reported and n not in problems]
+        if rest:
+            view = self.view(ctx, rest)
+            problems.update({n: p for n in rest if (p := view.problem(n))})
+        return problems
+
+    def _reports(self, ctx: Context) -> bool:
+        """Whether this ovs-vsctl checks the interfaces it inserts once ovs-vswitchd has
+        reconfigured (2.5 and later), so that they need no second read."""
+        if self._reports_new_interfaces is None:
+            out = ctx.run(["ovs-vsctl", "--version"], check=False).stdout
+            m = re.search(r"\(Open vSwitch\) (\d+)\.(\d+)", out)
+            self._reports_new_interfaces = bool(m) and (int(m[1]), int(m[2])) >= (2, 5)
+        return self._reports_new_interfaces
+
+
+def _rows(table: dict[str, Any]) -> list[dict[str, Any]]:
+    headings = table["headings"]
+    return [{h: from_json(v) for h, v in zip(headings, row)} for row in table["data"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# The actions, for any client
+# ---------------------------------------------------------------------------------------------
+
+
+def step_tags(ctx: Context) -> dict[str, str]:
+    """What runflow writes into external_ids of what it creates. The step id, not the
+    instance: the instances of a for_each step are applied together."""
+    return {RUN_TAG: ctx.run_id, STEP_TAG: ctx.step.split("[")[0]}
+
+
+_SYSTEM_SYNONYMS = {"datapath_type", "type"}  # "" and "system" mean the same there
+
+
+def _same_column(column: str, have: Any, want: Any) -> bool:
+    if column in _SYSTEM_SYNONYMS:
+        return (have or "system") == (want or "system")
+    return same(have, want)
+
+
+def _differences(current: dict[str, Any], columns: dict[str, Any],
+                 keys: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, dict]]:
+    """The whole columns, and the keys of map columns, whose wanted values do not hold."""
+    cols = {c: v for c, v in columns.items() if not _same_column(c, current.get(c, []), v)}
+    diff_keys = {}
+    for column, values in keys.items():
+        have = current.get(column) or {}
+        diff = {k: v for k, v in values.items() if k not in have or not same(have[k], v)}
+        if diff:
+            diff_keys[column] = diff
+    return cols, diff_keys
+
+
+def _holds(current: dict[str, Any], columns: dict[str, Any],
+           keys: dict[str, dict[str, Any]]) -> bool:
+    cols, diff_keys = _differences(current, columns, keys)
+    return not cols and not diff_keys
+
+
+def _change(table: str, record: str, current: dict[str, Any], columns: dict[str, Any],
+            keys: dict[str, dict[str, Any]]) -> list[Op]:
+    cols, diff_keys = _differences(current, columns, keys)
+    ops: list[Op] = [SetColumns(table, record, cols)] if cols else []
+    ops += [SetKeys(table, record, column, values) for column, values in diff_keys.items()]
+    return ops
+
+
+def _put_back(table: str, record: str, before: dict[str, Any], columns: dict[str, Any],
+              keys: dict[str, dict[str, Any]]) -> list[Op]:
+    """Undo what _change did to a record that existed: its old values, absent keys removed."""
+    cols, diff_keys = _differences(before, columns, keys)
+    ops: list[Op] = [SetColumns(table, record, {c: before.get(c, []) for c in cols})] \
+        if cols else []
+    for column, diff in diff_keys.items():
+        old = before.get(column) or {}
+        back = {k: old[k] for k in diff if k in old}
+        gone = tuple(k for k in diff if k not in old)
+        if back:
+            ops.append(SetKeys(table, record, column, back))
+        if gone:
+            ops.append(RemoveKeys(table, record, column, gone))
+    return ops
+
+
+def _set(values: dict[str, Any]) -> dict[str, Any]:
+    """Columns worth writing into a new record (defaults are left out)."""
+    return {c: v for c, v in values.items() if not is_empty(v)}
+
+
+def _created_by(external_ids: dict[str, Any] | None, run_id: str) -> bool:
+    return (external_ids or {}).get(RUN_TAG) == run_id
+
+
+class OvsAction(Action):
+    """An ovs.* action: observe a view, decide ops, hand them to the backend's client.
+
+    Subclasses define `scope` (which ports to read), `state` (what observe reports, from the
+    view), `check`, `changes` (the ops of apply) and `restore` (the ops of undo, given what
+    observe saw before apply and sees now)."""
+
+    family = "ovs"
+    backend = "ovs-vsctl"
+    Client: ClassVar[Any] = VsctlClient
+
+    @classmethod
+    def unusable(cls, host: Host) -> str | None:
+        return cls.Client.unusable(host)
+
+    def client(self, ctx: Context) -> Any:
+        return ctx.resources.get(f"ovs.{self.backend}", lambda: self.Client(ctx.host))
+
+    # -- what each action defines ------------------------------------------------------------
+
+    def scope(self, args: Any) -> list[str] | None:
+        """The ports (and interfaces of the same names) observe needs; None: all of them."""
+        return []
+
+    def state(self, view: View, args: Any) -> State:
+        raise NotImplementedError
+
+    def changes(self, args: Any, before: State, tags: dict[str, str]) -> list[Op]:
+        raise NotImplementedError
+
+    def restore(self, args: Any, before: State, now: State, run_id: str) -> list[Op]:
+        raise NotImplementedError
+
+    # -- the Action contract -----------------------------------------------------------------
+
+    def observe(self, ctx: Context, args: Any) -> State:
+        return self.observe_many(ctx, [args])[0]
+
+    def observe_many(self, ctx: Context, args: Sequence[Any]) -> list[State]:
+        scopes = [self.scope(a) for a in args]
+        names = None if None in scopes else sorted({n for s in scopes for n in s})
+        view = self.client(ctx).view(ctx, names)
+        return [self.state(view, a) for a in args]
+
+    def apply(self, ctx: Context, args: Any, before: State) -> None:
+        self.apply_many(ctx, [(args, before)])
+
+    def apply_many(self, ctx: Context, items: Sequence[tuple[Any, State]]) -> None:
+        """All instances in one invocation or transaction, then read back. Instances that
+        ovs-vswitchd could not set up are put back as they were (rollback does not visit a
+        failed step), and the step fails with the daemon's messages."""
+        tags = step_tags(ctx)
+        planned = [(args, before, self.changes(args, before, tags)) for args, before in items]
+        client = self.client(ctx)
+        problems = client.execute(ctx, [op for _, _, ops in planned for op in ops])
+        if not problems:
+            return
+        failed = [(args, before) for args, before, ops in planned
+                  if any(n in problems for n in set_up_interfaces(ops))]
+        nows = self.observe_many(ctx, [args for args, _ in failed])
+        client.execute(ctx, [op for (args, before), now in zip(failed, nows)
+                             for op in self.restore(args, before, now, ctx.run_id)],
+                       read_back=False)
+        raise ActionError("; ".join(problems.values()))
+
+    def undo(self, ctx: Context, args: Any, before: State) -> None:
+        now = self.observe(ctx, args)
+        # What undo puts back may have been broken before too: it is not read back.
+        self.client(ctx).execute(ctx, self.restore(args, before, now, ctx.run_id),
+                                 read_back=False)
+
+    def describe(self, args: Any, before: State | None = None) -> list[list[str]]:
+        tags = {RUN_TAG: "RUN", STEP_TAG: "STEP"}  # the run's id is not known yet
+        try:
+            return vsctl_describe(self.changes(args, before or self.unobserved(args), tags))
+        except ActionError:  # apply would refuse (a bond, a port on another bridge)
+            return []
+
+    def describe_undo(self, args: Any, before: State | None = None) -> list[list[str]]:
+        before = before or self.unobserved(args)
+        return vsctl_describe(self.restore(args, before, self.after(args), "RUN"))
+
+    def unobserved(self, args: Any) -> State:
+        """What describe assumes when the host was not observed (e.g. for an export)."""
+        return {"exists": False}
+
+    def after(self, args: Any) -> State:
+        """What observe would see after apply (for describe_undo), as far as undo cares."""
+        return {"exists": False}
+
+
+def vsctl_describe(ops: Sequence[Op]) -> list[list[str]]:
+    return [vsctl_argv(None, vsctl_commands(ops))] if ops else []
+
+
+class BridgePresent(OvsAction):
+    name = "ovs.bridge.present"
+    Args = OvsBridgeArgs
+    summary = "an Open vSwitch bridge exists, with a datapath type, fail mode and settings"
+
+    @staticmethod
+    def wanted(args: OvsBridgeArgs) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+        columns = {c: getattr(args, c) for c in ("datapath_type", "fail_mode")
+                   if getattr(args, c) is not None}
+        return columns, {"other_config": args.other_config, "external_ids": args.external_ids}
+
+    def state(self, view: View, args: OvsBridgeArgs) -> State:
+        bridge = view.bridges.get(args.name)
+        if bridge is None:
+            return {"exists": False}
+        return {"exists": True, **{c: bridge.get(c, []) for c in BRIDGE_COLUMNS}}
+
+    def check(self, args: OvsBridgeArgs, before: State) -> bool:
+        return before["exists"] and _holds(before, *self.wanted(args))
+
+    def changes(self, args: OvsBridgeArgs, before: State, tags: dict[str, str]) -> list[Op]:
+        columns, keys = self.wanted(args)
+        if not before["exists"]:
+            return [AddBridge(args.name, _set({**columns, **keys,
+                                               "external_ids": {**args.external_ids, **tags}}))]
+        return _change("Bridge", args.name, before, columns, keys)
+
+    def restore(self, args: OvsBridgeArgs, before: State, now: State, run_id: str) -> list[Op]:
+        if not before["exists"]:
+            created = now["exists"] and _created_by(now.get("external_ids"), run_id)
+            return [DelBridge(args.name)] if created else []
+        if not now["exists"]:
+            return []
+        return _put_back("Bridge", args.name, before, *self.wanted(args))
+
+    def after(self, args: OvsBridgeArgs) -> State:
+        return {"exists": True, "external_ids": {RUN_TAG: "RUN"}}
+
+
+class BridgeAbsent(OvsAction):
+    name = "ovs.bridge.absent"
+    Args = OvsBridgeAbsentArgs
+    summary = "no Open vSwitch bridge of this name (undo recreates it with its ports)"
+
+    def scope(self, args: OvsBridgeAbsentArgs) -> list[str] | None:
+        return None
+
+    def state(self, view: View, args: OvsBridgeAbsentArgs) -> State:
+        bridge = view.bridges.get(args.name)
+        if bridge is None:
+            return {"exists": False}
+        return {"exists": True,
+                "bridge": {c: bridge.get(c, []) for c in BRIDGE_COLUMNS},
+                "ports": {p: view.port_record(p) for p in bridge["ports"]}}
+
+    def check(self, args: OvsBridgeAbsentArgs, before: State) -> bool:
+        return not before["exists"]
+
+    def changes(self, args: OvsBridgeAbsentArgs, before: State, tags: dict[str, str]
+                ) -> list[Op]:
+        bonds = [p for p, record in before.get("ports", {}).items() if "bond" in record]
+        if bonds:
+            raise ActionError(f"bridge {args.name} has bonded ports ({', '.join(bonds)}), which "
+                              "undo could not recreate: remove them first")
+        return [DelBridge(args.name)]
+
+    def restore(self, args: OvsBridgeAbsentArgs, before: State, now: State, run_id: str
+                ) -> list[Op]:
+        if now["exists"]:
+            return []
+        ops: list[Op] = [AddBridge(args.name, _set(before["bridge"]))]
+        for name, record in before["ports"].items():
+            if name != args.name:
+                ops.append(AddPort(args.name, name, _set(record["port"]),
+                                   _set(record["interface"])))
+                continue
+            # The bridge's own port comes with add-br; put back what was set on it.
+            port, iface = _set(record["port"]), _set(record["interface"])
+            iface.pop("type", None)
+            ops += [SetColumns(table, name, columns)
+                    for table, columns in (("Port", port), ("Interface", iface)) if columns]
+        return ops
+
+    def unobserved(self, args: OvsBridgeAbsentArgs) -> State:
+        return {"exists": True, "bridge": {}, "ports": {}}
+
+
+class PortPresent(OvsAction):
+    name = "ovs.port.present"
+    Args = OvsPortArgs
+    summary = "a port on an Open vSwitch bridge (system, internal, gre, vxlan, patch...)"
+
+    @staticmethod
+    def wanted(args: OvsPortArgs) -> tuple[tuple[dict, dict], tuple[dict, dict]]:
+        """(columns, keys) of the Port, and of the Interface."""
+        port = {"tag": args.tag} if args.tag is not None else {}
+        iface = {"type": args.type} if args.type is not None else {}
+        return (port, {}), (iface, {"options": args.options, "external_ids": args.external_ids})
+
+    def scope(self, args: OvsPortArgs) -> list[str] | None:
+        return [args.name]
+
+    def state(self, view: View, args: OvsPortArgs) -> State:
+        record = view.port_record(args.name)
+        return {"exists": False} if record is None else {"exists": True, **record}
+
+    def check(self, args: OvsPortArgs, before: State) -> bool:
+        if not before["exists"] or before["bridge"] != args.bridge or "bond" in before:
+            return False
+        port, iface = self.wanted(args)
+        return _holds(before["port"], *port) and _holds(before["interface"], *iface)
+
+    def changes(self, args: OvsPortArgs, before: State, tags: dict[str, str]) -> list[Op]:
+        (port, _), (iface, keys) = self.wanted(args)
+        if not before["exists"]:
+            if iface.get("type") == "system":
+                del iface["type"]  # what add-port makes anyway
+            return [AddPort(args.bridge, args.name,
+                            {**port, "external_ids": tags},
+                            _set({**iface, **keys,
+                                  "external_ids": {**args.external_ids, **tags}}))]
+        if before["bridge"] != args.bridge:
+            raise ActionError(f"port {args.name} is on bridge {before['bridge']}, not "
+                              f"{args.bridge}: remove it from there first (ovs.port.absent)")
+        if "bond" in before:
+            raise ActionError(f"port {args.name} is a bond ({', '.join(before['bond'])}); "
+                              "runflow manages single-interface ports")
+        return (_change("Port", args.name, before["port"], port, {})
+                + _change("Interface", args.name, before["interface"], iface, keys))
+
+    def restore(self, args: OvsPortArgs, before: State, now: State, run_id: str) -> list[Op]:
+        if not before["exists"]:
+            created = now["exists"] and _created_by(now["port"].get("external_ids"), run_id)
+            return [DelPort(now["bridge"], args.name)] if created else []
+        if not now["exists"]:
+            return []
+        (port, _), (iface, keys) = self.wanted(args)
+        return (_put_back("Port", args.name, before["port"], port, {})
+                + _put_back("Interface", args.name, before["interface"], iface, keys))
+
+    def after(self, args: OvsPortArgs) -> State:
+        return {"exists": True, "bridge": args.bridge, "port": {"external_ids": {RUN_TAG: "RUN"}},
+                "interface": {}}
+
+
+class PortAbsent(OvsAction):
+    name = "ovs.port.absent"
+    Args = OvsPortAbsentArgs
+    summary = "no Open vSwitch port of this name (undo recreates it with its type and options)"
+
+    def scope(self, args: OvsPortAbsentArgs) -> list[str] | None:
+        return [args.name]
+
+    def state(self, view: View, args: OvsPortAbsentArgs) -> State:
+        record = view.port_record(args.name)
+        return {"exists": False} if record is None else {"exists": True, **record}
+
+    def check(self, args: OvsPortAbsentArgs, before: State) -> bool:
+        return not before["exists"] or (args.bridge is not None
+                                        and before["bridge"] != args.bridge)
+
+    def changes(self, args: OvsPortAbsentArgs, before: State, tags: dict[str, str]
+                ) -> list[Op]:
+        if "bond" in before:
+            raise ActionError(f"port {args.name} is a bond ({', '.join(before['bond'])}), "
+                              "which undo could not recreate: runflow does not remove it")
+        return [DelPort(before.get("bridge") or args.bridge, args.name)]
+
+    def restore(self, args: OvsPortAbsentArgs, before: State, now: State, run_id: str
+                ) -> list[Op]:
+        if now["exists"]:
+            return []
+        return [AddPort(before["bridge"], args.name, _set(before["port"]),
+                        _set(before["interface"]))]
+
+    def unobserved(self, args: OvsPortAbsentArgs) -> State:
+        return {"exists": True, "bridge": args.bridge or "BRIDGE", "port": {}, "interface": {}}
+
+
+class OvsSet(OvsAction):
+    name = "ovs.set"
+    Args = OvsSetArgs
+    summary = "one column (or one key of a map column) of an OVSDB record, as `ovs-vsctl set`"
+
+    def observe_many(self, ctx: Context, args: Sequence[OvsSetArgs]) -> list[State]:
+        client = self.client(ctx)
+        return [self.found(*client.get(ctx, a.table, a.record, a.column_name), a) for a in args]
+
+    @staticmethod
+    def found(found: bool, value: Any, args: OvsSetArgs) -> State:
+        if not found:
+            return {"found": False}
+        if args.key is None:
+            return {"found": True, "value": value}
+        value = value or {}
+        return {"found": True, "present": args.key in value, "value": value.get(args.key)}
+
+    def check(self, args: OvsSetArgs, before: State) -> bool:
+        return (before["found"] and before.get("present", True)
+                and _same_column(args.column_name, before["value"], args.value))
+
+    def changes(self, args: OvsSetArgs, before: State, tags: dict[str, str]) -> list[Op]:
+        # A missing record fails the set itself, with the database's message.
+        if args.key is None:
+            return [SetColumns(args.table, args.record, {args.column_name: args.value})]
+        return [SetKeys(args.table, args.record, args.column_name, {args.key: args.value})]
+
+    def restore(self, args: OvsSetArgs, before: State, now: State, run_id: str) -> list[Op]:
+        if not now["found"]:
+            return []
+        if args.key is None:
+            return [SetColumns(args.table, args.record, {args.column_name: before["value"]})]
+        if before["present"]:
+            return [SetKeys(args.table, args.record, args.column_name,
+                            {args.key: before["value"]})]
+        return [RemoveKeys(args.table, args.record, args.column_name, (args.key,))]
+
+    def unobserved(self, args: OvsSetArgs) -> State:
+        return {"found": True, "present": False, "value": []}
+
+    def after(self, args: OvsSetArgs) -> State:
+        return {"found": True}
+
+
+ACTIONS = (BridgePresent, BridgeAbsent, PortPresent, PortAbsent, OvsSet)
+
+
+@hookimpl
+def runflow_register_actions(register: Any) -> None:
+    for action in ACTIONS:
+        register(action)
