@@ -652,7 +652,15 @@ def container_netlink(pid: int) -> Iterator[Any]:
 
 
 def _netlink_error(exc: Exception, what: str) -> ActionError:
-    return ActionError(f"{what}: {getattr(exc, 'args', [None, exc])[-1]}")
+    """NetlinkError's args are (errno, message): say what failed and the message."""
+    return ActionError(f"{what}: {exc.args[-1] if exc.args else exc}")
+
+
+def _optional(value: Any, default: Any) -> Any:
+    """An OVSDB optional column's value: ovsdbapp gives [] when unset, [x] or x when set."""
+    if isinstance(value, list):
+        return value[0] if value else default
+    return default if value is None else value
 
 
 class _Ovsdb:
@@ -707,12 +715,10 @@ class Netlink(Plumbing):
         ports = []
         for row in rows:
             if all(row["external_ids"].get(k) == v for k, v in tags.items()):
-                ofport = row["ofport"][0] if isinstance(row["ofport"], list) and row[
-                    "ofport"] else row["ofport"] or -1
                 bridge = api.iface_to_br(row["name"]).execute(check_error=False)
                 ports.append({"name": row["name"], "bridge": bridge or "",
-                              "ofport": int(ofport) if ofport != [] else -1,
-                              "error": row["error"][0] if row["error"] else ""})
+                              "ofport": int(_optional(row["ofport"], -1)),
+                              "error": _optional(row["error"], "")})
         return ports
 
     # -- the container --------------------------------------------------------------------
@@ -799,12 +805,13 @@ class Netlink(Plumbing):
         # ovs-vswitchd opens the device after the commit: wait for its verdict.
         deadline = time.monotonic() + timeout
         while True:
-            row = api.db_get("Interface", att.host_ifname, "ofport").execute(check_error=True)
-            ofport = row[0] if isinstance(row, list) and row else row
-            if isinstance(ofport, int) and ofport > 0:
+            ofport = _optional(api.db_get("Interface", att.host_ifname, "ofport").execute(
+                check_error=True), 0)
+            if ofport > 0:
                 return
-            error = api.db_get("Interface", att.host_ifname, "error").execute(check_error=True)
-            if (isinstance(ofport, int) and ofport < 0) or error:
+            error = _optional(api.db_get("Interface", att.host_ifname, "error").execute(
+                check_error=True), "")
+            if ofport < 0 or error:
                 raise ActionError(f"Open vSwitch could not add {att.host_ifname} to "
                                   f"{att.bridge}: {error or 'ofport -1'}")
             if time.monotonic() > deadline:
