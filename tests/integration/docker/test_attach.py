@@ -38,10 +38,12 @@ init = true
 [[steps]]
 id = "attach"
 action = "container.attach"
-for_each = [["a", "10.60.0.2/24"], ["b", "10.60.0.3/24"]]
+for_each = [["a", "10.60.0.2/24", "02:00:0a:3c:00:02"], ["b", "10.60.0.3/24", "02:00:0a:3c:00:03"]]
 container = "{{ prefix }}-{{ item[0] }}"
 bridge = "{{ bridge }}"
 address = "{{ item[1] }}"
+mac = "{{ item[2] }}"
+gateway = "10.60.0.1"
 mtu = 1400
 
 [[steps]]
@@ -166,6 +168,9 @@ def test_attached_containers_ping_and_a_second_run_changes_nothing(lab: Lab) -> 
     assert len(lab.host_ends()) == 2
     if lab.kind == "ovs":
         assert len(lab.tagged_ports()) == 2
+    inside = lab.host.client.containers.get(f"{lab.prefix}-a")
+    assert "02:00:0a:3c:00:02" in inside.exec_run(["ip", "link", "show", "eth0"]).output.decode()
+    assert "default via 10.60.0.1" in inside.exec_run(["ip", "route"]).output.decode()
 
     _, changed = lab.run("attach.toml")
     assert changed == []
