@@ -1,8 +1,8 @@
 """docker.daemon: the docker daemon's bridge settings, written where the host's docker reads
 them — `/etc/docker/daemon.json` (backend `daemon-json`, target modern) or the other_args line
 of `/etc/sysconfig/docker` (backend `sysconfig`, CentOS 6's docker-io init script). The file
-may be named by the step (`config`) or the inventory (`docker_config = "/path"` in the host's
-table). Undo puts the file back byte for byte, or removes it if it did not exist.
+may be named by the step (`config`) or the inventory (`docker_config = "/path"` for
+daemon.json, `docker_sysconfig = "/path"` for the sysconfig file, in the host's table). Undo puts the file back byte for byte, or removes it if it did not exist.
 
 Only the settings a step gives are written. `bridge` and `bip` exclude each other (dockerd
 refuses both), so setting one drops the other from the file. A `bridge` that is an Open vSwitch
@@ -62,6 +62,7 @@ class DaemonConfig(Action):
     Args = DockerDaemonArgs
     summary = "the docker daemon's bridge settings (-b, --bip, --fixed-cidr, --mtu, --iptables)"
     default_path: ClassVar[str]
+    inventory_key: ClassVar[str]  # the host setting that names the file instead
     service_backend: ClassVar[str]  # how to restart when the inventory gives no command
 
     @classmethod
@@ -77,7 +78,7 @@ class DaemonConfig(Action):
         raise NotImplementedError
 
     def path(self, ctx: Context, args: DockerDaemonArgs) -> str:
-        return args.config or ctx.host.settings.get("docker_config") or self.default_path
+        return args.config or ctx.host.settings.get(self.inventory_key) or self.default_path
 
     def observe(self, ctx: Context, args: DockerDaemonArgs) -> State:
         path = self.path(ctx, args)
@@ -168,6 +169,7 @@ class DaemonConfig(Action):
 class DaemonJson(DaemonConfig):
     backend = "daemon-json"
     default_path = "/etc/docker/daemon.json"
+    inventory_key = "docker_config"
     service_backend = "systemd"
     KEYS = {"bridge": "bridge", "bip": "bip", "fixed_cidr": "fixed-cidr", "mtu": "mtu",
             "iptables": "iptables"}
@@ -204,6 +206,7 @@ class Sysconfig(DaemonConfig):
 
     backend = "sysconfig"
     default_path = "/etc/sysconfig/docker"
+    inventory_key = "docker_sysconfig"
     service_backend = "service"
     FLAGS = {"bridge": ("-b", "--bridge"), "bip": ("--bip",), "fixed_cidr": ("--fixed-cidr",),
              "mtu": ("--mtu",), "iptables": ("--iptables",)}

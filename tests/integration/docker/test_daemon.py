@@ -53,7 +53,8 @@ name = "docker"
 
 def inventory(host: DockerHost, path: Path, config: Path) -> Path:
     command = json.dumps(host.dockerd.restart_command())
-    return host.inventory(path, extra=f'docker_config = "{config}"\n\n'
+    key = "docker_sysconfig" if host.dockerd.sysconfig else "docker_config"
+    return host.inventory(path, extra=f'{key} = "{config}"\n\n'
                                       f'[hosts.h1.services.docker]\nrestart = {command}\n')
 
 
