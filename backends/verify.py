@@ -24,6 +24,7 @@ class Verification(Action):
 
     family = "verify"
     backend = "builtin"
+    holds_message = "verified"
 
     def attempt(self, ctx: Context, args: Any) -> tuple[bool, str]:
         raise NotImplementedError
@@ -43,7 +44,8 @@ class Verification(Action):
             ok, output = self.attempt(ctx, args)
             if ok:
                 return
-        raise ActionError(f"verification failed after {args.timeout:g} s: {output.strip()}")
+        last = output.strip().splitlines()[-1] if output.strip() else "no output"
+        raise ActionError(f"verification failed after {args.timeout:g} s: {last}")
 
     def undo(self, ctx: Context, args: Any, before: State) -> None:
         """A verification changes nothing."""

@@ -86,6 +86,7 @@ class Action:
     family: ClassVar[str]  # what a target maps to a backend, e.g. "bridge"
     Args: ClassVar[type[Args]]
     summary: ClassVar[str] = ""
+    holds_message: ClassVar[str] = "already in the desired state"  # why a step was skipped
 
     @classmethod
     def unusable(cls, host: Host) -> str | None:

@@ -66,6 +66,8 @@ def selection_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Which backends serve the actions."),
         click.option("--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False),
                      help="Load a plugin from a Python file (repeatable)."),
+        click.option("--lab", "use_lab", is_flag=True,
+                     help="Use the inventory of the lab (runflow lab up)."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -86,10 +88,22 @@ def change_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _options(cli_vars=(), inventory=None, hosts=(), target="auto", plugin_files=(), **extra):
+def _options(cli_vars=(), inventory=None, hosts=(), target="auto", plugin_files=(),
+             use_lab=False, **extra):
+    from .errors import InputError
     from .plan import parse_vars
     from .session import Options
 
+    if use_lab:
+        from .lab.lab import Lab
+
+        if inventory:
+            raise InputError("--lab and --inventory exclude each other", field="--lab")
+        lab = Lab(_lab_dir())
+        if not lab.exists():
+            raise InputError(f"no lab in {lab.root}: bring it up with `runflow lab up`",
+                             field="--lab")
+        inventory = str(lab.inventory_path)
     return Options(inventory=inventory, hosts=list(hosts), target=target,
                    cli_vars=parse_vars(list(cli_vars)), plugin_files=list(plugin_files), **extra)
 
@@ -100,20 +114,16 @@ def _plugins(options) -> Any:
     return Plugins(options.plugin_files)
 
 
-def _subscribe(plugins: Any, *, quiet: bool, events_file: Any, multi_host: bool) -> None:
-    from .eventlog import EventLog
-    from .progress import Progress
-
-    if not quiet:
-        plugins.add_subscriber(Progress(multi_host=multi_host), name="runflow.progress")
-    if events_file is not None:
-        plugins.add_subscriber(EventLog(events_file), name="runflow.events")
-
-
 def _home():
     from .journal import default_home
 
     return default_home()
+
+
+def _lab_dir() -> str:
+    import os
+
+    return os.environ.get("RUNFLOW_LAB", "/tmp/rf-lab")
 
 
 def _print_json(data: Any) -> None:
@@ -143,12 +153,12 @@ def cli() -> None:
 @handles_errors
 def run(workflow, events_file, lock_timeout, quiet, no_rollback, **selection) -> None:
     """Run WORKFLOW: check each step, apply what is not yet so, roll back on failure."""
-    from .session import Session, plan_workflow
+    from .session import Session, add_views, plan_workflow
 
     options = _options(**selection, rollback=not no_rollback, lock_timeout=lock_timeout)
     plugins = _plugins(options)
     plan = plan_workflow(workflow, options, plugins)
-    _subscribe(plugins, quiet=quiet, events_file=events_file, multi_host=len(plan.hosts) > 1)
+    add_views(plugins, quiet=quiet, events_file=events_file, multi_host=len(plan.hosts) > 1)
     session = Session(plugins, _home())
     try:
         _, code = session.run(plan, options)
@@ -315,7 +325,7 @@ def resume(run_ref, events_file, lock_timeout, quiet, no_rollback, use_current_f
            plugin_files) -> None:
     """Continue a failed or interrupted run: re-check what was applied (drift is reported and
     repaired), settle steps in doubt, retry the failed step, go on."""
-    from .session import Session
+    from .session import Session, add_views
 
     options = _options(plugin_files=plugin_files, rollback=not no_rollback,
                        lock_timeout=lock_timeout)
@@ -323,8 +333,8 @@ def resume(run_ref, events_file, lock_timeout, quiet, no_rollback, use_current_f
     session = Session(plugins, _home())
     try:
         run_rec = session.load(run_ref)
-        _subscribe(plugins, quiet=quiet, events_file=events_file,
-                   multi_host=len(run_rec.hosts) > 1)
+        add_views(plugins, quiet=quiet, events_file=events_file,
+                  multi_host=len(run_rec.hosts) > 1)
         code = session.resume(run_rec, options, use_current_file=use_current_file)
     finally:
         session.close()
@@ -340,19 +350,97 @@ def resume(run_ref, events_file, lock_timeout, quiet, no_rollback, use_current_f
 def rollback(run_ref, events_file, lock_timeout, quiet, plugin_files) -> None:
     """Undo the applied steps of a run in reverse, restoring the journaled "before" states.
     Exit 0 when everything was undone, 3 if an undo failed (run it again after fixing)."""
-    from .session import Session
+    from .session import Session, add_views
 
     options = _options(plugin_files=plugin_files, lock_timeout=lock_timeout)
     plugins = _plugins(options)
     session = Session(plugins, _home())
     try:
         run_rec = session.load(run_ref)
-        _subscribe(plugins, quiet=quiet, events_file=events_file,
-                   multi_host=len(run_rec.hosts) > 1)
+        add_views(plugins, quiet=quiet, events_file=events_file,
+                  multi_host=len(run_rec.hosts) > 1)
         code = session.rollback(run_rec, options)
     finally:
         session.close()
     sys.exit(code)
+
+
+@cli.group()
+def lab() -> None:
+    """Simulated hosts on this machine: network namespaces with their own Open vSwitch
+    (userspace datapath) and dockerd, joined by an underlay. Never touches the root network
+    namespace. Lives in $RUNFLOW_LAB (default /tmp/rf-lab)."""
+
+
+def _lab_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .lab.lab import LabError
+
+        try:
+            return func(*args, **kwargs)
+        except LabError as exc:
+            click.echo(f"runflow: error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+@lab.command("up")
+@click.option("--hosts", "count", default=2, show_default=True, help="How many hosts (1-6).")
+@click.option("--prefix", default="rf", show_default=True,
+              help="Namespace name prefix (PREFIX-h1, PREFIX-h2, PREFIX-sw).")
+@_lab_errors
+def lab_up(count, prefix) -> None:
+    """Create the lab hosts and write their inventory."""
+    from .lab.lab import Lab
+
+    the_lab = Lab(_lab_dir())
+    inventory = the_lab.up(count, prefix=prefix,
+                           progress=lambda text: click.echo(f"lab: {text}", err=True))
+    click.echo(f"lab: up; inventory {inventory}", err=True)
+    click.echo("lab: try: runflow workflows/multihost-gre.toml --lab", err=True)
+
+
+@lab.command("down")
+@_lab_errors
+def lab_down() -> None:
+    """Remove the lab: processes, mounts, namespaces, files."""
+    from .lab.lab import Lab
+
+    Lab(_lab_dir()).down()
+    click.echo("lab: down", err=True)
+
+
+@lab.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@_lab_errors
+def lab_status(as_json) -> None:
+    """Show each lab host: namespace, OVS daemons, dockerd."""
+    from .lab.lab import Lab
+
+    rows = Lab(_lab_dir()).status()
+    if as_json:
+        _print_json(rows)
+        return
+    for r in rows:
+        ok = lambda flag: "ok" if flag else "DOWN"  # noqa: E731
+        click.echo(f"{r['host']}  netns {r['netns']} {ok(r['netns_exists'])}  underlay "
+                   f"{r['underlay_ip']}  ovs {ok(r['ovs_running'])}  dockerd "
+                   f"{ok(r['dockerd_answers'])}")
+
+
+@lab.command("demo")
+@click.option("-t", "--target", default="modern", show_default=True,
+              type=click.Choice(["auto", "centos6", "modern"]), help="Which backends to use.")
+@_lab_errors
+@handles_errors
+def lab_demo(target) -> None:
+    """Bring the lab up (if needed), run workflows/multihost-gre.toml on two hosts, start a
+    container on each, and ping from one to the other across the GRE tunnel."""
+    from .lab.demo import run_demo
+
+    sys.exit(run_demo(_lab_dir(), target, echo=lambda text: click.echo(text, err=True)))
 
 
 def main() -> None:

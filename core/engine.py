@@ -153,7 +153,7 @@ class Engine:
                 ctx = self._context(rt, r)
                 before = impl.observe(ctx, inst.args)
                 if impl.check(inst.args, before):
-                    row["reason"] = "already in the desired state"
+                    row["reason"] = impl.holds_message
                 else:
                     row["verdict"] = "change"
                     row["commands"] = [rt.host.describe(argv)
@@ -242,7 +242,7 @@ class Engine:
         holds = impl.check(r.instance.args, now)
         if r.state == "checking":
             if holds:
-                r.skip(message="already in the desired state")
+                r.skip(message=impl.holds_message)
                 return False
             r.before = now
             r.change(detail={"before": now})

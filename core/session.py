@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from . import inventory as inventory_mod
 from . import workflow as workflow_mod
@@ -83,6 +84,18 @@ def rebuild_plan(run: RunRecord, plugins: Plugins, *, file_changed: str) -> Plan
                          "(vars, for_each or when changed); roll the run back instead",
                          file=wf_info["path"])
     return plan
+
+
+def add_views(plugins: Plugins, *, quiet: bool = False, events_file: TextIO | None = None,
+              multi_host: bool = False) -> None:
+    """Subscribe the progress view (unless quiet) and the --events sink (if given)."""
+    from .eventlog import EventLog
+    from .progress import Progress
+
+    if not quiet:
+        plugins.add_subscriber(Progress(multi_host=multi_host), name="runflow.progress")
+    if events_file is not None:
+        plugins.add_subscriber(EventLog(events_file), name="runflow.events")
 
 
 @contextmanager

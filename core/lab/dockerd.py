@@ -24,7 +24,6 @@ import io
 import json
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .namespaces import Namespace
+from .processes import alive, stop_pid
 
 BUSYBOX = "/bin/busybox"
 BUSYBOX_TOOLS = ("sh", "ip", "ping", "sleep", "cat", "ifconfig", "route", "hostname", "ls")
@@ -128,7 +128,7 @@ class Dockerd:
         dockerd would find no /sys/fs/cgroup."""
         started = self.dir / "dockerd.started"
         pid = int(started.read_text()) if started.exists() else 0
-        mount_ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY) if pid and _alive(pid) else None
+        mount_ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY) if pid and alive(pid) else None
         try:
             self.stop()
             self.start(mount_ns=mount_ns)
@@ -190,19 +190,7 @@ class Dockerd:
         return []
 
     def _stop_pid(self, pid: int, timeout: float = 20) -> None:
-        if not _alive(pid):
-            return
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(pid):
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                deadline = time.monotonic() + 5
-            time.sleep(0.05)
-        try:  # our own child: reap it (a daemon started by another process is reaped by init)
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
+        stop_pid(pid, timeout)
         # dockerd leaves its socket behind when killed; a stale one would look alive to nobody
         # but would make the next start's wait ambiguous.
         self.socket_path.unlink(missing_ok=True)
@@ -212,15 +200,6 @@ def load(state_dir: str | Path) -> Dockerd:
     """The Dockerd that `start` set up in state_dir (from its dockerd.json)."""
     meta = json.loads((Path(state_dir) / "dockerd.json").read_text())
     return Dockerd(Namespace(meta["netns"]), state_dir, sysconfig=meta["sysconfig"])
-
-
-def _alive(pid: int) -> bool:
-    """True while pid runs (a zombie waiting to be reaped counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _mounts_under(path: Path) -> list[str]:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .namespaces import Namespace
+from .processes import alive, read_pid, stop_pid
 
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 _SOCKET_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
@@ -31,6 +32,7 @@ class OvsDaemons:
         self.namespace = namespace
         self.state_dir = Path(state_dir)
         self.timeout = timeout
+        self._detached = False
         self._server: subprocess.Popen | None = None
         self._switch: subprocess.Popen | None = None
         if len(str(self.db_socket)) > _SOCKET_PATH_MAX:
@@ -62,10 +64,14 @@ class OvsDaemons:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> OvsDaemons:
+    def start(self, *, detached: bool = False) -> OvsDaemons:
         """Create the database, start ovsdb-server and ovs-vswitchd, and return when the switch
-        has applied the database once. Stops what it started if any part fails."""
+        has applied the database once. Stops what it started if any part fails.
+
+        detached: the daemons outlive this process (in a session of their own, away from the
+        terminal's signals), for `runflow lab up`; `stop_detached` ends them by their pids."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._detached = detached
         try:
             self._run(["ovsdb-tool", "create", str(self.state_dir / "conf.db"), str(SCHEMA)])
             self._server = self._spawn([
@@ -99,6 +105,22 @@ class OvsDaemons:
         if self._server is not None:
             _stop(self._server, self._server.terminate, self.timeout)
             self._server = None
+
+    def stop_detached(self) -> None:
+        """Stop daemons started (detached) by an earlier process, by the pids they wrote."""
+        switch = read_pid(self.state_dir / "ovs-vswitchd.pid")
+        if switch and alive(switch):
+            subprocess.run(["ovs-appctl", "-t", str(self.switch_control), "exit", "--cleanup"],
+                           capture_output=True, env=self.env, timeout=self.timeout)
+            stop_pid(switch, self.timeout)
+        server = read_pid(self.state_dir / "ovsdb-server.pid")
+        if server:
+            stop_pid(server, self.timeout)
+
+    def running(self) -> bool:
+        """Both daemons are alive (by their pid files)."""
+        pids = [read_pid(self.state_dir / f"{d}.pid") for d in ("ovsdb-server", "ovs-vswitchd")]
+        return all(pid and alive(pid) for pid in pids)
 
     def _ask_switch_to_exit(self) -> None:
         # --cleanup deletes the datapath and its tap devices as the switch exits.
@@ -135,7 +157,7 @@ class OvsDaemons:
         with console.open("w") as out:
             return subprocess.Popen(self.namespace.popen_argv([*argv, "-vconsole:off"]),
                                     env=self.env, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=out)
+                                    stderr=out, start_new_session=self._detached)
 
     def _wait_for(self, ready: Callable[[], bool], proc: subprocess.Popen, what: str) -> None:
         deadline = time.monotonic() + self.timeout

@@ -1,0 +1,212 @@
+"""`runflow lab`: N simulated hosts on this machine, and the inventory that names them.
+
+Each host is a network namespace with
+- an underlay: a veth to the lab's switch namespace, as the port of a netdev OVS bridge
+  `br-phy` holding the host's underlay address 10.99.0.<i>/24, MTU 1600 (userspace tunnels
+  need the address on an OVS bridge; 1600 leaves room for the GRE/VXLAN headers),
+- its own ovsdb-server and ovs-vswitchd (userspace datapath),
+- its own dockerd with a busybox image built offline. It starts with no bridge and leaves
+  iptables and ip_forward alone, so that what the workflows change is all there is to see.
+
+The switch is one more namespace with a Linux bridge, so the root namespace is never touched.
+Everything lives under one directory (default /tmp/rf-lab; short, for unix socket paths):
+lab.json says what was made; `down` removes it all — processes by pid, mounts, namespaces,
+files — even when `up` stopped half-way.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .dockerd import BUSYBOX_IMAGE, Dockerd, build_busybox_image
+from .dockerd import load as load_dockerd
+from .namespaces import Namespace, wire
+from .ovs import OvsDaemons, build_underlay
+
+DEFAULT_DIR = Path("/tmp/rf-lab")
+MAX_HOSTS = 6
+UNDERLAY = "10.99.0.{}"
+MTU = 1600
+# A lab dockerd: no default bridge, no iptables or ip_forward changes of its own.
+DOCKER_CONFIG = {"bridge": "none", "iptables": False, "ip-forward": False}
+
+
+class LabError(RuntimeError):
+    """The lab cannot be brought up or is not there; the message says why."""
+
+
+@dataclass
+class LabHost:
+    name: str  # "h1"
+    index: int  # 1-based
+    netns: str
+    dir: str
+
+    @property
+    def namespace(self) -> Namespace:
+        return Namespace(self.netns)
+
+    @property
+    def underlay_ip(self) -> str:
+        return UNDERLAY.format(self.index)
+
+    def ovs(self) -> OvsDaemons:
+        return OvsDaemons(self.namespace, Path(self.dir) / "ovs")
+
+    def dockerd(self) -> Dockerd:
+        return Dockerd(self.namespace, Path(self.dir) / "docker", sysconfig=True)
+
+
+class Lab:
+    def __init__(self, root: str | Path = DEFAULT_DIR) -> None:
+        self.root = Path(root)
+        self.state_file = self.root / "lab.json"
+        self.inventory_path = self.root / "inventory.toml"
+
+    # -- state -------------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return self.state_file.exists()
+
+    def _load(self) -> dict[str, Any]:
+        if not self.exists():
+            raise LabError(f"no lab in {self.root} (runflow lab up)")
+        return json.loads(self.state_file.read_text())
+
+    def hosts(self) -> list[LabHost]:
+        return [LabHost(**h) for h in self._load()["hosts"]]
+
+    def _save(self, switch: str, hosts: list[LabHost]) -> None:
+        self.state_file.write_text(json.dumps(
+            {"switch": switch, "hosts": [asdict(h) for h in hosts]}, indent=2) + "\n")
+
+    # -- up ----------------------------------------------------------------------------------
+
+    def up(self, count: int = 2, *, prefix: str = "rf",
+           progress: Callable[[str], None] = lambda _: None) -> Path:
+        """Create the lab and write its inventory; returns the inventory's path."""
+        if not 1 <= count <= MAX_HOSTS:
+            raise LabError(f"--hosts must be 1 to {MAX_HOSTS}")
+        if self.exists():
+            raise LabError(f"a lab is already up in {self.root} (runflow lab down first)")
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        switch = f"{prefix}-sw"
+        hosts = [LabHost(f"h{i}", i, f"{prefix}-h{i}", str(self.root / f"h{i}"))
+                 for i in range(1, count + 1)]
+        self._save(switch, hosts)  # first, so that `down` can clean up a half-made lab
+        try:
+            started = time.monotonic()
+            self._wire(switch, hosts)
+            progress(f"namespaces and underlay ({time.monotonic() - started:.2f} s)")
+            with ThreadPoolExecutor(len(hosts)) as pool:
+                list(pool.map(self._start_host, hosts))
+            progress(f"OVS and dockerd on {count} host(s) ({time.monotonic() - started:.2f} s)")
+        except BaseException:
+            self.down()
+            raise
+        self.inventory_path.write_text(self.inventory_text(hosts))
+        return self.inventory_path
+
+    def _wire(self, switch_name: str, hosts: list[LabHost]) -> None:
+        switch = Namespace(switch_name).create()
+        switch.run(["ip", "link", "add", "sw0", "type", "bridge"])
+        switch.run(["ip", "link", "set", "sw0", "up"])
+        for host in hosts:
+            ns = host.namespace.create()
+            wire(ns, switch, "underlay0", f"p-{host.name}", mtu=MTU)
+            switch.run(["ip", "link", "set", f"p-{host.name}", "master", "sw0"])
+
+    def _start_host(self, host: LabHost) -> None:
+        Path(host.dir).mkdir(parents=True, exist_ok=True)
+        ovs = host.ovs().start(detached=True)
+        build_underlay(ovs, "underlay0", f"{host.underlay_ip}/24", mtu=MTU)
+        dockerd = host.dockerd()
+        dockerd.config_path.parent.mkdir(parents=True, exist_ok=True)
+        dockerd.config_path.write_text(json.dumps(DOCKER_CONFIG, indent=2) + "\n")
+        dockerd.start()
+        import docker
+
+        client = docker.DockerClient(base_url=dockerd.url, timeout=30)
+        try:
+            build_busybox_image(client)
+        finally:
+            client.close()
+
+    def inventory_text(self, hosts: list[LabHost]) -> str:
+        """Hosts h1..hN with the vars the workflows in workflows/ expect. Hosts pair up
+        (h1↔h2, h3↔h4, ...) for the point-to-point tunnels."""
+        lines = ["# Written by `runflow lab up`; removed by `runflow lab down`.", ""]
+        for host in hosts:
+            partner = next((h for h in hosts if h.index == host.index + (1 if host.index % 2
+                                                                          else -1)), None)
+            host_vars = {
+                "ovs_datapath": "netdev",
+                "underlay_ip": host.underlay_ip,
+                "bridge_address": f"172.16.42.{host.index}/24",
+                "fixed_cidr": f"172.16.42.{32 * host.index}/27",
+                # dockerd hands out its fixed_cidr from the first address on
+                "container_address": f"172.16.42.{32 * host.index}",
+            }
+            if partner:
+                host_vars.update(remote_ip=partner.underlay_ip,
+                                 peer_address=f"172.16.42.{partner.index}",
+                                 peer_container_address=f"172.16.42.{32 * partner.index}")
+            dockerd = host.dockerd()
+            ovs = host.ovs()
+            lines += [
+                f"[hosts.{host.name}]",
+                f'netns = "{host.netns}"',
+                f'ovsdb = "{ovs.endpoint}"',
+                f'docker = "{dockerd.url}"',
+                f'docker_config = "{dockerd.config_path}"',
+                f'docker_sysconfig = "{dockerd.sysconfig_path}"',
+                "vars = { " + ", ".join(f'{k} = "{v}"' for k, v in host_vars.items()) + " }",
+                "",
+                f"[hosts.{host.name}.services.docker]",
+                f"restart = {json.dumps(dockerd.restart_command())}",
+                "",
+            ]
+        return "\n".join(lines)
+
+    # -- down and status ---------------------------------------------------------------------
+
+    def down(self) -> None:
+        """Remove everything the lab made. Safe on a half-made lab and when run twice."""
+        if not self.exists():
+            return
+        state = self._load()
+        hosts = [LabHost(**h) for h in state["hosts"]]
+        with ThreadPoolExecutor(max(1, len(hosts))) as pool:
+            list(pool.map(self._stop_host, hosts))
+        for host in hosts:
+            host.namespace.delete()
+        Namespace(state["switch"]).delete()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    @staticmethod
+    def _stop_host(host: LabHost) -> None:
+        docker_dir = Path(host.dir) / "docker"
+        if (docker_dir / "dockerd.json").exists():
+            load_dockerd(docker_dir).remove()
+        host.ovs().stop_detached()
+
+    def status(self) -> list[dict[str, Any]]:
+        rows = []
+        for host in self.hosts():
+            rows.append({
+                "host": host.name,
+                "netns": host.netns,
+                "netns_exists": host.namespace.exists(),
+                "underlay_ip": host.underlay_ip,
+                "ovs_running": host.ovs().running(),
+                "dockerd_answers": host.dockerd().answers(),
+                "image": BUSYBOX_IMAGE,
+            })
+        return rows

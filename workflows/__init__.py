@@ -1,0 +1,1 @@
+"""Ready workflows (TOML), shipped with runflow as package data."""
