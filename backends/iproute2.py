@@ -31,10 +31,12 @@ bridge`, `ip link set master` (3.x).
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import ipaddress
 import os
 import shutil
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -126,11 +128,33 @@ def in_netns(ns: Netns, fn: Callable[[], T]) -> T:
     return result["value"]
 
 
-def netns_indexes(ns: Netns) -> dict[str, int] | None:
-    """Link name → ifindex inside a namespace, or None if the namespace does not exist."""
+_SIOCGIFFLAGS, _SIOCGIFMTU, _SIOCGIFHWADDR, _SIOCGIFINDEX = 0x8913, 0x8921, 0x8927, 0x8933
+
+
+def _ioctl_link(name: str) -> Record:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16s16x", name.encode())
+
+        def ask(code: int) -> bytes:
+            return fcntl.ioctl(sock, code, request)
+
+        try:
+            (ifindex,) = struct.unpack_from("i", ask(_SIOCGIFINDEX), 16)
+        except OSError:
+            return dict(ABSENT)
+        (mtu,) = struct.unpack_from("i", ask(_SIOCGIFMTU), 16)
+        (flags,) = struct.unpack_from("H", ask(_SIOCGIFFLAGS), 16)
+        mac = ask(_SIOCGIFHWADDR)[18:24]
+    return {"exists": True, "ifindex": ifindex, "mtu": mtu, "up": bool(flags & 1),
+            "mac": ":".join(f"{b:02x}" for b in mac)}
+
+
+def remote_link(ns: Netns, name: str) -> Record | None:
+    """A link in another namespace, asked with ioctls on a socket opened there (that
+    namespace's /sys is not mounted here): ABSENT, or None if the namespace does not exist."""
     if not os.path.exists(ns.path):
         return None
-    return in_netns(ns, lambda: {name: index for index, name in socket.if_nameindex()})
+    return in_netns(ns, lambda: _ioctl_link(name))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,6 +254,7 @@ class SetLink:
     mtu: int | None = None
     mac: str | None = None
     up: bool | None = None
+    inside: Netns | None = None  # where the command runs (None: the host)
 
 
 @dataclass(frozen=True)
@@ -303,6 +328,12 @@ def _route_args(r: Record, *, full: bool) -> list[str]:
 def render(change: Change, *, centos6: bool, host: Host | None = None) -> list[list[str]]:
     """The commands of a change: CentOS 6's (ip 2.6.32 and brctl) or today's iproute2 (the
     command line equivalent to what the netlink backend sends)."""
+    inside = getattr(change, "inside", None)
+    prefix = inside.resolve(host).prefix() if inside else []
+    return [[*prefix, *argv] for argv in _commands(change, centos6, host)]
+
+
+def _commands(change: Change, centos6: bool, host: Host | None) -> list[list[str]]:
     match change:
         case AddBridge(name):
             return [["brctl", "addbr", name] if centos6 else
@@ -313,7 +344,7 @@ def render(change: Change, *, centos6: bool, host: Host | None = None) -> list[l
             return [["ip", "link", "set", name, "down"], ["brctl", "delbr", name]]
         case DelLink(name, _):
             return [["ip", "link", "delete", name]]
-        case SetLink(name, mtu, mac, up):
+        case SetLink(name, mtu, mac, up, _):
             argv = ["ip", "link", "set", name]
             if mtu is not None:
                 argv += ["mtu", str(mtu)]
@@ -336,12 +367,10 @@ def render(change: Change, *, centos6: bool, host: Host | None = None) -> list[l
             return [argv]
         case DelAddr(dev, address):
             return [["ip", "addr", "del", address, "dev", dev]]
-        case MoveLink(name, to, inside):
-            prefix = inside.resolve(host).prefix() if inside else []
-            return [[*prefix, "ip", "link", "set", name, "netns", to.resolve(host).arg]]
-        case RenameLink(name, new, inside):
-            prefix = inside.resolve(host).prefix() if inside else []
-            return [[*prefix, "ip", "link", "set", name, "name", new]]
+        case MoveLink(name, to, _):
+            return [["ip", "link", "set", name, "netns", to.resolve(host).arg]]
+        case RenameLink(name, new, _):
+            return [["ip", "link", "set", name, "name", new]]
         case ReplaceRoute(route):
             return [_route_args(route, full=True)]
         case DelRoute(route):
@@ -436,7 +465,13 @@ def _recreate(name: str, was: Record) -> list[Change]:
     if was["kind"] == "veth" and peer.get("name"):
         changes: list[Change] = [AddVeth(name, peer["name"])]
         if peer.get("netns"):
-            changes.append(MoveLink(peer["name"], Netns(name=peer["netns"])))
+            # Its MAC and MTU are set here; its state over there. (Its addresses and master
+            # there belong to that namespace's own workflow.)
+            there = Netns(name=peer["netns"])
+            changes += [SetLink(peer["name"], mtu=peer["mtu"], mac=peer["mac"]),
+                        MoveLink(peer["name"], there)]
+            if peer["up"]:
+                changes.append(SetLink(peer["name"], up=True, inside=there))
         return changes
     raise ActionError(f"cannot recreate {name}: a {was['kind']} link (only bridges and veth "
                       "pairs are recreated)")
@@ -463,8 +498,9 @@ def restore_link(name: str, was: Record, now: Record) -> list[Change]:
             changes.append(Enslave(name, was["master"]))
     if "addresses" in was and "addresses" in now:
         changes += restore_addresses(name, was["addresses"], now["addresses"])
-    # A recreated veth or empty bridge gets a random MAC (a bridge with ports takes theirs).
-    if now.get("fresh") and (was["mac_set"] or was["kind"] == "veth" or not was.get("ports")):
+    # A recreated veth gets a random MAC. A bridge takes its first port's, and one without
+    # ports has no use for one: setting it by hand would pin it (and drop the carrier).
+    if now.get("fresh") and (was["mac_set"] or was["kind"] == "veth"):
         changes.append(SetLink(name, mac=was["mac"]))
     if was["up"] != now["up"]:
         changes.append(SetLink(name, up=was["up"]))
@@ -488,12 +524,13 @@ def simulate(state: State, changes: Sequence[Change]) -> State:
                 links[name] = fresh("bridge")
             case AddVeth(name, peer):
                 links[name] = fresh("veth", peer={"name": peer, "netns": None})
-                if peer in links:
-                    links[peer] = fresh("veth", peer={"name": name, "netns": None})
-            case DelLink(name, _) | MoveLink(name, _, None):
+                links[peer] = fresh("veth", peer={"name": name, "netns": None})
+            case DelLink(name, _):
+                links[name] = dict(ABSENT)
+            case MoveLink(name, _, None):
                 links[name] = dict(ABSENT)
                 extra["there"] = True
-            case SetLink(name, mtu, mac, up):
+            case SetLink(name, mtu, mac, up, None):
                 edit(name, **{k: v for k, v in (("mtu", mtu), ("mac", mac), ("up", up))
                               if v is not None})
             case Enslave(name, bridge):
@@ -557,7 +594,6 @@ class View:
         self.many = many
         self._addresses: dict[str, list[Record]] | None = None
         self._routes: dict[int, list[Record]] = {}
-        self._netns: dict[Netns, dict[str, int] | None] = {}
 
     def link(self, name: str, *, addresses: bool = False, ports: bool = False) -> Record:
         rec = read_link(name, ports=ports)
@@ -578,11 +614,6 @@ class View:
         if fam not in self._routes:
             self._routes[fam] = self.linux.routes(self.ctx, fam, None)
         return [r for r in self._routes[fam] if r["to"] == to]
-
-    def indexes_in(self, ns: Netns) -> dict[str, int] | None:
-        if ns not in self._netns:
-            self._netns[ns] = netns_indexes(ns)
-        return self._netns[ns]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -718,9 +749,14 @@ class LinkSet(LinkAction):
             ([SetLink(args.name, up=up)] if up is not None else [])
 
     def restore(self, args: LinkSetArgs, before: State, now: State) -> list[Change]:
-        # only the link itself: the master's record was read for checking
+        # Only what this step sets, and only on the link itself (the master's record was read
+        # for checking): a later step may have changed the rest, and undoing that is its job.
         was, seen = _get(before, args.name), _get(now, args.name)
-        return restore_link(args.name, was, seen) if was["exists"] and seen["exists"] else []
+        if not (was["exists"] and seen["exists"]):
+            return []
+        managed = [key for key, given in (("mtu", args.mtu), ("up", args.state),
+                                          ("master", args.master)) if given is not None]
+        return restore_link(args.name, {**seen, **{k: was[k] for k in managed}}, seen)
 
 
 class BridgePresent(LinkAction):
@@ -853,10 +889,11 @@ def _veth_state(view: View, name: str, peer: str | None, peer_netns: str | None,
     rec = view.link(name, addresses=addresses)
     if not rec["exists"] or rec["kind"] != "veth":
         return {"links": {name: rec}}
-    if peer_netns is not None:
-        indexes = view.indexes_in(Netns(name=peer_netns)) or {}
-        rec["peer"] = {"name": peer, "netns": peer_netns,
-                       "ok": peer is not None and indexes.get(peer) == rec["iflink"]}
+    if peer_netns is not None and peer is not None:
+        there = remote_link(Netns(name=peer_netns), peer) or ABSENT
+        rec["peer"] = {"name": peer, "netns": peer_netns, "mac": there.get("mac"),
+                       "mtu": there.get("mtu"), "up": there.get("up"),
+                       "ok": there["exists"] and there["ifindex"] == rec["iflink"]}
         return {"links": {name: rec}}
     names = ifindex_names() if peer is None else {}
     found = peer or names.get(rec["iflink"])
@@ -949,10 +986,10 @@ class NetnsMove(LinkAction):
 
     def look(self, view: View, args: NetnsMoveArgs) -> State:
         target = self._target(view, args)
-        indexes = view.indexes_in(target) if target else None
+        there = remote_link(target, args.rename or args.name) if target else None
         return {"links": {args.name: view.link(args.name, addresses=True)},
                 "target": target.to_json() if target else None,
-                "there": indexes is not None and (args.rename or args.name) in indexes}
+                "there": bool(there and there["exists"])}
 
     def check(self, args: NetnsMoveArgs, before: State) -> bool:
         return not _get(before, args.name)["exists"] and before["there"]

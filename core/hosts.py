@@ -3,7 +3,8 @@ to reach its services.
 
 A network-namespace host is entered once per worker thread: `enter()` moves the calling thread
 into the namespace (setns) and gives it a private mount namespace with a fresh /sys, which is
-what `ip netns exec` does for a whole process. Every program the thread starts, every netlink
+what `ip netns exec` does for a whole process (and the machine's /sys/fs/cgroup, which it
+does not keep). Every program the thread starts, every netlink
 socket it opens and every /sys or /proc/sys/net file it reads then belongs to the namespace, at
 the cost of a plain fork+exec per command.
 """
@@ -98,9 +99,9 @@ class Host:
 _libc = ctypes.CDLL(None, use_errno=True)
 _CLONE_NEWNET = 0x40000000
 _CLONE_NEWNS = 0x00020000
+_MS_BIND = 0x1000
 _MS_REC = 0x4000
 _MS_SLAVE = 0x80000
-_MNT_DETACH = 2
 
 
 def _check(ret: int, what: str) -> None:
@@ -141,11 +142,22 @@ class NetnsHost(Host):
         finally:
             os.close(fd)
         # A private mount namespace for this thread only, so that /sys can show this
-        # namespace's devices (sysfs always shows the namespace of whoever mounted it).
+        # namespace's devices (sysfs always shows the namespace of whoever mounted it). The
+        # new sysfs goes on top of the old one, and the machine's cgroup tree is bound back
+        # under it: programs started from here (dockerd, systemctl) need /sys/fs/cgroup, which
+        # `ip netns exec` hides.
         _check(_libc.unshare(_CLONE_NEWNS), "unshare mount namespace")
         _check(_libc.mount(b"none", b"/", None, _MS_REC | _MS_SLAVE, None), "make / a slave")
-        _check(_libc.umount2(b"/sys", _MNT_DETACH), "unmount /sys")
-        _check(_libc.mount(self.netns.encode(), b"/sys", b"sysfs", 0, None), "mount /sys")
+        cgroup = os.open("/sys/fs/cgroup", os.O_PATH | os.O_DIRECTORY) if os.path.isdir(
+            "/sys/fs/cgroup") else None
+        try:
+            _check(_libc.mount(self.netns.encode(), b"/sys", b"sysfs", 0, None), "mount /sys")
+            if cgroup is not None:
+                _check(_libc.mount(f"/proc/self/fd/{cgroup}".encode(), b"/sys/fs/cgroup", None,
+                                   _MS_BIND | _MS_REC, None), "bind /sys/fs/cgroup")
+        finally:
+            if cgroup is not None:
+                os.close(cgroup)
 
     def shell_prefix(self) -> list[str]:
         return ["ip", "netns", "exec", self.netns]

@@ -8,7 +8,8 @@ lives under one state directory D:
                             container namespaces can outlive their containers)
     D/docker.sock           the API socket (unix://D/docker.sock)
     D/daemon.json           its configuration file (what `docker.daemon` edits); always passed
-                            with --config-file so the machine's /etc/docker is never read
+                            with --config-file so the machine's /etc/docker is never read (as
+                            D/daemon.effective.json, less what the sysconfig flags set)
     D/sysconfig             optional: a CentOS 6 style /etc/sysconfig/docker whose other_args
                             are passed as flags, as that era's init script did
     D/dockerd.json          how to start it again, for `python3 -m runflow.core.lab.dockerd
@@ -38,6 +39,12 @@ from .processes import alive, stop_pid
 BUSYBOX = "/bin/busybox"
 BUSYBOX_TOOLS = ("sh", "ip", "ping", "sleep", "cat", "ifconfig", "route", "hostname", "ls")
 BUSYBOX_IMAGE = "runflow/busybox:lab"
+
+
+# The daemon.json keys a dockerd flag sets; -b and --bip also exclude each other.
+_FLAG_KEYS = {"-b": ("bridge", "bip"), "--bridge": ("bridge", "bip"), "--bip": ("bip", "bridge"),
+              "--fixed-cidr": ("fixed-cidr",), "--mtu": ("mtu",), "--iptables": ("iptables",),
+              "--ip-forward": ("ip-forward",)}
 
 
 class DockerdError(RuntimeError):
@@ -95,7 +102,7 @@ class Dockerd:
         argv = self.namespace.nsenter_argv([
             *enter, "dockerd", "--data-root", str(self.dir / "data"), "--exec-root",
             str(self.dir / "exec"), "--pidfile", str(self.pidfile), "-H", self.url,
-            "--config-file", str(self.config_path), *self._sysconfig_flags(),
+            "--config-file", str(self._effective_config()), *self._sysconfig_flags(),
         ])
         with open(self.log_path, "ab") as log:
             # A new session: the daemon must outlive a `restart` command's process, and must
@@ -124,17 +131,17 @@ class Dockerd:
 
     def restart(self) -> None:
         """Stop and start again, in the mount namespace the daemon ran in: the caller may be
-        a runflow step whose thread has a private /sys for its network namespace, where
-        dockerd would find no /sys/fs/cgroup."""
+        a runflow step whose thread has a private mount namespace for its network namespace,
+        and the daemon's mounts (exec-root, containers) belong with the machine's."""
         started = self.dir / "dockerd.started"
         pid = int(started.read_text()) if started.exists() else 0
-        mount_ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY) if pid and alive(pid) else None
+        # The daemon it replaces is gone when an earlier start failed: then the machine's.
+        mount_ns = os.open(f"/proc/{pid if pid and alive(pid) else 1}/ns/mnt", os.O_RDONLY)
         try:
             self.stop()
             self.start(mount_ns=mount_ns)
         finally:
-            if mount_ns is not None:
-                os.close(mount_ns)
+            os.close(mount_ns)
 
     def remove(self) -> None:
         """Stop the daemon, unmount everything under the state dir (deepest first) and delete
@@ -188,6 +195,21 @@ class Dockerd:
                 value = shlex.split(line.strip().removeprefix("other_args="))
                 return shlex.split(value[0]) if value else []
         return []
+
+    def _effective_config(self) -> Path:
+        """daemon.json less what the sysconfig flags set: a lab host serves both targets, and
+        dockerd refuses a directive given both as a flag and in its file. On a CentOS 6 host
+        there is no daemon.json, so the flags win here too."""
+        flags = self._sysconfig_flags()
+        if not flags:
+            return self.config_path
+        config = json.loads(self.config_path.read_text() or "{}")
+        for flag in flags:
+            for key in _FLAG_KEYS.get(flag.split("=", 1)[0], ()):
+                config.pop(key, None)
+        effective = self.dir / "daemon.effective.json"
+        effective.write_text(json.dumps(config, indent=2) + "\n")
+        return effective
 
     def _stop_pid(self, pid: int, timeout: float = 20) -> None:
         stop_pid(pid, timeout)

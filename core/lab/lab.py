@@ -5,6 +5,7 @@ Each host is a network namespace with
   `br-phy` holding the host's underlay address 10.99.0.<i>/24, MTU 1600 (userspace tunnels
   need the address on an OVS bridge; 1600 leaves room for the GRE/VXLAN headers),
 - its own ovsdb-server and ovs-vswitchd (userspace datapath),
+- IPv4 only (IPv6 disabled in the namespace),
 - its own dockerd with a busybox image built offline. It starts with no bridge and leaves
   iptables and ip_forward alone, so that what the workflows change is all there is to see.
 
@@ -64,6 +65,14 @@ class LabHost:
         return Dockerd(self.namespace, Path(self.dir) / "docker", sysconfig=True)
 
 
+def _ipv4_only(ns: Namespace) -> Namespace:
+    """The lab is IPv4: without IPv6, no link-local addresses appear (and routes change)
+    seconds after a link comes up, so a host's state is the same before and after a run."""
+    for scope in ("all", "default"):
+        ns.run(["sysctl", "-qw", f"net.ipv6.conf.{scope}.disable_ipv6=1"])
+    return ns
+
+
 class Lab:
     def __init__(self, root: str | Path = DEFAULT_DIR) -> None:
         self.root = Path(root)
@@ -115,11 +124,11 @@ class Lab:
         return self.inventory_path
 
     def _wire(self, switch_name: str, hosts: list[LabHost]) -> None:
-        switch = Namespace(switch_name).create()
+        switch = _ipv4_only(Namespace(switch_name).create())
         switch.run(["ip", "link", "add", "sw0", "type", "bridge"])
         switch.run(["ip", "link", "set", "sw0", "up"])
         for host in hosts:
-            ns = host.namespace.create()
+            ns = _ipv4_only(host.namespace.create())
             wire(ns, switch, "underlay0", f"p-{host.name}", mtu=MTU)
             switch.run(["ip", "link", "set", f"p-{host.name}", "master", "sw0"])
 
