@@ -33,6 +33,8 @@ from .ovs import OvsDaemons, build_underlay
 
 DEFAULT_DIR = Path("/tmp/rf-lab")
 MAX_HOSTS = 6
+# sun_path holds 107 bytes; the deepest socket is DIR/hN/docker/exec/containerd/containerd.sock
+MAX_DIR_LENGTH = 107 - len("/h1/docker/exec/containerd/containerd.sock.ttrpc")
 UNDERLAY = "10.99.0.{}"
 MTU = 1600
 # A lab dockerd: no default bridge, no iptables or ip_forward changes of its own.
@@ -105,6 +107,10 @@ class Lab:
             raise LabError(f"--hosts must be 1 to {MAX_HOSTS}")
         if self.exists():
             raise LabError(f"a lab is already up in {self.root} (runflow lab down first)")
+        if len(str(self.root.resolve())) > MAX_DIR_LENGTH:
+            raise LabError(f"lab directory {self.root} is too long: the unix sockets under it "
+                           f"(e.g. containerd's) allow {MAX_DIR_LENGTH} bytes for it; set "
+                           "RUNFLOW_LAB to a shorter one")
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         switch = f"{prefix}-sw"
         hosts = [LabHost(f"h{i}", i, f"{prefix}-h{i}", str(self.root / f"h{i}"))

@@ -4,14 +4,17 @@ failure at every step, and a kill followed by resume."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.lab.conftest import WORKFLOWS, events, run_id
+from tests.integration.lab.conftest import WORKFLOWS, LabUnderTest, events, run_id
 from tests.support.snapshot import differences
 
 pytestmark = pytest.mark.root
@@ -82,10 +85,34 @@ def test_killed_run_resumes_and_the_containers_ping(lab, tmp_path):
     pinged = lab.runflow(PING, "--lab")
     assert pinged.returncode == 0, pinged.stderr
 
-    for run in (run_id(pinged), "last" if False else None):
-        if run:
-            assert lab.runflow("rollback", run).returncode == 0
-    first = events(log)[0]["run_id"]
-    rolled = lab.runflow("rollback", first)
-    assert rolled.returncode == 0, rolled.stderr
+    killed_run = events(log)[0]["run_id"]
+    for run in (run_id(pinged), killed_run):
+        rolled = lab.runflow("rollback", run)
+        assert rolled.returncode == 0, rolled.stderr
     assert_same(before, lab.snapshot())
+
+
+def test_lab_down_leaves_nothing_behind(tmp_path):
+    root = Path(tempfile.mkdtemp(prefix="rfd", dir="/tmp"))  # short: unix socket paths
+    lab = LabUnderTest(root / "lab", tmp_path / "home", f"rd{os.getpid() % 10000}")
+    assert lab.runflow("lab", "up", "--prefix", lab.prefix).returncode == 0
+    state = lab.state()
+    status = lab.runflow("lab", "status", "--json")
+    assert '"dockerd_answers": true' in status.stdout
+    assert lab.runflow("lab", "down").returncode == 0
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert lab.prefix not in namespaces
+    assert str(lab.dir) not in open("/proc/mounts").read()
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(lab.dir) not in processes
+    assert not lab.dir.exists()
+    assert all(not os.path.exists(h["dir"]) for h in state["hosts"])
+    root.rmdir()
+
+
+def test_a_lab_directory_too_long_for_sockets_is_refused(tmp_path):
+    lab = LabUnderTest(tmp_path / ("x" * 60), tmp_path / "home", "rdlong")
+    done = lab.runflow("lab", "up", "--prefix", lab.prefix)
+    assert done.returncode == 2
+    assert "too long" in done.stderr
+    assert not lab.dir.exists()
