@@ -372,25 +372,11 @@ def lab() -> None:
     namespace. Lives in $RUNFLOW_LAB (default /tmp/rf-lab)."""
 
 
-def _lab_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .lab.lab import LabError
-
-        try:
-            return func(*args, **kwargs)
-        except LabError as exc:
-            click.echo(f"runflow: error: {exc}", err=True)
-            sys.exit(2)
-
-    return wrapper
-
-
 @lab.command("up")
 @click.option("--hosts", "count", default=2, show_default=True, help="How many hosts (1-6).")
 @click.option("--prefix", default="rf", show_default=True,
               help="Namespace name prefix (PREFIX-h1, PREFIX-h2, PREFIX-sw).")
-@_lab_errors
+@handles_errors
 def lab_up(count, prefix) -> None:
     """Create the lab hosts and write their inventory."""
     from .lab.lab import Lab
@@ -403,7 +389,7 @@ def lab_up(count, prefix) -> None:
 
 
 @lab.command("down")
-@_lab_errors
+@handles_errors
 def lab_down() -> None:
     """Remove the lab: processes, mounts, namespaces, files."""
     from .lab.lab import Lab
@@ -414,7 +400,7 @@ def lab_down() -> None:
 
 @lab.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-@_lab_errors
+@handles_errors
 def lab_status(as_json) -> None:
     """Show each lab host: namespace, OVS daemons, dockerd."""
     from .lab.lab import Lab
@@ -433,7 +419,6 @@ def lab_status(as_json) -> None:
 @lab.command("demo")
 @click.option("-t", "--target", default="modern", show_default=True,
               type=click.Choice(["auto", "centos6", "modern"]), help="Which backends to use.")
-@_lab_errors
 @handles_errors
 def lab_demo(target) -> None:
     """Bring the lab up (if needed), run workflows/multihost-gre.toml on two hosts, start a

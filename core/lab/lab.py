@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError, RunflowError
 from .dockerd import BUSYBOX_IMAGE, Dockerd, build_busybox_image
 from .dockerd import load as load_dockerd
 from .namespaces import Namespace, wire
@@ -41,8 +42,8 @@ MTU = 1600
 DOCKER_CONFIG = {"bridge": "none", "iptables": False, "ip-forward": False}
 
 
-class LabError(RuntimeError):
-    """The lab cannot be brought up or is not there; the message says why."""
+class LabError(InputError):
+    """The lab is not there, is there already, or cannot be where asked (exit 2)."""
 
 
 @dataclass
@@ -123,6 +124,9 @@ class Lab:
             with ThreadPoolExecutor(len(hosts)) as pool:
                 list(pool.map(self._start_host, hosts))
             progress(f"OVS and dockerd on {count} host(s) ({time.monotonic() - started:.2f} s)")
+        except Exception as exc:
+            self.down()
+            raise RunflowError(f"lab up failed, nothing is left behind: {exc}") from exc
         except BaseException:
             self.down()
             raise

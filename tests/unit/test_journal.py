@@ -64,8 +64,8 @@ def test_fail_at_step_k_fix_and_resume(rf, runflow, fw, k):
     assert run["state"] == "succeeded" and run["attempts"] == 2
 
 
-@pytest.mark.parametrize("k", range(6))
-def test_kill_during_step_k_then_resume(runflow_home, rf, fw, k):
+def kill_during_step(runflow_home, fw, k):
+    """Run the six steps and SIGKILL runflow while step k is applying."""
     hold = fw.fault("hold")
     wf = fw.write(six_steps(fw, **{SIX[k]: {"hold_marker": "hold"}}))
     proc = start(runflow_home, "run", wf)
@@ -73,6 +73,11 @@ def test_kill_during_step_k_then_resume(runflow_home, rf, fw, k):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     hold.unlink()
+
+
+@pytest.mark.parametrize("k", range(6))
+def test_kill_during_step_k_then_resume(runflow_home, rf, fw, k):
+    kill_during_step(runflow_home, fw, k)
     resumed = rf("resume", "last")
     assert resumed.returncode == 0, resumed.stderr
     assert "in doubt" in resumed.stderr
@@ -81,13 +86,7 @@ def test_kill_during_step_k_then_resume(runflow_home, rf, fw, k):
 
 @pytest.mark.parametrize("k", [0, 3, 5])
 def test_kill_during_step_k_then_rollback(runflow_home, rf, fw, k):
-    hold = fw.fault("hold")
-    wf = fw.write(six_steps(fw, **{SIX[k]: {"hold_marker": "hold"}}))
-    proc = start(runflow_home, "run", wf)
-    wait_for(lambda: f"apply {SIX[k]}" in fw.log(), proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    hold.unlink()
+    kill_during_step(runflow_home, fw, k)
     rolled = rf("rollback", "last")
     assert rolled.returncode == 0, rolled.stderr
     assert fw.files() == initial_state()
