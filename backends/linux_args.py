@@ -105,9 +105,9 @@ class VethAbsentArgs(Args):
     peer_netns: NetnsName | None = None
 
     @model_validator(mode="after")
-    def _both_or_neither(self) -> VethAbsentArgs:
-        if (self.peer is None) != (self.peer_netns is None) and self.peer_netns is not None:
-            raise ValueError("peer_netns needs peer")
+    def _peer_named(self) -> VethAbsentArgs:
+        if self.peer_netns is not None and self.peer is None:
+            raise ValueError("peer_netns needs peer (the peer's name in that namespace)")
         return self
 
 

@@ -1,0 +1,108 @@
+"""Fixtures for the Linux backend tests: network namespaces made for one test and deleted
+after it (even when it fails), one of them named as inventory host h1, and runs of the real
+`runflow` command line against it with `--target centos6` or `--target modern`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runflow.core.lab.namespaces import Namespace, unique_name
+from tests.conftest import need_tools
+from tests.support.snapshot import differences, settled
+
+TARGETS = ("centos6", "modern")
+TOOLS = ("ip", "bridge", "brctl", "iptables", "iptables-save", "sysctl")
+
+
+@pytest.fixture
+def namespaces() -> Iterator[Callable[[], Namespace]]:
+    """make() → a new namespace (loopback up); all of them are deleted at the end."""
+    made: list[Namespace] = []
+
+    def make() -> Namespace:
+        ns = Namespace(unique_name("rfl"))
+        made.append(ns)
+        ns.create()
+        # No IPv6 duplicate address detection: addresses are usable (and snapshots stable)
+        # at once rather than a second later.
+        for scope in ("all", "default"):
+            ns.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{scope}.accept_dad=0"])
+        return ns
+
+    try:
+        yield make
+    finally:
+        for ns in made:
+            ns.delete()
+
+
+@dataclass
+class Lab:
+    """Host h1 (a namespace) and the command line that runs workflows on it."""
+
+    ns: Namespace
+    tmp: Path
+    runflow: Callable[..., subprocess.CompletedProcess]
+
+    @property
+    def inventory(self) -> Path:
+        path = self.tmp / "inventory.toml"
+        if not path.exists():
+            path.write_text(f'[hosts.h1]\nnetns = "{self.ns.name}"\n')
+        return path
+
+    def workflow(self, steps: str, name: str = "linux-test") -> Path:
+        path = self.tmp / f"{name}.toml"
+        path.write_text(f'[workflow]\nname = "{name}"\n\n{steps}')
+        return path
+
+    def sh(self, *commands: list[str]) -> None:
+        """Set the namespace up with plain commands (not runflow)."""
+        for argv in commands:
+            self.ns.run(argv)
+
+    def call(self, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess:
+        done = self.runflow(*args)
+        if expect is not None:
+            assert done.returncode == expect, \
+                f"runflow {' '.join(args)} exited {done.returncode}:\n{done.stderr}{done.stdout}"
+        return done
+
+    def run(self, workflow: Path, target: str, *extra: str,
+            expect: int | None = 0) -> tuple[str, list[dict[str, Any]]]:
+        """`runflow run`; returns the run id and its events."""
+        events = self.tmp / "events.jsonl"
+        events.unlink(missing_ok=True)
+        self.call("run", "-q", "-i", str(self.inventory), "-t", target, "--events",
+                  str(events), *extra, str(workflow), expect=expect)
+        lines = [json.loads(line) for line in events.read_text().splitlines()]
+        return lines[0]["run_id"], lines
+
+    def rollback(self, run_id: str) -> None:
+        done = self.call("rollback", "-q", run_id, expect=None)
+        assert done.returncode == 0, self.call("show", run_id).stdout
+
+    def snapshot(self) -> dict[str, Any]:
+        return settled(self.ns.name)
+
+
+def step_states(events: list[dict[str, Any]]) -> dict[str, str]:
+    """The last state of every step of a run."""
+    return {e["step"]: e["dest"] for e in events if e["kind"] == "step"}
+
+
+def assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:
+    assert before == after, "\n".join(differences(before, after))
+
+
+@pytest.fixture
+def lab(namespaces: Callable[[], Namespace], tmp_path: Path, runflow: Any) -> Lab:
+    need_tools(*TOOLS)
+    return Lab(namespaces(), tmp_path, runflow)

@@ -1,0 +1,226 @@
+"""Every Linux action, on both targets, through the real command line: a run applies it, a
+second run finds nothing to do (check holds), and rolling the first run back leaves the
+namespaces exactly as they were — including what the step removed: addresses an exclusive
+address replaced, a bridge with its ports and addresses, a veth pair, a route, an iptables
+rule at its old position, a sysctl's old value."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.support.snapshot import settled
+
+from .conftest import TARGETS, Lab, assert_same, step_states
+
+pytestmark = pytest.mark.root
+
+VETH = ["ip", "link", "add", "va", "type", "veth", "peer", "name", "vb"]
+BRIDGE = ["ip", "link", "add", "br0", "type", "bridge"]
+
+
+def up(*names: str) -> list[list[str]]:
+    return [["ip", "link", "set", n, "up"] for n in names]
+
+
+def addr(dev: str, *addresses: str) -> list[list[str]]:
+    return [["ip", "addr", "add", a, "dev", dev] for a in addresses]
+
+
+def rule(*words: str) -> list[str]:
+    return ["iptables", *words]
+
+
+@dataclass
+class Case:
+    id: str
+    step: str  # the step's action and arguments (TOML); {other} / {pid}: the second namespace
+    setup: list[list[str]] = field(default_factory=list)  # commands in h1 beforehand
+    expect: Callable[[dict[str, Any]], bool] | None = None  # holds on h1's snapshot after
+    other: bool = False  # needs a second namespace
+    sysctls: tuple[str, ...] = ()
+
+
+def links(s: dict[str, Any]) -> dict[str, Any]:
+    return s["links"]
+
+
+def addresses(s: dict[str, Any], dev: str) -> list[str]:
+    return [f"{a['local']}/{a['prefixlen']}" for a in s["addresses"].get(dev, [])
+            if a.get("scope") != "link"]
+
+
+CASES = [
+    # -- link.set --
+    Case("link-up", 'action = "link.set"\nname = "va"\nstate = "up"', [VETH],
+         lambda s: "UP" in links(s)["va"]["flags"]),
+    Case("link-mtu-down", 'action = "link.set"\nname = "va"\nmtu = 1400\nstate = "down"',
+         [VETH, *up("va")], lambda s: links(s)["va"]["mtu"] == 1400),
+    Case("link-master", 'action = "link.set"\nname = "va"\nmaster = "br0"', [VETH, BRIDGE],
+         lambda s: links(s)["va"]["master"] == "br0"),
+    Case("link-nomaster", 'action = "link.set"\nname = "va"\nmaster = ""',
+         [VETH, BRIDGE, ["ip", "link", "set", "va", "master", "br0"]],
+         lambda s: "master" not in links(s)["va"]),
+    # -- bridges --
+    Case("bridge-present", 'action = "bridge.present"\nname = "br0"', [],
+         lambda s: links(s)["br0"]["linkinfo"]["info_kind"] == "bridge"),
+    Case("bridge-absent", 'action = "bridge.absent"\nname = "br0"',
+         [VETH, ["ip", "link", "add", "vc", "type", "veth", "peer", "name", "vd"], BRIDGE,
+          ["ip", "link", "set", "vc", "mtu", "1400"],
+          ["ip", "link", "set", "va", "master", "br0"],
+          ["ip", "link", "set", "vc", "master", "br0"], *up("va", "vb", "vc", "br0"),
+          *addr("br0", "10.1.0.1/24", "10.1.0.2/24", "fd00:1::1/64"),
+          ["ip", "addr", "add", "10.1.1.1/24", "brd", "10.1.1.255", "dev", "br0", "label",
+           "br0:x"]],
+         lambda s: "br0" not in links(s)),
+    Case("bridge-absent-empty", 'action = "bridge.absent"\nname = "br0"',
+         [BRIDGE, *up("br0"), *addr("br0", "10.1.0.1/24")],
+         lambda s: "br0" not in links(s)),
+    Case("bridge-port", 'action = "bridge.port"\nbridge = "br0"\nname = "va"',
+         [VETH, BRIDGE, *up("va", "vb", "br0")], lambda s: links(s)["va"]["master"] == "br0"),
+    Case("bridge-port-move", 'action = "bridge.port"\nbridge = "br0"\nname = "va"',
+         [VETH, BRIDGE, ["ip", "link", "add", "br1", "type", "bridge"],
+          ["ip", "link", "set", "va", "master", "br1"]],
+         lambda s: links(s)["va"]["master"] == "br0"),
+    Case("bridge-port-absent", 'action = "bridge.port"\nbridge = "br0"\nname = "va"\n'
+         'present = false', [VETH, BRIDGE, ["ip", "link", "set", "va", "master", "br0"]],
+         lambda s: "master" not in links(s)["va"]),
+    # -- addresses --
+    Case("addr-present", 'action = "addr.present"\ndev = "va"\naddress = "10.2.0.1/24"',
+         [VETH, *addr("va", "10.3.0.1/24")],
+         lambda s: addresses(s, "va") == ["10.3.0.1/24", "10.2.0.1/24"]),
+    Case("addr-present-v6", 'action = "addr.present"\ndev = "va"\naddress = "fd00:2::1/64"',
+         [VETH], lambda s: "fd00:2::1/64" in addresses(s, "va")),
+    Case("addr-exclusive-secondary",
+         'action = "addr.present"\ndev = "va"\naddress = "10.2.0.6/24"\nexclusive = true',
+         [VETH, *up("va", "vb"), *addr("va", "10.2.0.5/24", "10.2.0.6/24", "10.3.0.1/16",
+                                        "fd00:3::1/64")],
+         lambda s: addresses(s, "va") == ["10.2.0.6/24", "fd00:3::1/64"]),
+    Case("addr-exclusive-new",
+         'action = "addr.present"\ndev = "va"\naddress = "10.9.0.1/24"\nexclusive = true',
+         [VETH, ["ip", "addr", "add", "10.2.0.5/24", "brd", "+", "dev", "va"],
+          ["ip", "addr", "add", "10.2.1.5/24", "dev", "va", "label", "va:1"]],
+         lambda s: addresses(s, "va") == ["10.9.0.1/24"]),
+    Case("addr-absent-primary", 'action = "addr.absent"\ndev = "va"\naddress = "10.2.0.5/24"',
+         [VETH, *addr("va", "10.2.0.5/24", "10.2.0.6/24", "10.2.0.7/24")],
+         lambda s: "10.2.0.5/24" not in addresses(s, "va")),
+    # -- veth pairs and namespaces --
+    Case("veth-present", 'action = "veth.present"\nname = "va"\npeer = "vb"', [],
+         lambda s: links(s)["va"]["link"] == "vb"),
+    Case("veth-present-netns",
+         'action = "veth.present"\nname = "va"\npeer = "vb"\npeer_netns = "{other}"', [],
+         lambda s: "vb" not in links(s) and "va" in links(s), other=True),
+    Case("veth-absent", 'action = "veth.absent"\nname = "va"',
+         [VETH, BRIDGE, ["ip", "link", "set", "va", "master", "br0"],
+          ["ip", "link", "set", "va", "mtu", "1400"], *up("va", "vb", "br0"),
+          *addr("vb", "10.4.0.1/24", "fd00:4::1/64")],
+         lambda s: "va" not in links(s) and "vb" not in links(s)),
+    Case("veth-absent-netns",
+         'action = "veth.absent"\nname = "va"\npeer = "vb"\npeer_netns = "{other}"',
+         [VETH, ["ip", "link", "set", "vb", "netns", "{other}"], *addr("va", "10.4.0.1/24")],
+         lambda s: "va" not in links(s), other=True),
+    Case("netns-move",
+         'action = "netns.move"\nname = "va"\nnetns = "{other}"\nrename = "eth0"',
+         [VETH, BRIDGE, ["ip", "link", "set", "va", "master", "br0"], *up("va", "vb"),
+          *addr("va", "10.4.0.1/24")],
+         lambda s: "va" not in links(s), other=True),
+    Case("netns-move-pid", 'action = "netns.move"\nname = "va"\npid = {pid}',
+         [VETH, *up("va")], lambda s: "va" not in links(s), other=True),
+    # -- routes --
+    Case("route-present",
+         'action = "route.present"\nto = "10.50.0.0/16"\nvia = "10.5.0.254"',
+         [VETH, *up("va", "vb"), *addr("va", "10.5.0.1/24")],
+         lambda s: any(r["dst"] == "10.50.0.0/16" for r in s["routes"])),
+    Case("route-replace",
+         'action = "route.present"\nto = "10.50.0.0/16"\nvia = "10.5.0.254"',
+         [VETH, *up("va", "vb"), *addr("va", "10.5.0.1/24"),
+          ["ip", "route", "add", "10.50.0.0/16", "via", "10.5.0.253"]],
+         lambda s: [r.get("gateway") for r in s["routes"] if r["dst"] == "10.50.0.0/16"]
+         == ["10.5.0.254"]),
+    Case("route-dev", 'action = "route.present"\nto = "10.60.0.0/24"\ndev = "va"\nmetric = 20',
+         [VETH, *up("va", "vb")],
+         lambda s: any(r["dst"] == "10.60.0.0/24" for r in s["routes"])),
+    Case("route-default-v6", 'action = "route.present"\nto = "default"\nvia = "fd00:5::fe"',
+         [VETH, *up("va", "vb"), ["ip", "addr", "add", "fd00:5::1/64", "dev", "va", "nodad"]],
+         lambda s: any(r["dst"] == "default" for r in s["routes"])),
+    Case("route-absent", 'action = "route.absent"\nto = "10.50.0.0/16"',
+         [VETH, *up("va", "vb"), *addr("va", "10.5.0.1/24"),
+          ["ip", "route", "add", "10.50.0.0/16", "via", "10.5.0.254", "metric", "7"],
+          ["ip", "route", "add", "10.50.0.0/16", "via", "10.5.0.253", "metric", "9"]],
+         lambda s: not any(r["dst"] == "10.50.0.0/16" for r in s["routes"])),
+    # -- sysctl --
+    Case("sysctl", 'action = "sysctl.set"\nname = "net.ipv4.ip_forward"\nvalue = "1"', [],
+         lambda s: s["sysctls"]["net.ipv4.ip_forward"] == "1"),
+    Case("sysctl-multi-value",
+         'action = "sysctl.set"\nname = "net.ipv4.ip_local_port_range"\nvalue = "20000 30000"',
+         [], sysctls=("net.ipv4.ip_local_port_range",),
+         expect=lambda s: s["sysctls"]["net.ipv4.ip_local_port_range"].split()
+         == ["20000", "30000"]),
+    # -- firewall --
+    Case("fw-append", 'action = "firewall.rule.present"\nchain = "FORWARD"\n'
+         'rule = ["-i", "br0", "-o", "br0", "-j", "ACCEPT"]',
+         [rule("-A", "FORWARD", "-i", "eth0", "-j", "DROP")],
+         lambda s: s["iptables"]["filter"]["rules"][-1] ==
+         "-A FORWARD -i br0 -o br0 -j ACCEPT"),
+    Case("fw-insert", 'action = "firewall.rule.present"\nchain = "FORWARD"\nposition = 2\n'
+         'rule = ["-p", "tcp", "--dport", "80", "-s", "10.0.0.1", "-j", "ACCEPT"]',
+         [rule("-A", "FORWARD", "-i", "eth0", "-j", "DROP"),
+          rule("-A", "FORWARD", "-i", "eth1", "-j", "DROP")],
+         lambda s: s["iptables"]["filter"]["rules"][1] ==
+         "-A FORWARD -s 10.0.0.1/32 -p tcp -m tcp --dport 80 -j ACCEPT"),
+    Case("fw-new-chain", 'action = "firewall.rule.present"\nchain = "RF-TEST"\n'
+         'rule = ["-m", "state", "--state", "ESTABLISHED,RELATED", "-j", "ACCEPT"]', [],
+         lambda s: "RF-TEST" in s["iptables"]["filter"]["chains"]),
+    Case("fw-nat", 'action = "firewall.rule.present"\ntable = "nat"\nchain = "POSTROUTING"\n'
+         'rule = ["-s", "172.16.42.0/24", "!", "-d", "172.16.42.0/24", "-j", "MASQUERADE"]', [],
+         lambda s: len(s["iptables"]["nat"]["rules"]) == 1),
+    Case("fw-absent", 'action = "firewall.rule.absent"\nchain = "FORWARD"\n'
+         'rule = ["-o", "br0", "-i", "br0", "-j", "ACCEPT"]',
+         [rule("-A", "FORWARD", "-i", "eth0", "-j", "DROP"),
+          rule("-A", "FORWARD", "-i", "br0", "-o", "br0", "-j", "ACCEPT"),
+          rule("-A", "FORWARD", "-i", "eth1", "-j", "DROP"),
+          rule("-A", "FORWARD", "-i", "br0", "-o", "br0", "-j", "ACCEPT")],
+         lambda s: len(s["iptables"]["filter"]["rules"]) == 2),
+    Case("fw-policy", 'action = "firewall.policy"\nchain = "FORWARD"\npolicy = "DROP"', [],
+         lambda s: s["iptables"]["filter"]["chains"]["FORWARD"] == "DROP"),
+]
+
+
+def _fill(text: str, other: str, pid: int) -> str:
+    return text.replace("{other}", other).replace("{pid}", str(pid))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_apply_check_undo(lab: Lab, namespaces: Any, target: str, case: Case) -> None:
+    other = namespaces() if case.other else None
+    sleeper = subprocess.Popen(other.popen_argv(["sleep", "60"])) if other else None
+    try:
+        fill = (lambda t: _fill(t, other.name, sleeper.pid)) if other else (lambda t: t)
+        lab.sh(*[[fill(a) for a in argv] for argv in case.setup])
+
+        def state() -> list[dict[str, Any]]:
+            return [settled(ns, extra_sysctls=case.sysctls)
+                    for ns in (lab.ns.name, *([other.name] if other else []))]
+
+        before = state()
+        workflow = lab.workflow(f'[[steps]]\nid = "s"\n{fill(case.step)}\n')
+        run_id, events = lab.run(workflow, target)
+        assert step_states(events) == {"s": "applied"}
+        if case.expect:
+            assert case.expect(state()[0]), "the step did not do what it should"
+
+        _, again = lab.run(workflow, target)
+        assert step_states(again) == {"s": "skipped"}, "a second run changed something"
+
+        lab.rollback(run_id)
+        for was, now in zip(before, state()):
+            assert_same(was, now)
+    finally:
+        if sleeper:
+            sleeper.kill()
+            sleeper.wait()
