@@ -5,6 +5,8 @@ rollback leaves a namespace as it found it, or that two targets build the same t
     ...  # run, roll back
     assert snapshot("rf-h1") == before
 
+    assert without_macs(snapshot("ns-a")) == without_macs(snapshot("ns-b"))
+
 It holds links (`ip -d -j link`), addresses (`ip -j addr`), IPv4 and IPv6 routes of every
 table (`ip -j route`), bridge ports (`bridge -j link`), every iptables table (`iptables-save`
 without counters) and some sysctls. Links and addresses are keyed by name; the order of a
@@ -23,6 +25,7 @@ port's when one joins — and it carries no traffic meanwhile.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Iterable
@@ -140,6 +143,20 @@ def settled(netns: str, *, timeout: float = 5.0, **options: Any) -> dict[str, An
             return now
         last = now
     return last
+
+
+_MAC = re.compile(r"\b[0-9a-f]{1,2}(?::[0-9a-f]{1,2}){5}\b")
+
+
+def without_macs(snap: dict[str, Any]) -> dict[str, Any]:
+    """The snapshot with each link's MAC replaced by its name, and MACs elsewhere (bridge ids)
+    by "mac": to compare namespaces built the same way, since new veths get random MACs and
+    a bridge takes the lowest of its ports'."""
+    snap = json.loads(json.dumps(snap))
+    for name, link in snap["links"].items():
+        if "address" in link:
+            link["address"] = f"mac-of-{name}"
+    return json.loads(_MAC.sub("mac", json.dumps(snap)))
 
 
 def differences(a: dict[str, Any], b: dict[str, Any], path: str = "") -> list[str]:

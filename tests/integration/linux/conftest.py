@@ -1,6 +1,8 @@
 """Fixtures for the Linux backend tests: network namespaces made for one test and deleted
-after it (even when it fails), one of them named as inventory host h1, and runs of the real
-`runflow` command line against it with `--target centos6` or `--target modern`."""
+after it (even when it fails), one of them named as inventory host h1, and runs against it
+with target centos6 or modern — through the real `runflow` command line, or through the
+session API the command line uses (the same plan, engine and journal, without starting a
+Python process per run)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,10 @@ from typing import Any
 
 import pytest
 
+from runflow.core.hookspecs import hookimpl
 from runflow.core.lab.namespaces import Namespace, unique_name
+from runflow.core.plugins import Plugins
+from runflow.core.session import Options, Session, plan_workflow
 from tests.conftest import need_tools
 from tests.support.snapshot import differences, settled
 
@@ -89,8 +94,45 @@ class Lab:
         done = self.call("rollback", "-q", run_id, expect=None)
         assert done.returncode == 0, self.call("show", run_id).stdout
 
+    def session(self) -> tuple[Session, Recorder]:
+        plugins = Plugins()
+        recorder = Recorder()
+        plugins.add_subscriber(recorder, name="tests.recorder")
+        return Session(plugins, self.tmp / "home"), recorder
+
+    def run_in_process(self, workflow: Path, target: str) -> tuple[str, list[dict[str, Any]]]:
+        """What `runflow run` does, in this process; returns the run id and its events."""
+        session, recorder = self.session()
+        options = Options(inventory=str(self.inventory), target=target)
+        try:
+            run_id, code = session.run(plan_workflow(str(workflow), options, session.plugins),
+                                       options)
+            assert code == 0, "\n".join(e["message"] for e in recorder.events if e["message"])
+        finally:
+            session.close()
+        return run_id, recorder.events
+
+    def rollback_in_process(self, run_id: str) -> None:
+        session, recorder = self.session()
+        try:
+            code = session.rollback(session.load(run_id), Options())
+            assert code == 0, "\n".join(e["message"] for e in recorder.events if e["message"])
+        finally:
+            session.close()
+
     def snapshot(self) -> dict[str, Any]:
         return settled(self.ns.name)
+
+
+class Recorder:
+    """Keeps the events of a run (as `--events` writes them)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    @hookimpl
+    def runflow_event(self, event: Any) -> None:
+        self.events.append(event.to_json())
 
 
 def step_states(events: list[dict[str, Any]]) -> dict[str, str]:

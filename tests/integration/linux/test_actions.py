@@ -1,8 +1,9 @@
-"""Every Linux action, on both targets, through the real command line: a run applies it, a
-second run finds nothing to do (check holds), and rolling the first run back leaves the
-namespaces exactly as they were — including what the step removed: addresses an exclusive
-address replaced, a bridge with its ports and addresses, a veth pair, a route, an iptables
-rule at its old position, a sysctl's old value."""
+"""Every Linux action, on both targets: a run applies it, a second run finds nothing to do
+(check holds), and rolling the first run back leaves the namespaces exactly as they were —
+including what the step removed: addresses an exclusive address replaced, a bridge with its
+ports and addresses, a veth pair, a route, an iptables rule at its old position, a sysctl's
+old value. Runs go through the session API the command line uses (test_workflow.py drives
+the command line itself)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.snapshot import settled
+from tests.support.snapshot import settled, snapshot
 
 from .conftest import TARGETS, Lab, assert_same, step_states
 
@@ -209,15 +210,16 @@ def test_apply_check_undo(lab: Lab, namespaces: Any, target: str, case: Case) ->
 
         before = state()
         workflow = lab.workflow(f'[[steps]]\nid = "s"\n{fill(case.step)}\n')
-        run_id, events = lab.run(workflow, target)
+        run_id, events = lab.run_in_process(workflow, target)
         assert step_states(events) == {"s": "applied"}
         if case.expect:
-            assert case.expect(state()[0]), "the step did not do what it should"
+            assert case.expect(snapshot(lab.ns.name, extra_sysctls=case.sysctls)), \
+                "the step did not do what it should"
 
-        _, again = lab.run(workflow, target)
+        _, again = lab.run_in_process(workflow, target)
         assert step_states(again) == {"s": "skipped"}, "a second run changed something"
 
-        lab.rollback(run_id)
+        lab.rollback_in_process(run_id)
         for was, now in zip(before, state()):
             assert_same(was, now)
     finally:
