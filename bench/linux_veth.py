@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""N veth pairs, each with one end enslaved into a Linux bridge and up, the other end up with
+an address — compared in one run, each variant in a fresh bench namespace:
+
+- a plain shell script, one `ip` or `brctl` process per command (bench/linux_veth.sh): the
+  baseline, what a hand-written recipe does;
+- runflow --target centos6 (ip and brctl; a for_each step of `ip` commands goes through one
+  `ip -batch -`, bridge ports are one `brctl addif` each);
+- runflow --target modern (netlink: one socket, a for_each step's requests sent together).
+
+The workflow has one step per phase (a bridge, then N veth pairs, N bridge ports, N links up,
+N addresses, N peers up), and the script runs the same phases in the same order. A runflow
+variant is timed from the start of the `runflow run` process to its exit (start-up, plan and
+journal included); its steps are timed from their first to their last event.
+
+Sizes: 200 pairs as is; 200 and 1,000 pairs with IPv6 disabled in the namespace (the
+kernel's IPv6 work per bridge port grows faster than linearly), to see how cost grows.
+Goals: modern at least 3x faster than the script; centos6 at most 1.3x the script step by
+step, and at least 3x faster on the steps that go through one `ip -batch`.
+
+Usage (root, iproute2 and bridge-utils installed):
+    python3 bench/linux_veth.py [--sizes 200,200:noipv6,1000:noipv6] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from runflow.core.lab.namespaces import Namespace, unique_name  # noqa: E402
+
+RUNFLOW = [sys.executable, "-m", "runflow.core.cli"]
+SCRIPT = REPO / "bench" / "linux_veth.sh"
+PHASES = ("bridge", "veths", "ports", "ports-up", "addresses", "peers-up")
+BATCHED = ("veths", "ports-up", "addresses", "peers-up")  # through `ip -batch` on centos6
+
+WORKFLOW = """
+[workflow]
+name = "linux-veth-bench"
+
+[vars]
+count = 200
+
+[[steps]]
+id = "bridge"
+action = "bridge.present"
+name = "br0"
+
+[[steps]]
+id = "bridge-up"
+action = "link.set"
+name = "br0"
+state = "up"
+
+[[steps]]
+id = "veths"
+action = "veth.present"
+for_each = "range(count | int)"
+name = "va{{ item }}"
+peer = "vb{{ item }}"
+
+[[steps]]
+id = "ports"
+action = "bridge.port"
+for_each = "range(count | int)"
+bridge = "br0"
+name = "va{{ item }}"
+
+[[steps]]
+id = "ports-up"
+action = "link.set"
+for_each = "range(count | int)"
+name = "va{{ item }}"
+state = "up"
+
+[[steps]]
+id = "addresses"
+action = "addr.present"
+for_each = "range(count | int)"
+dev = "vb{{ item }}"
+address = "10.77.{{ item // 250 }}.{{ item % 250 + 1 }}/32"
+
+[[steps]]
+id = "peers-up"
+action = "link.set"
+for_each = "range(count | int)"
+name = "vb{{ item }}"
+state = "up"
+"""
+
+
+@contextmanager
+def bench_namespace(ipv6: bool) -> Iterator[Namespace]:
+    ns = Namespace(unique_name("rfbench"))
+    try:
+        ns.create()
+        if not ipv6:
+            ns.run(["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1"])
+        yield ns
+    finally:
+        ns.delete()
+
+
+def check_built(ns: Namespace, n: int) -> None:
+    """Every pair made, enslaved, up and addressed, whatever made them."""
+    links = ns.run(["ip", "-o", "link", "show", "master", "br0", "up"]).stdout.splitlines()
+    addrs = ns.run(["ip", "-o", "-4", "addr", "show"]).stdout.count("10.77.")
+    if len(links) != n or addrs != n:
+        raise SystemExit(f"built {len(links)} ports and {addrs} addresses, not {n}")
+
+
+def plain(ns: Namespace, n: int) -> dict[str, float]:
+    times = {}
+    start = time.perf_counter()
+    for phase in PHASES:
+        t = time.perf_counter()
+        ns.run(["sh", str(SCRIPT), phase, str(n)])
+        times[phase] = time.perf_counter() - t
+    times["total"] = time.perf_counter() - start
+    return times
+
+
+def runflow(ns: Namespace, n: int, target: str, tmp: Path) -> dict[str, float]:
+    inventory = tmp / "inventory.toml"
+    inventory.write_text(f'[hosts.bench]\nnetns = "{ns.name}"\n')
+    workflow = tmp / "linux-veth.toml"
+    workflow.write_text(WORKFLOW)
+    events = tmp / f"events-{target}-{n}.jsonl"
+    events.unlink(missing_ok=True)
+    argv = [*RUNFLOW, "run", "-q", "-i", str(inventory), "-t", target, "--var", f"count={n}",
+            "--events", str(events), str(workflow)]
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True,
+                          env={**os.environ, "RUNFLOW_HOME": str(tmp / "journal")})
+    total = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"runflow --target {target} failed ({done.returncode}): {done.stderr}")
+    spans: dict[str, list[float]] = {}
+    for line in events.read_text().splitlines():
+        event = json.loads(line)
+        if event["kind"] == "step":
+            step = event["step"].split("[")[0]
+            step = "bridge" if step == "bridge-up" else step  # one phase in the script
+            spans.setdefault(step, []).append(event["time"])
+    times = {step: max(t) - min(t) for step, t in spans.items()}
+    times["total"] = total
+    return times
+
+
+def measure(n: int, ipv6: bool, repeat: int, tmp: Path) -> dict[str, dict[str, float]]:
+    """Median times of each variant; the variants take turns, so that a busy moment of the
+    machine does not fall on one of them only."""
+    samples: dict[str, list[dict[str, float]]] = {}
+    for _ in range(repeat):
+        for label, run in (("plain sh", lambda ns: plain(ns, n)),
+                           ("centos6", lambda ns: runflow(ns, n, "centos6", tmp)),
+                           ("modern", lambda ns: runflow(ns, n, "modern", tmp))):
+            with bench_namespace(ipv6) as ns:
+                samples.setdefault(label, []).append(run(ns))
+                check_built(ns, n)
+    return {label: {key: statistics.median(s[key] for s in runs) for key in runs[0]}
+            for label, runs in samples.items()}
+
+
+def report(n: int, ipv6: bool, results: dict[str, dict[str, float]]) -> None:
+    base, c6, modern = results["plain sh"], results["centos6"], results["modern"]
+    print(f"\n{n} veth pairs, IPv6 {'on' if ipv6 else 'off'}: median seconds (and ratio to the "
+          "script)")
+    print(f"  {'phase':<12} {'plain sh':>9} {'centos6':>16} {'modern':>16}")
+    for phase in (*PHASES, "total"):
+        row = f"  {phase:<12} {base[phase]:9.3f}"
+        for times in (c6, modern):
+            row += f" {times[phase]:8.3f} ({times[phase] / base[phase]:4.2f}x)"
+        mark = "  ip -batch on centos6" if phase in BATCHED else ""
+        print(row + mark)
+    outside = {label: r["total"] - sum(r[p] for p in PHASES) for label, r in results.items()}
+    print(f"  runflow outside the steps (start-up, plan, journal set-up): centos6 "
+          f"{outside['centos6']:.3f} s, modern {outside['modern']:.3f} s")
+    batched_c6 = sum(c6[p] for p in BATCHED)
+    batched_base = sum(base[p] for p in BATCHED)
+    print(f"  modern vs script, whole run: {base['total'] / modern['total']:.2f}x faster "
+          "(goal >= 3x)")
+    print(f"  centos6 vs script, worst step: "
+          f"{max(c6[p] / base[p] for p in PHASES if p != 'bridge'):.2f}x (goal <= 1.3x); "
+          f"ip -batch steps together: {batched_base / batched_c6:.2f}x faster (goal >= 3x)")
+    print(f"  per pair: script {base['total'] / n * 1000:.2f} ms, centos6 "
+          f"{c6['total'] / n * 1000:.2f} ms, modern {modern['total'] / n * 1000:.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="200,200:noipv6,1000:noipv6",
+                        help="comma-separated N or N:noipv6 (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each variant")
+    options = parser.parse_args()
+    sizes = [(int(s.split(":")[0]), not s.endswith(":noipv6")) for s in options.sizes.split(",")]
+    if os.geteuid() != 0:
+        raise SystemExit("needs root (network namespaces)")
+    with tempfile.TemporaryDirectory(prefix="rfbench-") as tmp:
+        for n, ipv6 in sizes:
+            report(n, ipv6, measure(n, ipv6, options.repeat, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
