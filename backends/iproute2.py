@@ -40,64 +40,27 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from runflow.core.actions import Action, Context, State
 from runflow.core.errors import ActionError
 from runflow.core.hookspecs import hookimpl
-from runflow.core.hosts import Host, NetnsHost
+from runflow.core.hosts import Host
 
-from .linux_args import (AddrAbsentArgs, AddrPresentArgs, BridgeArgs, BridgePortArgs,
-                         LinkSetArgs, NetnsMoveArgs, RouteArgs, RoutePresentArgs,
-                         VethAbsentArgs, VethPresentArgs)
+from .linux_args import (ABSENT, HOME, ROUTE_DEFAULTS, AddAddr, AddBridge, AddrAbsentArgs,
+                         AddrPresentArgs, AddVeth, Change, DelAddr, DelLink, DelRoute, Enslave,
+                         LinkSetArgs, MoveLink, Netns, NetnsMoveArgs, Record, Release,
+                         RenameLink, ReplaceRoute, RouteArgs, RoutePresentArgs, SetLink,
+                         VethAbsentArgs, VethPresentArgs, desired_route, family, managed,
+                         restore_link, restore_routes, route_matches, simulate)
 
 T = TypeVar("T")
-Record = dict[str, Any]  # a link, address or route as observe sees it (JSON, journaled)
 
 # ---------------------------------------------------------------------------------------------
 # Namespaces
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Netns:
-    """A network namespace a link moves to: a named one, a process's, or the host's own
-    (`home`, resolved when the change runs)."""
-
-    name: str | None = None
-    pid: int | None = None
-    home: bool = False
-
-    @property
-    def path(self) -> str:
-        return f"/run/netns/{self.name}" if self.name else f"/proc/{self.pid}/ns/net"
-
-    @property
-    def arg(self) -> str:
-        """How `ip link set ... netns` names it."""
-        return self.name or str(self.pid)
-
-    def prefix(self) -> list[str]:
-        """How to run a command inside it."""
-        if self.name:
-            return ["ip", "netns", "exec", self.name]
-        return ["nsenter", "-t", str(self.pid), "-n"]
-
-    def resolve(self, host: Host | None) -> Netns:
-        """The host's own namespace made concrete: its name, or (local host) our pid's."""
-        if not self.home:
-            return self
-        if isinstance(host, NetnsHost):
-            return Netns(name=host.netns)
-        # Without a host (describe_undo) pid 1 stands for the machine's namespace.
-        return Netns(pid=os.getpid() if host is not None else 1)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "pid": self.pid}
-
-
-HOME = Netns(home=True)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _CLONE_NEWNET = 0x40000000
@@ -163,8 +126,6 @@ def remote_link(ns: Netns, name: str) -> Record | None:
 # ---------------------------------------------------------------------------------------------
 
 SYS_NET = "/sys/class/net"
-ABSENT: Record = {"exists": False}
-DEFAULT_MTU = 1500
 
 
 def _read(path: str) -> str:
@@ -233,92 +194,6 @@ def ifindex_names() -> dict[int, str]:
     return {int(_read(f"{SYS_NET}/{n}/ifindex")): n for n in os.listdir(SYS_NET)}
 
 
-# ---------------------------------------------------------------------------------------------
-# Changes: what apply and undo do, whatever the backend
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AddBridge:
-    name: str
-
-
-@dataclass(frozen=True)
-class AddVeth:
-    name: str
-    peer: str
-
-
-@dataclass(frozen=True)
-class DelLink:
-    name: str
-    kind: str  # CentOS 6 deletes bridges with brctl
-
-
-@dataclass(frozen=True)
-class SetLink:
-    name: str
-    mtu: int | None = None
-    mac: str | None = None
-    up: bool | None = None
-    inside: Netns | None = None  # where the command runs (None: the host)
-
-
-@dataclass(frozen=True)
-class Enslave:
-    name: str
-    bridge: str
-
-
-@dataclass(frozen=True)
-class Release:
-    name: str
-    bridge: str  # brctl delif names the bridge
-
-
-@dataclass(frozen=True)
-class AddAddr:
-    dev: str
-    address: str  # CIDR
-    brd: str | None = None
-    scope: str | None = None  # None: the kernel's choice ("global")
-    label: str | None = None
-
-
-@dataclass(frozen=True)
-class DelAddr:
-    dev: str
-    address: str
-
-
-@dataclass(frozen=True)
-class MoveLink:
-    name: str
-    to: Netns
-    inside: Netns | None = None  # where the command runs (None: the host)
-
-
-@dataclass(frozen=True)
-class RenameLink:
-    name: str
-    new: str
-    inside: Netns | None = None
-
-
-@dataclass(frozen=True)
-class ReplaceRoute:
-    route: Record
-
-
-@dataclass(frozen=True)
-class DelRoute:
-    route: Record
-
-
-Change = (AddBridge | AddVeth | DelLink | SetLink | Enslave | Release | AddAddr | DelAddr
-          | MoveLink | RenameLink | ReplaceRoute | DelRoute)
-
-
 def _route_args(r: Record, *, full: bool) -> list[str]:
     argv = ["ip", *(["-6"] if r["family"] == 6 else []), "route", "replace" if full else "del",
             r["to"]]
@@ -383,178 +258,6 @@ def _commands(change: Change, centos6: bool, host: Host | None) -> list[list[str
         case DelRoute(route):
             return [_route_args(route, full=False)]
     raise TypeError(f"unknown change {change!r}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Addresses and routes as records
-# ---------------------------------------------------------------------------------------------
-
-
-def family(cidr: str) -> int:
-    return ipaddress.ip_interface(cidr).version
-
-
-def managed(addr: Record) -> bool:
-    """Addresses runflow restores: not the IPv6 link-local ones the kernel makes by itself."""
-    return not (family(addr["address"]) == 6 and addr.get("scope") == "link")
-
-
-def address_change(dev: str, addr: Record) -> AddAddr:
-    label = addr.get("label")
-    scope = addr.get("scope")
-    return AddAddr(dev, addr["address"], addr.get("brd"),
-                   None if scope in (None, "global") else scope,
-                   None if label in (None, dev) else label)
-
-
-def restore_addresses(dev: str, was: list[Record], now: list[Record]) -> list[Change]:
-    """Changes that turn the managed addresses `now` into `was`, per family, keeping their
-    order (the first address of a subnet is its primary; deleting a primary deletes its
-    secondaries, so deletions go last-first)."""
-    changes: list[Change] = []
-    for fam in (4, 6):
-        w = [a for a in was if family(a["address"]) == fam and managed(a)]
-        n = [a for a in now if family(a["address"]) == fam and managed(a)]
-        keep = 0
-        while keep < min(len(w), len(n)) and w[keep]["address"] == n[keep]["address"]:
-            keep += 1
-        changes += [DelAddr(dev, a["address"]) for a in reversed(n[keep:])]
-        changes += [address_change(dev, a) for a in w[keep:]]
-    return changes
-
-
-# What `ip route` leaves out when printing, and netlink records get the same way.
-ROUTE_DEFAULTS = {"proto": ("boot",), "scope": ("global",)}
-PROTOCOLS = {2: "kernel", 3: "boot", 4: "static", 9: "ra", 16: "dhcp"}
-SCOPES = {0: "global", 200: "site", 253: "link", 254: "host"}
-
-
-def desired_route(args: RouteArgs) -> Record:
-    """The route `ip route replace` would make from the arguments."""
-    return {"family": args.family, "to": args.to, "via": args.via, "dev": args.dev,
-            "metric": args.metric, "proto": "boot",
-            "scope": "link" if args.via is None and args.family == 4 else "global", "src": None}
-
-
-def route_matches(route: Record, args: RouteArgs) -> bool:
-    return (route["to"] == args.to
-            and all(getattr(args, k) is None or route.get(k) == getattr(args, k)
-                    for k in ("via", "dev", "metric")))
-
-
-def restore_routes(was: list[Record], now: list[Record]) -> list[Change]:
-    """Changes that bring back the routes `was` (to one destination) from `now`."""
-    def key(r: Record) -> tuple[Any, ...]:
-        return r["to"], r.get("metric")
-
-    kept = {key(r) for r in was}
-    changes: list[Change] = [DelRoute(r) for r in now if r not in was and key(r) not in kept]
-    changes += [ReplaceRoute(r) for r in was if r not in now]
-    return changes
-
-
-# ---------------------------------------------------------------------------------------------
-# Links: restoring a record, and what a change does to records
-# ---------------------------------------------------------------------------------------------
-
-
-def fresh(kind: str, **extra: Any) -> Record:
-    """A link just created: down, default settings, nothing on it, a MAC not yet known."""
-    return {"exists": True, "kind": kind, "up": False, "mtu": DEFAULT_MTU, "mac": None,
-            "mac_set": False, "master": None, "addresses": [], "ports": [], "fresh": True,
-            **extra}
-
-
-def _recreate(name: str, was: Record) -> list[Change]:
-    if was["kind"] == "bridge":
-        return [AddBridge(name)]
-    peer = was.get("peer") or {}
-    if was["kind"] == "veth" and peer.get("name"):
-        changes: list[Change] = [AddVeth(name, peer["name"])]
-        if peer.get("netns"):
-            # Its MAC and MTU are set here; its state over there. (Its addresses and master
-            # there belong to that namespace's own workflow.)
-            there = Netns(name=peer["netns"])
-            changes += [SetLink(peer["name"], mtu=peer["mtu"], mac=peer["mac"]),
-                        MoveLink(peer["name"], there)]
-            if peer["up"]:
-                changes.append(SetLink(peer["name"], up=True, inside=there))
-        return changes
-    raise ActionError(f"cannot recreate {name}: a {was['kind']} link (only bridges and veth "
-                      "pairs are recreated)")
-
-
-def restore_link(name: str, was: Record, now: Record) -> list[Change]:
-    """Changes that bring link `name` from `now` back to `was`: (re)create or delete it, put
-    back its ports, MTU, master, addresses, MAC and state."""
-    if not was["exists"]:
-        return [DelLink(name, now["kind"])] if now["exists"] else []
-    changes: list[Change] = []
-    if not now["exists"]:
-        changes += _recreate(name, was)
-        now = fresh(was["kind"])
-    for port in was.get("ports", []):
-        if port not in now.get("ports", []):
-            changes.append(Enslave(port, name))
-    if was["mtu"] != now["mtu"]:
-        changes.append(SetLink(name, mtu=was["mtu"]))
-    if was["master"] != now["master"]:
-        if now["master"]:
-            changes.append(Release(name, now["master"]))
-        if was["master"]:
-            changes.append(Enslave(name, was["master"]))
-    if "addresses" in was and "addresses" in now:
-        changes += restore_addresses(name, was["addresses"], now["addresses"])
-    # A recreated veth gets a random MAC. A bridge takes its first port's, and one without
-    # ports has no use for one: setting it by hand would pin it (and drop the carrier).
-    if now.get("fresh") and (was["mac_set"] or was["kind"] == "veth"):
-        changes.append(SetLink(name, mac=was["mac"]))
-    if was["up"] != now["up"]:
-        changes.append(SetLink(name, up=was["up"]))
-    return changes
-
-
-def simulate(state: State, changes: Sequence[Change]) -> State:
-    """The records after the changes (as far as this model tracks them): what describe_undo
-    assumes apply left behind."""
-    links: dict[str, Record] = {n: dict(r) for n, r in state.get("links", {}).items()}
-    routes = list(state.get("routes", []))
-    extra: dict[str, Any] = {}
-
-    def edit(name: str, **values: Any) -> None:
-        if links.get(name, ABSENT)["exists"]:
-            links[name] = {**links[name], **values}
-
-    for change in changes:
-        match change:
-            case AddBridge(name):
-                links[name] = fresh("bridge")
-            case AddVeth(name, peer):
-                links[name] = fresh("veth", peer={"name": peer, "netns": None})
-                links[peer] = fresh("veth", peer={"name": name, "netns": None})
-            case DelLink(name, _):
-                links[name] = dict(ABSENT)
-            case MoveLink(name, _, None):
-                links[name] = dict(ABSENT)
-                extra["there"] = True
-            case SetLink(name, mtu, mac, up, None):
-                edit(name, **{k: v for k, v in (("mtu", mtu), ("mac", mac), ("up", up))
-                              if v is not None})
-            case Enslave(name, bridge):
-                edit(name, master=bridge)
-            case Release(name, _):
-                edit(name, master=None)
-            case AddAddr(dev, address):
-                edit(dev, addresses=[*links[dev].get("addresses", []), {"address": address}])
-            case DelAddr(dev, address):
-                edit(dev, addresses=[a for a in links[dev].get("addresses", [])
-                                     if a["address"] != address])
-            case ReplaceRoute(route):
-                routes = [r for r in routes if (r["to"], r.get("metric")) !=
-                          (route["to"], route.get("metric"))] + [route]
-            case DelRoute(route):
-                routes = [r for r in routes if r != route]
-    return {**state, "links": links, "routes": routes, **extra}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -710,12 +413,12 @@ class LinkAction(Action):
         return self.linux.describe(self.restore(args, before, after))
 
 
-def _get(before: State, name: str) -> Record:
+def link_record(before: State, name: str) -> Record:
     return before.get("links", {}).get(name, ABSENT)
 
 
-def _not_a_bridge(before: State, name: str) -> str | None:
-    rec = _get(before, name)
+def bridge_problem(before: State, name: str) -> str | None:
+    rec = link_record(before, name)
     if not rec["exists"]:
         return f"bridge {name} does not exist"
     if rec["kind"] != "bridge":
@@ -723,7 +426,7 @@ def _not_a_bridge(before: State, name: str) -> str | None:
     return None
 
 
-def _master_changes(name: str, current: str | None, wanted: str | None) -> list[Change]:
+def master_changes(name: str, current: str | None, wanted: str | None) -> list[Change]:
     if current == wanted:
         return []
     return ([Release(name, current)] if current else []) + \
@@ -743,21 +446,21 @@ class LinkSet(LinkAction):
         return {"links": links}
 
     def check(self, args: LinkSetArgs, before: State) -> bool:
-        rec = _get(before, args.name)
+        rec = link_record(before, args.name)
         return rec["exists"] and not self.changes(args, before)
 
     def refuse(self, args: LinkSetArgs, before: State) -> str | None:
-        if not _get(before, args.name)["exists"]:
+        if not link_record(before, args.name)["exists"]:
             return f"link {args.name} does not exist"
-        return _not_a_bridge(before, args.master) if args.master else None
+        return bridge_problem(before, args.master) if args.master else None
 
     def changes(self, args: LinkSetArgs, before: State) -> list[Change]:
-        rec = _get(before, args.name)
+        rec = link_record(before, args.name)
         mtu = args.mtu if args.mtu is not None and args.mtu != rec.get("mtu") else None
         up = None if args.state is None or (args.state == "up") == rec.get("up") else \
             args.state == "up"
         masters = [] if args.master is None else \
-            _master_changes(args.name, rec.get("master"), args.master or None)
+            master_changes(args.name, rec.get("master"), args.master or None)
         if not masters:
             return [SetLink(args.name, mtu=mtu, up=up)] if (mtu, up) != (None, None) else []
         return ([SetLink(args.name, mtu=mtu)] if mtu is not None else []) + masters + \
@@ -766,84 +469,12 @@ class LinkSet(LinkAction):
     def restore(self, args: LinkSetArgs, before: State, now: State) -> list[Change]:
         # Only what this step sets, and only on the link itself (the master's record was read
         # for checking): a later step may have changed the rest, and undoing that is its job.
-        was, seen = _get(before, args.name), _get(now, args.name)
+        was, seen = link_record(before, args.name), link_record(now, args.name)
         if not (was["exists"] and seen["exists"]):
             return []
         managed = [key for key, given in (("mtu", args.mtu), ("up", args.state),
                                           ("master", args.master)) if given is not None]
         return restore_link(args.name, {**seen, **{k: was[k] for k in managed}}, seen)
-
-
-class BridgePresent(LinkAction):
-    name = "bridge.present"
-    family = "bridge"
-    Args = BridgeArgs
-    summary = "a Linux bridge exists"
-
-    def look(self, view: View, args: BridgeArgs) -> State:
-        return {"links": {args.name: view.link(args.name)}}
-
-    def check(self, args: BridgeArgs, before: State) -> bool:
-        return _not_a_bridge(before, args.name) is None
-
-    def refuse(self, args: BridgeArgs, before: State) -> str | None:
-        rec = _get(before, args.name)
-        return _not_a_bridge(before, args.name) if rec["exists"] else None
-
-    def changes(self, args: BridgeArgs, before: State) -> list[Change]:
-        return [] if _get(before, args.name)["exists"] else [AddBridge(args.name)]
-
-
-class BridgeAbsent(LinkAction):
-    name = "bridge.absent"
-    family = "bridge"
-    Args = BridgeArgs
-    summary = "a Linux bridge does not exist (undo recreates it with its ports and addresses)"
-
-    def look(self, view: View, args: BridgeArgs) -> State:
-        return {"links": {args.name: view.link(args.name, full=True)}}
-
-    def check(self, args: BridgeArgs, before: State) -> bool:
-        return not _get(before, args.name)["exists"]
-
-    def refuse(self, args: BridgeArgs, before: State) -> str | None:
-        return _not_a_bridge(before, args.name)
-
-    def changes(self, args: BridgeArgs, before: State) -> list[Change]:
-        return [DelLink(args.name, "bridge")] if _get(before, args.name)["exists"] else []
-
-
-class BridgePort(LinkAction):
-    name = "bridge.port"
-    family = "bridge"
-    Args = BridgePortArgs
-    summary = "a link is (or is not) a port of a Linux bridge"
-
-    def look(self, view: View, args: BridgePortArgs) -> State:
-        return {"links": {args.name: view.link(args.name), args.bridge: view.link(args.bridge)}}
-
-    def check(self, args: BridgePortArgs, before: State) -> bool:
-        rec = _get(before, args.name)
-        if not rec["exists"]:
-            return not args.present
-        return (rec["master"] == args.bridge) == args.present
-
-    def refuse(self, args: BridgePortArgs, before: State) -> str | None:
-        if not _get(before, args.name)["exists"]:
-            return f"link {args.name} does not exist"
-        return _not_a_bridge(before, args.bridge) if args.present else None
-
-    def changes(self, args: BridgePortArgs, before: State) -> list[Change]:
-        current = _get(before, args.name).get("master")
-        if args.present:
-            return _master_changes(args.name, current, args.bridge)
-        return [Release(args.name, args.bridge)] if current == args.bridge else []
-
-    def restore(self, args: BridgePortArgs, before: State, now: State) -> list[Change]:
-        was, seen = _get(before, args.name), _get(now, args.name)
-        if not (was["exists"] and seen["exists"]):
-            return []
-        return _master_changes(args.name, seen["master"], was["master"])
 
 
 class AddrPresent(LinkAction):
@@ -857,17 +488,17 @@ class AddrPresent(LinkAction):
 
     def _family_list(self, args: AddrPresentArgs, before: State) -> list[str]:
         fam = family(args.address)
-        return [a["address"] for a in _get(before, args.dev).get("addresses", [])
+        return [a["address"] for a in link_record(before, args.dev).get("addresses", [])
                 if family(a["address"]) == fam and managed(a)]
 
     def check(self, args: AddrPresentArgs, before: State) -> bool:
-        if not _get(before, args.dev)["exists"]:
+        if not link_record(before, args.dev)["exists"]:
             return False
         present = self._family_list(args, before)
         return present == [args.address] if args.exclusive else args.address in present
 
     def refuse(self, args: AddrPresentArgs, before: State) -> str | None:
-        return None if _get(before, args.dev)["exists"] else f"link {args.dev} does not exist"
+        return None if link_record(before, args.dev)["exists"] else f"link {args.dev} does not exist"
 
     def changes(self, args: AddrPresentArgs, before: State) -> list[Change]:
         present = self._family_list(args, before)
@@ -894,7 +525,7 @@ class AddrAbsent(LinkAction):
         return not self.changes(args, before)
 
     def changes(self, args: AddrAbsentArgs, before: State) -> list[Change]:
-        present = [a["address"] for a in _get(before, args.dev).get("addresses", [])]
+        present = [a["address"] for a in link_record(before, args.dev).get("addresses", [])]
         return [DelAddr(args.dev, args.address)] if args.address in present else []
 
 
@@ -930,18 +561,18 @@ class VethPresent(LinkAction):
         return {"links": {args.name: state["links"][args.name]}}  # undo only deletes it
 
     def check(self, args: VethPresentArgs, before: State) -> bool:
-        rec = _get(before, args.name)
+        rec = link_record(before, args.name)
         return rec["exists"] and rec.get("peer", {}).get("ok", False)
 
     def refuse(self, args: VethPresentArgs, before: State) -> str | None:
-        rec = _get(before, args.name)
+        rec = link_record(before, args.name)
         if rec["exists"]:
             where = f" in namespace {args.peer_netns}" if args.peer_netns else ""
             return f"{args.name} exists and is not a veth whose peer is {args.peer}{where}"
         return None
 
     def changes(self, args: VethPresentArgs, before: State) -> list[Change]:
-        if _get(before, args.name)["exists"]:
+        if link_record(before, args.name)["exists"]:
             return []
         changes: list[Change] = [AddVeth(args.name, args.peer)]
         if args.peer_netns:
@@ -950,8 +581,8 @@ class VethPresent(LinkAction):
 
     def restore(self, args: VethPresentArgs, before: State, now: State) -> list[Change]:
         # Created here: deleting our end deletes the peer, wherever it is.
-        seen = _get(now, args.name)
-        return [DelLink(args.name, "veth")] if not _get(before, args.name)["exists"] and \
+        seen = link_record(now, args.name)
+        return [DelLink(args.name, "veth")] if not link_record(before, args.name)["exists"] and \
             seen["exists"] else []
 
 
@@ -965,10 +596,10 @@ class VethAbsent(LinkAction):
         return _veth_state(view, args.name, args.peer, args.peer_netns, full=True)
 
     def check(self, args: VethAbsentArgs, before: State) -> bool:
-        return not _get(before, args.name)["exists"]
+        return not link_record(before, args.name)["exists"]
 
     def refuse(self, args: VethAbsentArgs, before: State) -> str | None:
-        rec = _get(before, args.name)
+        rec = link_record(before, args.name)
         if rec["kind"] != "veth":
             return f"{args.name} is not a veth (it is a {rec['kind']} link)"
         if not rec["peer"]["ok"]:
@@ -978,7 +609,7 @@ class VethAbsent(LinkAction):
         return None
 
     def changes(self, args: VethAbsentArgs, before: State) -> list[Change]:
-        return [DelLink(args.name, "veth")] if _get(before, args.name)["exists"] else []
+        return [DelLink(args.name, "veth")] if link_record(before, args.name)["exists"] else []
 
 
 class NetnsMove(LinkAction):
@@ -1007,7 +638,7 @@ class NetnsMove(LinkAction):
                 "there": bool(there and there["exists"])}
 
     def check(self, args: NetnsMoveArgs, before: State) -> bool:
-        return not _get(before, args.name)["exists"] and before["there"]
+        return not link_record(before, args.name)["exists"] and before["there"]
 
     def refuse(self, args: NetnsMoveArgs, before: State) -> str | None:
         if before["target"] is None:
@@ -1015,12 +646,12 @@ class NetnsMove(LinkAction):
         target = Netns(**before["target"])
         if not os.path.exists(target.path):
             return f"the target namespace ({target.path}) does not exist"
-        if not _get(before, args.name)["exists"]:
+        if not link_record(before, args.name)["exists"]:
             return f"link {args.name} does not exist"
         return None
 
     def changes(self, args: NetnsMoveArgs, before: State) -> list[Change]:
-        if not _get(before, args.name)["exists"]:
+        if not link_record(before, args.name)["exists"]:
             return []
         target = Netns(**(before.get("target") or {"name": args.netns, "pid": args.pid}))
         changes: list[Change] = [MoveLink(args.name, target)]
@@ -1029,7 +660,7 @@ class NetnsMove(LinkAction):
         return changes
 
     def restore(self, args: NetnsMoveArgs, before: State, now: State) -> list[Change]:
-        was, seen = _get(before, args.name), _get(now, args.name)
+        was, seen = link_record(before, args.name), link_record(now, args.name)
         if not was["exists"]:
             return []
         if seen["exists"] or not now.get("there"):
@@ -1082,7 +713,6 @@ class RouteAbsent(RoutePresent):
 
 LINK_ACTIONS = (LinkSet, AddrPresent, AddrAbsent, VethPresent, VethAbsent, NetnsMove,
                 RoutePresent, RouteAbsent)
-BRIDGE_ACTIONS = (BridgePresent, BridgeAbsent, BridgePort)
 
 
 def backend_actions(linux: type[Linux], backend: str, unusable: Callable[[Host], str | None],

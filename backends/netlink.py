@@ -27,10 +27,11 @@ from runflow.core.errors import ActionError
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
-from .iproute2 import (BRIDGE_ACTIONS, LINK_ACTIONS, PROTOCOLS, SCOPES, AddAddr, AddBridge,
-                       AddVeth, Change, DelAddr, DelLink, DelRoute, Enslave, Linux, MoveLink,
-                       Netns, Record, Release, RenameLink, ReplaceRoute, SetLink,
-                       backend_actions, in_netns, render)
+from .brctl import BRIDGE_ACTIONS
+from .iproute2 import LINK_ACTIONS, Linux, backend_actions, in_netns, render
+from .linux_args import (PROTOCOLS, SCOPES, AddAddr, AddBridge, AddVeth, Change, DelAddr,
+                         DelLink, DelRoute, Enslave, MoveLink, Netns, Record, Release,
+                         RenameLink, ReplaceRoute, SetLink)
 
 # rtnetlink constants (linux/netlink.h, linux/rtnetlink.h)
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_REPLACE = 0x1, 0x4, 0x200, 0x400, 0x100
