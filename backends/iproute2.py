@@ -1,17 +1,20 @@
 """Links, addresses, veth pairs, namespaces and routes with CentOS 6's `ip` (backend `iproute2`),
-and the model every Linux link backend shares (brctl.py and netlink.py build on it).
+and what every Linux link backend shares: reading links from /sys, looking into other
+namespaces, and the actions themselves, written once (`LinkAction`) over a `Linux` backend
+that reads addresses and routes and carries out changes. brctl.py (the bridge actions) and
+netlink.py build on it; the records and changes are linux_args.py's.
 
 A step, for every link action and backend:
 
     observe   reads plain records: links from /sys/class/net (no process), addresses and
               routes from the backend (`ip -o addr`, `ip route` here; a netlink dump there)
     check     compares the records with the arguments (no I/O)
-    apply     turns arguments and records into Changes (AddBridge, Enslave, AddAddr, ...) that
+    apply     turns arguments and records into changes (AddBridge, Enslave, AddAddr, ...) that
               the backend carries out: as commands here — consecutive `ip` commands go through
               one `ip -batch -` — and as netlink messages in netlink.py
-    undo      observes again and carries out the Changes that lead back to the "before"
+    undo      observes again and carries out the changes that lead back to the "before"
               records; with nothing left to restore it does nothing
-    describe  renders the same Changes as commands.
+    describe  renders the same changes as commands.
 
 Commands used, all present in CentOS 6 (iproute 2.6.32, bridge-utils 1.2):
     ip -batch -                  commands on stdin, stops at the first failure
@@ -376,23 +379,28 @@ class LinkAction(Action):
         return [self.look(view, a) for a in args]
 
     def apply(self, ctx: Context, args: Any, before: State) -> None:
-        self.apply_many(ctx, [(args, before)])
+        # If it fails half-way, the engine undoes what the step changed.
+        self._carry_out(ctx, [(args, before)])
 
     def apply_many(self, ctx: Context, items: Sequence[tuple[Any, State]]) -> None:
-        for args, before in items:
-            problem = self.refuse(args, before)
-            if problem:
-                raise ActionError(problem)
-        linux = self.linux.of(ctx)
         try:
-            linux.execute(ctx, [c for args, before in items for c in self.changes(args, before)])
+            self._carry_out(ctx, items)
         except Exception:
             self._put_back(ctx, items)
             raise
 
+    def _carry_out(self, ctx: Context, items: Sequence[tuple[Any, State]]) -> None:
+        for args, before in items:
+            problem = self.refuse(args, before)
+            if problem:
+                raise ActionError(problem)
+        changes = [c for args, before in items for c in self.changes(args, before)]
+        self.linux.of(ctx).execute(ctx, changes)
+
     def _put_back(self, ctx: Context, items: Sequence[tuple[Any, State]]) -> None:
-        """After a failure, undo what the failing instances did in part (a failed step is not
-        rolled back: it must leave things as they were)."""
+        """After a batch failed, undo what its failing instances did in part: the engine
+        keeps the instances that took effect (and rolls them back with the run), but a failed
+        instance is never undone, so it must leave things as they were."""
         now = self.observe_many(ctx, [args for args, _ in items])
         for (args, before), seen in zip(items, now):
             if not self.check(args, seen):
@@ -472,9 +480,9 @@ class LinkSet(LinkAction):
         was, seen = link_record(before, args.name), link_record(now, args.name)
         if not (was["exists"] and seen["exists"]):
             return []
-        managed = [key for key, given in (("mtu", args.mtu), ("up", args.state),
+        touched = [key for key, given in (("mtu", args.mtu), ("up", args.state),
                                           ("master", args.master)) if given is not None]
-        return restore_link(args.name, {**seen, **{k: was[k] for k in managed}}, seen)
+        return restore_link(args.name, {**seen, **{k: was[k] for k in touched}}, seen)
 
 
 class AddrPresent(LinkAction):
@@ -741,15 +749,11 @@ def parse_addresses(text: str) -> dict[str, list[Record]]:
         addr: Record = {"address": str(ipaddress.ip_interface(words[3])), "brd": None,
                         "scope": "global", "label": None}
         rest = words[4:]
-        i = 0
-        while i < len(rest):
-            if rest[i] in ("brd", "scope") and i + 1 < len(rest):
-                addr[rest[i]] = rest[i + 1]
-                i += 2
-                continue
-            i += 1
-        if words[2] == "inet" and rest and rest[-1] not in ("brd", "scope") and \
-                rest[-1].split(":")[0] == dev:
+        for i, word in enumerate(rest[:-1]):
+            if word in ("brd", "scope"):
+                addr[word] = rest[i + 1]
+        # IPv4 lines end with the label: the device's name, or one starting with it (br0:1)
+        if words[2] == "inet" and rest and rest[-1].split(":")[0] == dev:
             addr["label"] = rest[-1]
         result.setdefault(dev, []).append(addr)
     return result
@@ -757,6 +761,7 @@ def parse_addresses(text: str) -> dict[str, list[Record]]:
 
 _ROUTE_TYPES = {"unicast", "local", "broadcast", "multicast", "throw", "unreachable",
                 "prohibit", "blackhole", "nat", "anycast"}
+_ROUTE_KEYS = ("via", "dev", "metric", "proto", "scope", "src")
 
 
 def parse_routes(text: str, fam: int) -> list[Record]:
@@ -773,11 +778,9 @@ def parse_routes(text: str, fam: int) -> list[Record]:
             to = str(ipaddress.ip_network(to, strict=False))
         route: Record = {"family": fam, "to": to, "via": None, "dev": None, "metric": None,
                          "proto": "boot", "scope": "global", "src": None}
-        pairs = {"via": "via", "dev": "dev", "metric": "metric", "proto": "proto",
-                 "scope": "scope", "src": "src"}
         for i, word in enumerate(words[1:-1], start=1):
-            if word in pairs:
-                route[pairs[word]] = words[i + 1]
+            if word in _ROUTE_KEYS:
+                route[word] = words[i + 1]
         if route["metric"] is not None:
             route["metric"] = int(route["metric"])
         routes.append(route)
