@@ -5,10 +5,14 @@ Each action observes a view of the database, decides the ops that make its desir
 (backends/ovsdb.py) plugs another client into the same actions, as neutron does with its vsctl
 and native OVSDB drivers. Both describe their changes as the ovs-vsctl commands below.
 
-This client sticks to commands Open vSwitch 1.9 (CentOS 6) has: list/find/set/remove with
---columns and --format=json, add-br, del-br, add-port, del-port, --if-exists. The ops of one
-step, or of all the instances of a for_each step, go into one invocation chained with `--`,
-which ovs-vsctl runs as one transaction.
+This client sticks to commands Open vSwitch 1.9 (CentOS 6) has. It writes with ovs-vsctl
+(add-br, del-br, add-port, del-port, set, remove, --if-exists): the ops of one step, or of all
+the instances of a for_each step, go into one invocation chained with `--`, which ovs-vsctl
+runs as one transaction. It reads bridges, ports and interfaces with `ovsdb-client transact`
+and select operations: the server returns only the rows asked for, where ovs-vsctl fetches
+whole tables before it looks at one row (with 500 ports a `find` costs as much as the
+`add-port` it precedes). ovs.set reads with `ovs-vsctl list`, which resolves records as
+`ovs-vsctl set` does.
 
 ovs-vsctl exits 0 even when ovs-vswitchd could not set up a bridge or port, so success is read
 back: ovs-vsctl 2.5 and later report the interfaces they inserted that got no OpenFlow port
@@ -37,7 +41,7 @@ from .ovs_args import (BRIDGE_COLUMNS, RUN_TAG, STEP_TAG, VIEW_COLUMNS, AddBridg
                        set_up_interfaces, setup_problem, vsctl_atom, vsctl_value)
 
 TIMEOUT = 30  # seconds ovs-vsctl waits for ovsdb-server and ovs-vswitchd
-_FIND_LIMIT = 8  # beyond this many ports, listing whole tables is cheaper than one find each
+_SELECT_LIMIT = 8  # beyond this many ports, reading whole tables is cheaper than a select each
 # ovs-vsctl's report of an inserted interface that ovs-vswitchd could not set up
 _REPORTED = re.compile(r"Error detected while setting up '(?P<name>[^']+)'(?:: (?P<error>.*?))?"
                        r"\.\s+See ovs-vswitchd log")
@@ -103,28 +107,31 @@ class VsctlClient:
 
     @staticmethod
     def unusable(host: Host) -> str | None:
-        return None if shutil.which("ovs-vsctl") else "ovs-vsctl is not installed"
-
-    def describe(self, ops: Sequence[Op]) -> list[list[str]]:
-        return [vsctl_argv(self.db, vsctl_commands(ops))] if ops else []
+        missing = [t for t in ("ovs-vsctl", "ovsdb-client") if shutil.which(t) is None]
+        return f"{' and '.join(missing)} not installed" if missing else None
 
     def view(self, ctx: Context, ports: Sequence[str] | None = None) -> View:
         """Every bridge, and the ports and interfaces named (all of them when None)."""
-        if ports is not None and len(ports) > _FIND_LIMIT:
+        if ports is not None and len(ports) > _SELECT_LIMIT:
             ports = None
-        columns = {t: "--columns=" + ",".join(("_uuid", *c)) for t, c in VIEW_COLUMNS.items()}
-        commands = [[columns["Bridge"], "list", "Bridge"]]
+
+        def select(table: str, where: list[Any]) -> dict[str, Any]:
+            return {"op": "select", "table": table, "where": where,
+                    "columns": ["_uuid", *VIEW_COLUMNS[table]]}
+
+        ops = [select("Bridge", [])]
         for table in ("Port", "Interface"):
-            if ports is None:
-                commands.append([columns[table], "list", table])
-            else:
-                commands += [[columns[table], "find", table, f"name={vsctl_atom(n)}"]
-                             for n in ports]
-        out = ctx.run(vsctl_argv(self.db, commands, json_output=True)).stdout
-        tables = [_rows(json.loads(line)) for line in out.splitlines() if line.strip()]
-        if ports is None:
-            return View.from_rows(*tables)
-        n = len(ports)
+            ops += ([select(table, [])] if ports is None
+                    else [select(table, [["name", "==", n]]) for n in ports])
+        argv = ["ovsdb-client", "transact", *([self.db] if self.db else []),
+                json.dumps(["Open_vSwitch", *ops])]
+        results = json.loads(ctx.run(argv, timeout=TIMEOUT).stdout)
+        failed = [r["error"] for r in results if "error" in r]
+        if failed:
+            raise ActionError(f"reading OVSDB failed: {failed[0]}")
+        tables = [[{c: from_json(v) for c, v in row.items()} for row in r["rows"]]
+                  for r in results]
+        n = 1 if ports is None else len(ports)
         return View.from_rows(tables[0], sum(tables[1:1 + n], []), sum(tables[1 + n:], []))
 
     def get(self, ctx: Context, table: str, record: str, column: str) -> tuple[bool, Any]:
@@ -165,19 +172,15 @@ class VsctlClient:
         return self._reports_new_interfaces
 
 
-def _rows(table: dict[str, Any]) -> list[dict[str, Any]]:
-    headings = table["headings"]
-    return [{h: from_json(v) for h, v in zip(headings, row)} for row in table["data"]]
-
-
 # ---------------------------------------------------------------------------------------------
 # The actions, for any client
 # ---------------------------------------------------------------------------------------------
 
 
 def step_tags(ctx: Context) -> dict[str, str]:
-    """What runflow writes into external_ids of what it creates. The step id, not the
-    instance: the instances of a for_each step are applied together."""
+    """What runflow writes into external_ids of what it creates (a Bridge, a Port; an
+    Interface goes with its Port). The step id, not the instance: the instances of a for_each
+    step are applied together."""
     return {RUN_TAG: ctx.run_id, STEP_TAG: ctx.step.split("[")[0]}
 
 
@@ -284,8 +287,9 @@ class OvsAction(Action):
     def observe_many(self, ctx: Context, args: Sequence[Any]) -> list[State]:
         scopes = [self.scope(a) for a in args]
         names = None if None in scopes else sorted({n for s in scopes for n in s})
-        view = self.client(ctx).view(ctx, names)
-        return [self.state(view, a) for a in args]
+        client = self.client(ctx)
+        view = client.view(ctx, names)
+        return [{**self.state(view, a), **_where(client)} for a in args]
 
     def apply(self, ctx: Context, args: Any, before: State) -> None:
         self.apply_many(ctx, [(args, before)])
@@ -316,14 +320,16 @@ class OvsAction(Action):
 
     def describe(self, args: Any, before: State | None = None) -> list[list[str]]:
         tags = {RUN_TAG: "RUN", STEP_TAG: "STEP"}  # the run's id is not known yet
+        before = before or self.unobserved(args)
         try:
-            return vsctl_describe(self.changes(args, before or self.unobserved(args), tags))
+            return vsctl_describe(self.changes(args, before, tags), before.get("db"))
         except ActionError:  # apply would refuse (a bond, a port on another bridge)
             return []
 
     def describe_undo(self, args: Any, before: State | None = None) -> list[list[str]]:
         before = before or self.unobserved(args)
-        return vsctl_describe(self.restore(args, before, self.after(args), "RUN"))
+        return vsctl_describe(self.restore(args, before, self.after(args), "RUN"),
+                              before.get("db"))
 
     def unobserved(self, args: Any) -> State:
         """What describe assumes when the host was not observed (e.g. for an export)."""
@@ -334,8 +340,15 @@ class OvsAction(Action):
         return {"exists": False}
 
 
-def vsctl_describe(ops: Sequence[Op]) -> list[list[str]]:
-    return [vsctl_argv(None, vsctl_commands(ops))] if ops else []
+def vsctl_describe(ops: Sequence[Op], db: str | None = None) -> list[list[str]]:
+    """The ovs-vsctl invocation that carries out ops (none for no ops)."""
+    return [vsctl_argv(db, vsctl_commands(ops))] if ops else []
+
+
+def _where(client: Any) -> State:
+    """Observed states name the database they were read from, unless it is the default one,
+    so that describe can give the exact command (with --db)."""
+    return {"db": client.db} if client.db else {}
 
 
 class BridgePresent(OvsAction):
@@ -431,11 +444,11 @@ class PortPresent(OvsAction):
     summary = "a port on an Open vSwitch bridge (system, internal, gre, vxlan, patch...)"
 
     @staticmethod
-    def wanted(args: OvsPortArgs) -> tuple[tuple[dict, dict], tuple[dict, dict]]:
-        """(columns, keys) of the Port, and of the Interface."""
+    def wanted(args: OvsPortArgs) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict]]:
+        """Columns of the Port; columns, and keys of map columns, of its Interface."""
         port = {"tag": args.tag} if args.tag is not None else {}
         iface = {"type": args.type} if args.type is not None else {}
-        return (port, {}), (iface, {"options": args.options, "external_ids": args.external_ids})
+        return port, iface, {"options": args.options, "external_ids": args.external_ids}
 
     def scope(self, args: OvsPortArgs) -> list[str] | None:
         return [args.name]
@@ -447,18 +460,16 @@ class PortPresent(OvsAction):
     def check(self, args: OvsPortArgs, before: State) -> bool:
         if not before["exists"] or before["bridge"] != args.bridge or "bond" in before:
             return False
-        port, iface = self.wanted(args)
-        return _holds(before["port"], *port) and _holds(before["interface"], *iface)
+        port, iface, keys = self.wanted(args)
+        return _holds(before["port"], port, {}) and _holds(before["interface"], iface, keys)
 
     def changes(self, args: OvsPortArgs, before: State, tags: dict[str, str]) -> list[Op]:
-        (port, _), (iface, keys) = self.wanted(args)
+        port, iface, keys = self.wanted(args)
         if not before["exists"]:
             if iface.get("type") == "system":
                 del iface["type"]  # what add-port makes anyway
-            return [AddPort(args.bridge, args.name,
-                            {**port, "external_ids": tags},
-                            _set({**iface, **keys,
-                                  "external_ids": {**args.external_ids, **tags}}))]
+            return [AddPort(args.bridge, args.name, {**port, "external_ids": tags},
+                            _set({**iface, **keys}))]
         if before["bridge"] != args.bridge:
             raise ActionError(f"port {args.name} is on bridge {before['bridge']}, not "
                               f"{args.bridge}: remove it from there first (ovs.port.absent)")
@@ -474,7 +485,7 @@ class PortPresent(OvsAction):
             return [DelPort(now["bridge"], args.name)] if created else []
         if not now["exists"]:
             return []
-        (port, _), (iface, keys) = self.wanted(args)
+        port, iface, keys = self.wanted(args)
         return (_put_back("Port", args.name, before["port"], port, {})
                 + _put_back("Interface", args.name, before["interface"], iface, keys))
 
@@ -524,10 +535,11 @@ class OvsSet(OvsAction):
 
     def observe_many(self, ctx: Context, args: Sequence[OvsSetArgs]) -> list[State]:
         client = self.client(ctx)
-        return [self.found(*client.get(ctx, a.table, a.record, a.column_name), a) for a in args]
+        return [{**self.state_of(a, *client.get(ctx, a.table, a.record, a.column_name)),
+                 **_where(client)} for a in args]
 
     @staticmethod
-    def found(found: bool, value: Any, args: OvsSetArgs) -> State:
+    def state_of(args: OvsSetArgs, found: bool, value: Any) -> State:
         if not found:
             return {"found": False}
         if args.key is None:
