@@ -238,12 +238,21 @@ table = "Open_vSwitch"
 record = "."
 column = "external_ids:system-id"
 value = "host-1"
+
+[[steps]]
+id = "note"
+action = "ovs.set"
+table = "Port"
+record = "gre0"
+column = "external_ids:note"
+value = 'a "quoted" note, with {braces}=signs'
 ''')
     assert after["Interface"]["gre0"]["options"] == {"remote_ip": "10.99.0.5", "key": "42"}
     assert after["Port"]["gre0"]["tag"] == 7
     assert after["Bridge"]["br0"]["protocols"] == ["OpenFlow10", "OpenFlow13"]
     assert after["Bridge"]["br0"]["stp_enable"] is True
     assert after["Open_vSwitch"]["external_ids"]["system-id"] == "host-1"
+    assert after["Port"]["gre0"]["external_ids"]["note"] == 'a "quoted" note, with {braces}=signs'
 
 
 def test_for_each_ports_are_one_invocation_or_transaction(lab: Lab) -> None:
