@@ -7,11 +7,12 @@ undo).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field
 
-from runflow.core.actions import Action, Args, Context, State
+from runflow.core.actions import Action, Args, Context, ShellStep, State, sh
 from runflow.core.fields import Argv
 from runflow.core.hookspecs import hookimpl
 
@@ -52,8 +53,9 @@ class ShellRun(Action):
     def describe_undo(self, args: ShellRunArgs, before: State | None = None) -> list[list[str]]:
         return [list(args.undo)] if args.undo else []
 
-    def describe_check(self, args: ShellRunArgs) -> list[str] | None:
-        return list(args.check) if args.check else None
+    def shell(self, args: ShellRunArgs, var: Callable[[str], str]) -> ShellStep:
+        return ShellStep(check=sh(*args.check) if args.check else None, apply=(sh(*args.cmd),),
+                         undo=(sh(*args.undo),) if args.undo else ())
 
 
 @hookimpl

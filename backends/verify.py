@@ -9,11 +9,12 @@ to restore.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field
 
-from runflow.core.actions import Action, Args, Context, State
+from runflow.core.actions import Action, Args, Context, ShellStep, State, sh
 from runflow.core.errors import ActionError
 from runflow.core.fields import Argv, IPAddress, Name
 from runflow.core.hookspecs import hookimpl
@@ -49,6 +50,10 @@ class Verification(Action):
 
     def undo(self, ctx: Context, args: Any, before: State) -> None:
         """A verification changes nothing."""
+
+    def shell(self, args: Any, var: Callable[[str], str]) -> ShellStep:
+        (argv,) = self.describe(args)
+        return ShellStep(check=sh(*argv), apply=(sh("retry", int(args.timeout + 0.999), *argv),))
 
 
 class VerifyCommandArgs(Args):

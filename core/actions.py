@@ -18,6 +18,7 @@ undo stay per instance.
 from __future__ import annotations
 
 import difflib
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -122,10 +123,40 @@ class Action:
         """The commands undo would run."""
         return []
 
+    def shell(self, args: Any, var: Callable[[str], str]) -> ShellStep | None:
+        """This step as POSIX shell for `runflow export`, or None when it has no shell form
+        (export then refuses the workflow, naming the step). `var(name)` gives a shell
+        variable name of this step's own, for what `save` captures and `undo` needs."""
+        return None
+
     @classmethod
     def batches(cls) -> bool:
         """True when the backend serves for_each instances together (overrides apply_many)."""
         return cls.apply_many is not Action.apply_many
+
+
+@dataclass(frozen=True)
+class ShellStep:
+    """A step as shell text, for `runflow export`. Every value in it must go through
+    `sh()` (shlex quoting), so that nothing from a workflow can become shell syntax.
+
+    check  a condition that holds (exit 0) when the desired state already does; None: always
+           apply. It only reads.
+    save   lines that capture, into the variables named in `saved`, what undo will need
+    apply  lines that make the desired state hold
+    undo   lines that restore what `save` captured
+    """
+
+    check: str | None = None
+    save: tuple[str, ...] = ()
+    saved: tuple[str, ...] = ()
+    apply: tuple[str, ...] = ()
+    undo: tuple[str, ...] = ()
+
+
+def sh(*argv: Any) -> str:
+    """One shell command line from argv, every word quoted."""
+    return shlex.join(str(a) for a in argv)
 
 
 RegisterActions = Callable[[type[Action]], None]

@@ -231,6 +231,37 @@ def validate(workflows, as_json, **selection) -> None:
 
 
 @cli.command()
+@click.argument("workflow", type=click.Path(dir_okay=False))
+@selection_options
+@click.option("--format", "fmt", type=click.Choice(["sh"]), default="sh", show_default=True,
+              help="The script language (POSIX sh).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the script here (mode 0755) instead of to standard output.")
+@handles_errors
+def export(workflow, fmt, output, **selection) -> None:
+    """Write WORKFLOW as a standalone POSIX sh script for one host (default target centos6):
+    checks, the commands, a journal, and a trap that undoes the applied steps on failure.
+    For hosts without Python 3. The script takes --dry-run and --rollback."""
+    import os
+
+    from .export import script
+    from .session import plan_workflow
+
+    if selection["target"] == "auto":  # API backends have no shell form
+        selection["target"] = "centos6"
+    options = _options(**selection)
+    plugins = _plugins(options)
+    text = script(plugins, plan_workflow(workflow, options, plugins, probe=False))
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    with open(output, "w") as f:
+        f.write(text)
+    os.chmod(output, 0o755)
+    click.echo(f"runflow: wrote {output}", err=True)
+
+
+@cli.command()
 @selection_options
 @click.option("--json", "as_json", is_flag=True, help="Print the listing as JSON.")
 @handles_errors

@@ -1,0 +1,198 @@
+"""`runflow export`: one host's plan as a standalone POSIX sh script, for hosts that cannot run
+runflow (CentOS 6 has Python 2.6).
+
+The script keeps runflow's promises with shell alone:
+- each step is checked first and skipped when its desired state holds;
+- before a step changes anything, what its undo needs is saved and journaled (a file beside
+  the script's name under /var/lib/runflow, or $RUNFLOW_JOURNAL), then the step is marked as
+  ours; a step that is ours is undone on rollback;
+- any failure or signal runs the undo of every step that is ours, newest first (exit 1; 3 if
+  an undo failed), unless RUNFLOW_NO_ROLLBACK=1 (exit 3, the journal stays);
+- run again, it continues: steps that hold are skipped (and stay ours), the rest applied;
+- `--rollback` undoes a finished run; `--dry-run` prints what would run and changes nothing.
+
+Every value comes from the backends through `sh()` quoting, so nothing from a workflow, a var
+or an inventory can become shell syntax. An action without a shell form stops the export with
+an error naming the step: never a silent gap.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from .actions import ShellStep, sh
+from .errors import InputError
+from .plan import Plan
+from .plugins import Plugins
+
+PREAMBLE = r'''set -eu
+
+journal=${RUNFLOW_JOURNAL:-/var/lib/runflow/%(journal)s}
+mode=run
+case "${1:-}" in
+    --dry-run) mode=dry-run ;;
+    --rollback) mode=rollback ;;
+    "") ;;
+    *) echo "usage: $0 [--dry-run | --rollback]" >&2; exit 2 ;;
+esac
+
+ours=" "
+ours() { ours="$ours$1 "; }
+is_ours() { case "$ours" in *" $1 "*) return 0 ;; esac; return 1; }
+say() { printf '%%s\n' "$*"; }
+
+# Keep what a step's undo needs, and that the step is ours, before it changes anything.
+journal_step() {
+    step=$1; shift
+    mkdir -p "$(dirname "$journal")"
+    for name in "$@"; do
+        value=""
+        eval "value=\${$name}"
+        printf "%%s='%%s'\n" "$name" "$(printf '%%s' "$value" | sed "s/'/'\\\\''/g")" >>"$journal"
+    done
+    printf 'ours %%s\n' "$step" >>"$journal"
+    ours "$step"
+}
+
+# Retry a command until it succeeds or $1 seconds have passed (verifications).
+retry() {
+    deadline=$(( $(date +%%s) + $1 )); shift
+    until "$@"; do
+        [ "$(date +%%s)" -lt "$deadline" ] || return 1
+        sleep 1
+    done
+}
+
+if [ -f "$journal" ]; then
+    # shellcheck disable=SC1090
+    . "$journal"
+fi
+'''
+
+ROLLBACK = r'''
+steps_newest_first="%(reversed)s"
+
+rollback() {
+    failed=0
+    for step in $steps_newest_first; do
+        if is_ours "$step"; then
+            say "== undo $step"
+            if ! ( set -e; "${step}_undo" ); then
+                say "!! undo of $step failed"
+                failed=1
+            fi
+        fi
+    done
+    if [ "$failed" = 0 ]; then
+        rm -f "$journal"
+        return 0
+    fi
+    return 1
+}
+
+on_exit() {
+    status=$?
+    trap - EXIT INT TERM
+    if [ "$status" != 0 ] && [ "$mode" = run ]; then
+        if [ "${RUNFLOW_NO_ROLLBACK:-0}" = 1 ]; then
+            say "!! failed; the applied steps stay (journal: $journal)"
+            exit 3
+        fi
+        say "!! failed; rolling back"
+        if rollback; then exit 1; fi
+        say "!! rollback failed; see $journal"
+        exit 3
+    fi
+    exit "$status"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [ "$mode" = rollback ]; then
+    rollback || exit 3
+    exit 0
+fi
+'''
+
+
+def script(plugins: Plugins, plan: Plan) -> str:
+    """The script for the plan's only host."""
+    if len(plan.hosts) != 1:
+        raise InputError("export writes one host's script: choose it with --host",
+                         field="--host")
+    host = plan.hosts[0]
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{plan.workflow.name}-{host.name}")
+    parts = [
+        "#!/bin/sh",
+        f"# {plan.workflow.name}: {plan.workflow.description}".rstrip(": "),
+        f"# Exported by runflow from {plan.workflow.path} (sha256 {plan.workflow.sha256[:12]}),",
+        f"# target {plan.target}, host {host.name}. Usage: sh THIS [--dry-run | --rollback]",
+        PREAMBLE % {"journal": f"{name}.journal"},
+    ]
+    registry = plugins.registry
+    names = []
+    for number, inst in enumerate(plan.instances[host.name], 1):
+        step = f"s{number}"
+        if inst.skip_reason:
+            parts.append(f"# {inst.key}: skipped ({inst.skip_reason})")
+            continue
+        impl = registry.implementations(inst.action)[inst.backend].impl()
+        form = impl.shell(inst.args, lambda var, step=step: f"{step}_{var}")
+        if form is None:
+            raise plan.workflow.error(
+                f"{inst.action} (backend {inst.backend}) has no shell form, so this workflow "
+                "cannot be exported; run it with runflow, or pick a backend that has one",
+                step=inst.step_index, field="action")
+        names.append(step)
+        parts.append(_step(step, inst.key, inst.action, form))
+    parts.append(ROLLBACK % {"reversed": " ".join(reversed(names))})
+    parts.append("\n".join(f"{step}_run" for step in names) or ":")
+    parts.append('say "== done"\n')
+    return "\n".join(parts)
+
+
+def _lines(lines: Iterable[str]) -> str:
+    body = "\n".join(f"    {line}" for line in lines)
+    return body or "    :"
+
+
+def _step(step: str, key: str, action: str, form: ShellStep) -> str:
+    title = sh(f"== {key} ({action})")
+    check = form.check or "false"
+    listing = "\n".join(form.apply) or ":"
+    saved = " ".join(form.saved)
+    return f'''
+# --- {key} ({action})
+{step}_check() {{
+    {check}
+}}
+{step}_save() {{
+{_lines(form.save)}
+}}
+{step}_apply() {{
+{_lines(form.apply)}
+}}
+{step}_undo() {{
+{_lines(form.undo)}
+}}
+{step}_run() {{
+    say {title}
+    if {step}_check >/dev/null 2>&1; then
+        say "   already so"
+        return 0
+    fi
+    if [ "$mode" = dry-run ]; then
+        say "   would run:"
+        cat <<'RUNFLOW_{step.upper()}'
+{listing}
+RUNFLOW_{step.upper()}
+        return 0
+    fi
+    if ! is_ours {step}; then
+        {step}_save
+        journal_step {step} {saved}
+    fi
+    {step}_apply
+}}'''
