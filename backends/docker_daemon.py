@@ -20,9 +20,10 @@ import os
 import re
 import shlex
 import shutil
+from collections.abc import Callable
 from typing import Any, ClassVar
 
-from runflow.core.actions import Action, Context, State
+from runflow.core.actions import Action, Context, ShellStep, State, sh
 from runflow.core.errors import ActionError
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
@@ -250,8 +251,9 @@ class Sysconfig(DaemonConfig):
 
     def render(self, text: str, settings: dict[str, Any]) -> str:
         current, rest = self._walk(self._args(text))
-        for key in settings:
+        for key in settings:  # set flags go last, in order, as the exported sed script does
             current.pop(EXCLUSIVE.get(key, ""), None)
+            current.pop(key, None)
         current.update(settings)
         flags = []
         for key, value in current.items():
@@ -261,6 +263,45 @@ class Sysconfig(DaemonConfig):
         if self.LINE.search(text):
             return self.LINE.sub(lambda _: line, text, count=1)
         return text + ("" if not text or text.endswith("\n") else "\n") + line + "\n"
+
+
+    def shell(self, host: Host, args: DockerDaemonArgs, var: Callable[[str], str]
+              ) -> ShellStep:
+        """The other_args line edited with GNU sed (CentOS 6 has 4.2): the given flags
+        replace their old values, other flags stay; undo puts the saved copy back."""
+        path = args.config or host.settings.get(self.inventory_key) or self.default_path
+        settings = wanted(args)
+        line = r"^[[:space:]]*other_args="
+        edits, holds = [], []
+        for key, value in settings.items():
+            flag = self.FLAGS[key][-1]
+            word = f"{flag}={str(value).lower() if key == 'iptables' else value}"
+            for old in (key, EXCLUSIVE.get(key)):
+                if old:
+                    alternatives = "|".join(self.FLAGS[old])
+                    edits.append(rf'/{line}/ s#[[:space:]]*({alternatives})[= ][^[:space:]"]*##g')
+            edits.append(rf'/{line}/ s#"[[:space:]]*$# {word}"#')
+            holds.append(sh("grep", "-Eq", rf'{line}.*[" ]{word}([" ]|$)', path))
+            if EXCLUSIVE.get(key):
+                other = "|".join(self.FLAGS[EXCLUSIVE[key]])
+                holds.append("! " + sh("grep", "-Eq", rf'{line}.*[" ]({other})[= ]', path))
+        restart = (sh(*service_argv(host, self.service_backend, "restart", args.restart)),) \
+            if args.restart else ()
+        backup, existed = var("backup"), var("existed")
+        return ShellStep(
+            check=" && ".join(holds),
+            save=(f'{backup}=$(mktemp "${{TMPDIR:-/tmp}}/runflow-docker.XXXXXX")',
+                  f"if [ -e {sh(path)} ]; then cp -p {sh(path)} \"${backup}\"; {existed}=1; "
+                  f"else {existed}=0; fi"),
+            saved=(backup, existed),
+            apply=(f"mkdir -p {sh(os.path.dirname(path) or '.')}",
+                   f"grep -q {sh(line)} {sh(path)} 2>/dev/null || "
+                   f"printf 'other_args=\"\"\\n' >>{sh(path)}",
+                   sh("sed", "-r", "-i", *[a for e in edits for a in ("-e", e)], path),
+                   *restart),
+            undo=(f'if [ "${existed}" = 1 ]; then cp -p "${backup}" {sh(path)}; '
+                  f"else rm -f {sh(path)}; fi",
+                  f'rm -f "${backup}"', *restart))
 
 
 @hookimpl

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from typing import Any, ClassVar
 
-from runflow.core.actions import Action, Context, State
+from runflow.core.actions import Action, Context, ShellStep, State, sh
 from runflow.core.errors import ActionError
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
@@ -152,6 +153,10 @@ class ServiceRestart(ServiceAction):
             return [before["argv"]["restart"]]
         return [self.manager.argv("restart", args.name)]
 
+    def shell(self, host: Host, args: ServiceRestartArgs, var: Callable[[str], str]
+              ) -> ShellStep:
+        return ShellStep(apply=(sh(*service_argv(host, self.backend, "restart", args.name)),))
+
 
 class ServicePresent(ServiceAction):
     name = "service.present"
@@ -177,6 +182,21 @@ class ServicePresent(ServiceAction):
                  ) -> list[list[str]]:
         verb = "start" if args.state == "running" else "stop"
         return [before["argv"][verb] if before else self.manager.argv(verb, args.name)]
+
+    def shell(self, host: Host, args: ServicePresentArgs, var: Callable[[str], str]
+              ) -> ShellStep:
+        def argv(verb: str) -> str:
+            return sh(*service_argv(host, self.backend, verb, args.name))
+
+        running = var("running")
+        holds = argv("status") if args.state == "running" else f"! {argv('status')}"
+        return ShellStep(
+            check=holds,
+            save=(f"if {argv('status')} >/dev/null 2>&1; then {running}=1; "
+                  f"else {running}=0; fi",),
+            saved=(running,),
+            apply=(argv("start" if args.state == "running" else "stop"),),
+            undo=(f'if [ "${running}" = 1 ]; then {argv("start")}; else {argv("stop")}; fi',))
 
 
 def _implementations() -> list[type[Action]]:

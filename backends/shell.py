@@ -15,6 +15,7 @@ from pydantic import Field
 from runflow.core.actions import Action, Args, Context, ShellStep, State, sh
 from runflow.core.fields import Argv
 from runflow.core.hookspecs import hookimpl
+from runflow.core.hosts import Host
 
 
 class ShellRunArgs(Args):
@@ -53,7 +54,7 @@ class ShellRun(Action):
     def describe_undo(self, args: ShellRunArgs, before: State | None = None) -> list[list[str]]:
         return [list(args.undo)] if args.undo else []
 
-    def shell(self, args: ShellRunArgs, var: Callable[[str], str]) -> ShellStep:
+    def shell(self, host: Host, args: ShellRunArgs, var: Callable[[str], str]) -> ShellStep:
         return ShellStep(check=sh(*args.check) if args.check else None, apply=(sh(*args.cmd),),
                          undo=(sh(*args.undo),) if args.undo else ())
 

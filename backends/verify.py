@@ -18,6 +18,7 @@ from runflow.core.actions import Action, Args, Context, ShellStep, State, sh
 from runflow.core.errors import ActionError
 from runflow.core.fields import Argv, IPAddress, Name
 from runflow.core.hookspecs import hookimpl
+from runflow.core.hosts import Host
 
 
 class Verification(Action):
@@ -51,7 +52,7 @@ class Verification(Action):
     def undo(self, ctx: Context, args: Any, before: State) -> None:
         """A verification changes nothing."""
 
-    def shell(self, args: Any, var: Callable[[str], str]) -> ShellStep:
+    def shell(self, host: Host, args: Any, var: Callable[[str], str]) -> ShellStep:
         (argv,) = self.describe(args)
         return ShellStep(check=sh(*argv), apply=(sh("retry", int(args.timeout + 0.999), *argv),))
 

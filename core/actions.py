@@ -123,10 +123,10 @@ class Action:
         """The commands undo would run."""
         return []
 
-    def shell(self, args: Any, var: Callable[[str], str]) -> ShellStep | None:
-        """This step as POSIX shell for `runflow export`, or None when it has no shell form
-        (export then refuses the workflow, naming the step). `var(name)` gives a shell
-        variable name of this step's own, for what `save` captures and `undo` needs."""
+    def shell(self, host: Host, args: Any, var: Callable[[str], str]) -> ShellStep | None:
+        """This step as POSIX shell for `runflow export` on host, or None when it has no
+        shell form (export then refuses the workflow, naming the step). `var(name)` gives a
+        shell variable name of this step's own, for what `save` captures and `undo` needs."""
         return None
 
     @classmethod

@@ -139,7 +139,7 @@ def script(plugins: Plugins, plan: Plan) -> str:
             parts.append(f"# {inst.key}: skipped ({inst.skip_reason})")
             continue
         impl = registry.implementations(inst.action)[inst.backend].impl()
-        form = impl.shell(inst.args, lambda var, step=step: f"{step}_{var}")
+        form = impl.shell(host, inst.args, lambda var, step=step: f"{step}_{var}")
         if form is None:
             raise plan.workflow.error(
                 f"{inst.action} (backend {inst.backend}) has no shell form, so this workflow "
