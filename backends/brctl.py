@@ -96,8 +96,8 @@ BRIDGE_ACTIONS = (BridgePresent, BridgeAbsent, BridgePort)
 
 
 def _unusable(host: Host) -> str | None:
-    # `ip link set BR down` comes before `brctl delbr`
-    return tools_missing("brctl", "ip")
+    # `ip link set BR down` comes before `brctl delbr`; xargs starts a batch's brctl commands
+    return tools_missing("brctl", "ip", "xargs")
 
 
 @hookimpl

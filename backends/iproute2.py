@@ -820,11 +820,20 @@ def _fed(ctx: Context, argv: list[str], group: list[list[str]]) -> None:
     """Run argv with the commands of group (without their program name) on stdin, one per
     line, and journal it as a here-document."""
     # Names and addresses are validated (no blanks, quotes or backslashes): safe as words.
-    lines = "".join(" ".join(command[1:]) + "\n" for command in group)
+    lines = [" ".join(command[1:]) for command in group]
     try:
-        ctx.run(argv, input=lines)
+        ctx.run(argv, input="".join(line + "\n" for line in lines))
     finally:
-        ctx.commands[-1] += f" <<EOF\n{lines}EOF"
+        ctx.commands[-1] += " <<EOF\n" + "\n".join(abridged(lines)) + "\nEOF"
+
+
+def abridged(lines: list[str], keep: int = 8) -> list[str]:
+    """The lines of a batch as the journal keeps them. Every instance of a for_each step
+    journals the commands of the whole batch, so a long batch is shortened: otherwise a
+    batch of N would put N x N lines in the journal."""
+    if len(lines) <= keep:
+        return lines
+    return [*lines[:keep - 2], f"... {len(lines) - keep + 1} more ...", lines[-1]]
 
 
 def _runs(commands: list[list[str]]) -> Iterator[list[list[str]]]:

@@ -1,12 +1,13 @@
 """Links, bridges, addresses, veth pairs, namespaces and routes over netlink with pyroute2
 (backend `netlink`, target modern).
 
-The actions and the records they observe are iproute2.py's; this module reads addresses and
-routes with pyroute2 dumps and carries out the Changes as rtnetlink requests. The requests are
-encoded with pyroute2's message classes and written down one socket in one go — a whole
-for_each batch in a few system calls — and the kernel acknowledges each one in order; an
-error names the change that failed and the kernel's reason. `describe` shows today's `ip`
-command for each change.
+The actions are iproute2.py's and brctl.py's, the records and changes linux_args.py's, and
+links are read from /sys as there. This module reads addresses and routes with pyroute2 dumps
+(one IPRoute per run and host) and carries out the changes as rtnetlink requests: encoded with
+pyroute2's message classes and written down one socket in one go — a whole for_each batch in
+a few system calls — the kernel acknowledging each one in order; an error names the change
+that failed and the kernel's reason. `describe` shows the `ip` command equivalent to each
+request.
 
 The engine runs a netns host's steps in a thread inside the namespace, so the sockets opened
 here (one dump socket and one request socket per run and host) belong to it.
@@ -28,7 +29,7 @@ from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
 from .brctl import BRIDGE_ACTIONS
-from .iproute2 import LINK_ACTIONS, Linux, backend_actions, in_netns, render
+from .iproute2 import LINK_ACTIONS, Linux, abridged, backend_actions, in_netns, render
 from .linux_args import (PROTOCOLS, SCOPES, AddAddr, AddBridge, AddVeth, Change, DelAddr,
                          DelLink, DelRoute, Enslave, MoveLink, Netns, Record, Release,
                          RenameLink, ReplaceRoute, SetLink)
@@ -43,7 +44,10 @@ RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE =
     16, 17, 20, 21, 24, 25
 IFF_UP = 0x1
 RT_TABLE_MAIN, RTN_UNICAST, RT_SCOPE_NOWHERE = 254, 1, 255
-CHUNK = 32 * 1024  # bytes of requests per send: their acks fit the default receive buffer
+# Requests per send. Each acknowledgement takes about 1 KiB of the receive buffer (212 KiB by
+# default): a few hundred at once overflow it, and the kernel drops the rest (ENOBUFS).
+CHUNK = 64
+ANSWER_TIMEOUT = 60.0  # seconds without an acknowledgement: the socket is given up
 
 _SCOPE_NUMBERS = {v: k for k, v in SCOPES.items()}
 _PROTOCOL_NUMBERS = {v: k for k, v in PROTOCOLS.items()}
@@ -60,6 +64,7 @@ class Requests:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)  # acks without our request
         self.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)  # and with the kernel's reason
+        self.sock.settimeout(ANSWER_TIMEOUT)
         self.sock.bind((0, 0))
         self.seq = 0
 
@@ -68,10 +73,17 @@ class Requests:
 
     def send(self, requests: Sequence[tuple[Any, str]]) -> None:
         """Send (message, what) pairs in order; raise for the first one the kernel refused.
-        The kernel goes on with the others of a chunk, as the engine expects of a batch."""
+        The kernel goes on with the others, as the engine expects of a batch. An OSError
+        (no answer, a full buffer) leaves the socket unusable."""
+        failures = [self._exchange(requests[i:i + CHUNK])
+                    for i in range(0, len(requests), CHUNK)]
+        failure = next((f for f in failures if f), None)
+        if failure:
+            raise ActionError(failure)
+
+    def _exchange(self, requests: Sequence[tuple[Any, str]]) -> str | None:
         pending: dict[int, str] = {}
         data = bytearray()
-        failure: str | None = None
         for msg, what in requests:
             self.seq += 1
             msg["header"]["sequence_number"] = self.seq
@@ -79,22 +91,14 @@ class Requests:
             msg.encode()
             data += msg.data
             pending[self.seq] = what
-            if len(data) >= CHUNK:
-                failure = failure or self._flush(data, pending)
-                data = bytearray()
-        if data:
-            failure = failure or self._flush(data, pending)
-        if failure:
-            raise ActionError(failure)
-
-    def _flush(self, data: bytes, pending: dict[int, str]) -> str | None:
         self.sock.send(data)
         failure = None
         while pending:
             for seq, code, reason in _acks(self.sock.recv(1 << 20)):
                 what = pending.pop(seq, None)
                 if what is not None and code and failure is None:
-                    failure = f"{what}: {os.strerror(-code)}" + (f" ({reason})" if reason else "")
+                    failure = f"netlink request ({what}) refused: {os.strerror(-code)}" + \
+                        (f" ({reason})" if reason else "")
         return failure
 
 
@@ -161,7 +165,10 @@ class Netlink(Linux):
         for msg in msgs:
             index = msg["index"]
             if index not in names:
-                names[index] = socket.if_indextoname(index)
+                try:
+                    names[index] = socket.if_indextoname(index)
+                except OSError:  # deleted since the dump
+                    continue
             local = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
             label = msg.get_attr("IFA_LABEL")
             result.setdefault(names[index], []).append({
@@ -184,8 +191,12 @@ class Netlink(Linux):
             if to is not None and route_to != to:
                 continue
             oif = msg.get_attr("RTA_OIF")
+            try:
+                dev = socket.if_indextoname(oif) if oif else None
+            except OSError:  # deleted since the dump
+                continue
             routes.append({"family": fam, "to": route_to, "via": msg.get_attr("RTA_GATEWAY"),
-                           "dev": socket.if_indextoname(oif) if oif else None,
+                           "dev": dev,
                            "metric": msg.get_attr("RTA_PRIORITY"),
                            "proto": PROTOCOLS.get(msg["proto"], str(msg["proto"])),
                            "scope": SCOPES.get(msg["scope"], str(msg["scope"])),
@@ -198,34 +209,44 @@ class Netlink(Linux):
         """Send the changes' requests; those that must run in another namespace, or name a
         link an earlier request creates, wait for the requests before them."""
         batch: list[tuple[Any, str]] = []
-        with ExitStack() as files:
-            for change in changes:
-                what = " ".join(render(change, centos6=False, host=ctx.host)[-1])
-                ctx.commands.append(f"netlink: {what}")
-                inside = getattr(change, "inside", None)
-                if inside is not None:
-                    self._send(None, batch)
-                    self._send(inside, [(self._message(change, files, ctx, inside), what)])
-                    continue
-                try:
-                    msg = self._message(change, files, ctx, None)
-                except Unresolved:
-                    self._send(None, batch)  # the link may be created by a request in it
+        sent: list[str] = []
+        try:
+            with ExitStack() as files:
+                for change in changes:
+                    what = " ".join(render(change, centos6=False, host=ctx.host)[-1])
+                    sent.append(what)
+                    inside = getattr(change, "inside", None)
+                    if inside is not None:
+                        self._send(None, batch)
+                        self._send(inside, [(self._message(change, files, ctx, inside), what)])
+                        continue
                     try:
                         msg = self._message(change, files, ctx, None)
-                    except Unresolved as exc:
-                        raise ActionError(f"{what}: there is no link {exc}") from None
-                batch.append((msg, what))
-            self._send(None, batch)
+                    except Unresolved:
+                        self._send(None, batch)  # the link may be created by a request in it
+                        try:
+                            msg = self._message(change, files, ctx, None)
+                        except Unresolved as exc:
+                            raise ActionError(f"{what}: there is no link {exc}") from None
+                    batch.append((msg, what))
+                self._send(None, batch)
+        finally:
+            ctx.commands += [f"netlink: {what}" for what in abridged(sent)]
 
     def _send(self, ns: Netns | None, batch: list[tuple[Any, str]]) -> None:
-        if batch:
-            if ns not in self._requests:
-                self._requests[ns] = Requests() if ns is None else in_netns(ns, Requests)
-            try:
-                self._requests[ns].send(batch)
-            finally:
-                batch.clear()
+        if not batch:
+            return
+        if ns not in self._requests:
+            self._requests[ns] = Requests() if ns is None else in_netns(ns, Requests)
+        try:
+            self._requests[ns].send(batch)
+        except OSError as exc:
+            # Acknowledgements may be lost or still on their way: start afresh next time.
+            self._requests.pop(ns).close()
+            raise ActionError(f"netlink: {exc.strerror or exc} while sending {len(batch)} "
+                              "requests; what took effect is checked again") from None
+        finally:
+            batch.clear()
 
     def _message(self, change: Change, files: ExitStack, ctx: Context,
                  inside: Netns | None) -> Any:

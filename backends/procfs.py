@@ -57,7 +57,7 @@ class SysctlSet(Action):
         return before.get("value") == normalize(args.value)
 
     def _write(self, ctx: Context, args: SysctlArgs, value: str) -> None:
-        ctx.commands.append(ctx.host.describe(self._argv(args, value)))
+        ctx.commands.append(f"procfs: {ctx.host.describe(self._argv(args, value))}")
         try:
             with open(self.path(args), "w") as f:
                 f.write(value)
