@@ -234,6 +234,7 @@ VIEW_COLUMNS = {  # what a View is built from, table by table (besides _uuid)
     "Port": ("name", "interfaces", *PORT_COLUMNS),
     "Interface": ("name", *INTERFACE_COLUMNS, *INTERFACE_STATUS),
 }
+READ_BACK_COLUMNS = ("name", "type", "options", *INTERFACE_STATUS)  # what View.problem needs
 
 
 @dataclass

@@ -34,11 +34,11 @@ from runflow.core.errors import ActionError, CommandError
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
-from .ovs_args import (BRIDGE_COLUMNS, RUN_TAG, STEP_TAG, VIEW_COLUMNS, AddBridge, AddPort,
-                       DelBridge, DelPort, Op, OvsBridgeAbsentArgs, OvsBridgeArgs,
-                       OvsPortAbsentArgs, OvsPortArgs, OvsSetArgs, RemoveKeys, SetColumns,
-                       SetKeys, View, from_json, inserted_interfaces, is_empty, same,
-                       set_up_interfaces, setup_problem, vsctl_atom, vsctl_value)
+from .ovs_args import (BRIDGE_COLUMNS, READ_BACK_COLUMNS, RUN_TAG, STEP_TAG, VIEW_COLUMNS,
+                       AddBridge, AddPort, DelBridge, DelPort, Op, OvsBridgeAbsentArgs,
+                       OvsBridgeArgs, OvsPortAbsentArgs, OvsPortArgs, OvsSetArgs, RemoveKeys,
+                       SetColumns, SetKeys, View, from_json, inserted_interfaces, is_empty,
+                       same, set_up_interfaces, setup_problem, vsctl_atom, vsctl_value)
 
 TIMEOUT = 30  # seconds ovs-vsctl waits for ovsdb-server and ovs-vswitchd
 _SELECT_LIMIT = 8  # beyond this many ports, reading whole tables is cheaper than a select each
@@ -114,25 +114,34 @@ class VsctlClient:
         """Every bridge, and the ports and interfaces named (all of them when None)."""
         if ports is not None and len(ports) > _SELECT_LIMIT:
             ports = None
-
-        def select(table: str, where: list[Any]) -> dict[str, Any]:
-            return {"op": "select", "table": table, "where": where,
-                    "columns": ["_uuid", *VIEW_COLUMNS[table]]}
-
-        ops = [select("Bridge", [])]
+        selects = [("Bridge", None, VIEW_COLUMNS["Bridge"])]
         for table in ("Port", "Interface"):
-            ops += ([select(table, [])] if ports is None
-                    else [select(table, [["name", "==", n]]) for n in ports])
+            selects += ([(table, None, VIEW_COLUMNS[table])] if ports is None
+                        else [(table, n, VIEW_COLUMNS[table]) for n in ports])
+        tables = self._select(ctx, selects)
+        n = 1 if ports is None else len(ports)
+        return View.from_rows(tables[0], sum(tables[1:1 + n], []), sum(tables[1 + n:], []))
+
+    def problems(self, ctx: Context, names: Sequence[str]) -> dict[str, str]:
+        """What ovs-vswitchd could not set up among these interfaces (read back)."""
+        rows = self._select(ctx, [("Interface", n, READ_BACK_COLUMNS) for n in names])
+        view = View.from_rows([], [], sum(rows, []))
+        return {n: p for n in names if (p := view.problem(n))}
+
+    def _select(self, ctx: Context, selects: Sequence[tuple[str, str | None, Sequence[str]]]
+                ) -> list[list[dict[str, Any]]]:
+        """Rows of (table, name or None for all, columns), in one `ovsdb-client transact`."""
+        ops = [{"op": "select", "table": table, "columns": ["_uuid", *columns],
+                "where": [] if name is None else [["name", "==", name]]}
+               for table, name, columns in selects]
         argv = ["ovsdb-client", "transact", *([self.db] if self.db else []),
                 json.dumps(["Open_vSwitch", *ops])]
         results = json.loads(ctx.run(argv, timeout=TIMEOUT).stdout)
         failed = [r["error"] for r in results if "error" in r]
         if failed:
             raise ActionError(f"reading OVSDB failed: {failed[0]}")
-        tables = [[{c: from_json(v) for c, v in row.items()} for row in r["rows"]]
-                  for r in results]
-        n = 1 if ports is None else len(ports)
-        return View.from_rows(tables[0], sum(tables[1:1 + n], []), sum(tables[1 + n:], []))
+        return [[{c: from_json(v) for c, v in row.items()} for row in r["rows"]]
+                for r in results]
 
     def get(self, ctx: Context, table: str, record: str, column: str) -> tuple[bool, Any]:
         """(found, value) of one column of one record."""
@@ -158,8 +167,7 @@ class VsctlClient:
         reported = inserted_interfaces(ops) if self._reports(ctx) else set()
         rest = [n for n in set_up_interfaces(ops) if n not in reported and n not in problems]
         if rest:
-            view = self.view(ctx, rest)
-            problems.update({n: p for n in rest if (p := view.problem(n))})
+            problems.update(self.problems(ctx, rest))
         return problems
 
     def _reports(self, ctx: Context) -> bool:

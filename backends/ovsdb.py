@@ -28,8 +28,9 @@ from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
 from . import ovs_vsctl
-from .ovs_args import (AddBridge, AddPort, DelBridge, DelPort, Op, RemoveKeys, SetColumns,
-                       SetKeys, View, VIEW_COLUMNS, normal, set_up_interfaces, text)
+from .ovs_args import (READ_BACK_COLUMNS, VIEW_COLUMNS, AddBridge, AddPort, DelBridge, DelPort,
+                       Op, RemoveKeys, SetColumns, SetKeys, View, normal, set_up_interfaces,
+                       text)
 
 DEFAULT_ENDPOINT = "unix:/var/run/openvswitch/db.sock"
 TIMEOUT = 30  # seconds for connecting and for a transaction (ovs-vswitchd included)
@@ -84,21 +85,31 @@ class OvsdbClient:
 
     def view(self, ctx: Context, ports: Sequence[str] | None = None) -> View:
         """Every bridge, and the ports and interfaces named (all of them when None), from the
-        replica: no round trip. Named rows are found through the name indexes: reading a
-        column of an IDL row costs a conversion, so rows nobody asked for are not read."""
+        replica: no round trip."""
+        with self.connection.lock:  # the connection thread updates the replica under it
+            return View.from_rows(*(self._rows(table, None if table == "Bridge" else ports,
+                                               VIEW_COLUMNS[table])
+                                    for table in VIEW_COLUMNS))
+
+    def problems(self, ctx: Context, names: Sequence[str]) -> dict[str, str]:
+        """What ovs-vswitchd could not set up among these interfaces (read back)."""
+        with self.connection.lock:
+            view = View.from_rows([], [], self._rows("Interface", names, READ_BACK_COLUMNS))
+        return {n: p for n in names if (p := view.problem(n))}
+
+    def _rows(self, table: str, names: Sequence[str] | None, columns: Sequence[str]
+              ) -> list[dict[str, Any]]:
+        """Rows of a table (those named, through the name index, or all), with these columns.
+        Reading a column of an IDL row costs a conversion: only what is asked for is read."""
         from ovsdbapp.backend.ovs_idl import idlutils
 
         idl = self.api.idl
-        with self.connection.lock:  # the connection thread updates the replica under it
-            rows = {"Bridge": list(idl.tables["Bridge"].rows.values())}
-            for table in ("Port", "Interface"):
-                if ports is None:
-                    rows[table] = list(idl.tables[table].rows.values())
-                else:
-                    found = (idlutils.row_by_value(idl, table, "name", n, None) for n in ports)
-                    rows[table] = [r for r in found if r is not None]
-            return View.from_rows(*([_row(r, VIEW_COLUMNS[t]) for r in rows[t]]
-                                    for t in VIEW_COLUMNS))
+        if names is None:
+            rows = list(idl.tables[table].rows.values())
+        else:
+            found = (idlutils.row_by_value(idl, table, "name", n, None) for n in names)
+            rows = [r for r in found if r is not None]
+        return [_row(r, columns) for r in rows]
 
     def get(self, ctx: Context, table: str, record: str, column: str) -> tuple[bool, Any]:
         from ovsdbapp.backend.ovs_idl import idlutils
@@ -130,9 +141,7 @@ class OvsdbClient:
             raise ActionError(f"OVSDB transaction on {self.endpoint} failed: {exc}") from None
         if not read_back:
             return {}
-        names = set_up_interfaces(list(ops))
-        view = self.view(ctx, names)
-        return {n: p for n in names if (p := view.problem(n))}
+        return self.problems(ctx, set_up_interfaces(list(ops)))
 
     def summary(self, ops: Sequence[Op]) -> str:
         """The transaction for the journal, as the equivalent ovs-vsctl commands (the first

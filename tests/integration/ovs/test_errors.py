@@ -64,6 +64,26 @@ options = { remote_ip = "10.99.0.2", key = "5" }
 
 
 @pytest.mark.root
+def test_a_change_that_breaks_an_interface_fails_and_is_put_back(lab: Lab) -> None:
+    lab.host.vsctl("add-br", "br0", "--", "set", "Bridge", "br0", "datapath_type=netdev",
+                   "--", "add-port", "br0", "vi0", "--", "set", "Interface", "vi0",
+                   "type=internal")
+    before = lab.host.snapshot()
+    # There is no network device vi0 for a system port to open.
+    _, events, _ = lab.run(lab.workflow('''
+[[steps]]
+id = "retype"
+action = "ovs.set"
+table = "Interface"
+record = "vi0"
+column = "type"
+value = "system"
+'''), expect=1)
+    assert "could not set up vi0: could not open network device vi0" in failure(events)
+    assert_same(before, lab.host.snapshot())
+
+
+@pytest.mark.root
 def test_a_batch_keeps_what_worked_until_rollback_and_removes_what_failed(lab: Lab) -> None:
     before = lab.host.snapshot()
     workflow = lab.workflow(BRIDGE + '''
