@@ -8,7 +8,8 @@ still cannot be found afterwards is taken out again and the step fails, asking f
 iptables-save prints it: a rule is never added twice.
 
 Options used, all in iptables 1.4.7: -t TABLE, -A CHAIN, -I CHAIN N, -D CHAIN N, -N, -X, -P;
-iptables-save -t TABLE. (-w, -C and -S are newer or unreliable there.)
+iptables-save -t TABLE. (-w, -C and -S are newer or unreliable there.) IPv4 only: the rules
+are iptables', not ip6tables'.
 """
 
 from __future__ import annotations
