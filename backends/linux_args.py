@@ -143,19 +143,23 @@ class NetnsMoveArgs(Args):
 # -- routes -------------------------------------------------------------------------------------
 
 
-def _destination(value: object) -> object:
-    return "default" if value in ("default", "0.0.0.0/0") else value
-
-
 class RouteArgs(Args):
     """A route in the main table. route.present replaces a route to the same destination and
     metric; route.absent deletes every route that matches the arguments given."""
 
-    to: Annotated[Literal["default"] | IPNetwork, BeforeValidator(_destination)]
+    to: Literal["default"] | IPNetwork
     via: IPAddress | None = None
     dev: IfName | None = None
     metric: int | None = Field(default=None, ge=0, le=4294967295)
     ipv6: bool | None = None  # only for to = "default" without via: which family
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_route(cls, data: object) -> object:
+        # 0.0.0.0/0 and ::/0 are what `ip route` calls default
+        if isinstance(data, dict) and data.get("to") in ("0.0.0.0/0", "::/0"):
+            return {**data, "to": "default", "ipv6": data["to"] == "::/0"}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> RouteArgs:

@@ -53,6 +53,8 @@ def test_good_arguments_are_normalised() -> None:
     assert SysctlArgs(name="net/ipv4/conf/eth0.1/forwarding", value="1").path_parts[3] == \
         "eth0.1"
     assert RoutePresentArgs.model_validate({"to": "0.0.0.0/0", "via": "10.0.0.1"}).to == "default"
+    six = RoutePresentArgs.model_validate({"to": "::/0", "dev": "eth0"})
+    assert (six.to, six.family) == ("default", 6)
 
 
 def test_both_backends_share_one_schema_per_action() -> None:
