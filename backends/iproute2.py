@@ -336,6 +336,30 @@ class View:
             self._routes[fam] = self.linux.routes(self.ctx, fam, None)
         return [r for r in self._routes[fam] if r["to"] == to]
 
+    def remote(self, ns: Netns, name: str) -> Record | None:
+        """A link in another namespace (None: no such namespace)."""
+        return remote_link(ns, name)
+
+
+class Unobserved(View):
+    """What describe assumes when nothing was observed (e.g. a script exported for another
+    host): no links, addresses or routes."""
+
+    def __init__(self) -> None:
+        self.ctx = None  # type: ignore[assignment]
+
+    def link(self, name: str, *, addresses: bool = False, full: bool = False) -> Record:
+        return dict(ABSENT)
+
+    def addresses(self, dev: str) -> list[Record]:
+        return []
+
+    def routes(self, fam: int, to: str) -> list[Record]:
+        return []
+
+    def remote(self, ns: Netns, name: str) -> Record | None:
+        return None
+
 
 # ---------------------------------------------------------------------------------------------
 # The actions, written once over Linux and View
@@ -347,7 +371,6 @@ class LinkAction(Action):
     actions say what to observe (`look`), when it holds (`check`), what to change."""
 
     linux: ClassVar[type[Linux]]
-    blank: ClassVar[State] = {"links": {}}  # what describe assumes when nothing was observed
 
     # -- what each action defines --
 
@@ -413,10 +436,10 @@ class LinkAction(Action):
         self.linux.of(ctx).execute(ctx, self.restore(args, before, self.observe(ctx, args)))
 
     def describe(self, args: Any, before: State | None = None) -> list[list[str]]:
-        return self.linux.describe(self.changes(args, before or self.blank))
+        return self.linux.describe(self.changes(args, before or self.look(Unobserved(), args)))
 
     def describe_undo(self, args: Any, before: State | None = None) -> list[list[str]]:
-        before = before or self.blank
+        before = before or self.look(Unobserved(), args)
         after = simulate(before, self.changes(args, before))
         return self.linux.describe(self.restore(args, before, after))
 
@@ -544,7 +567,7 @@ def _veth_state(view: View, name: str, peer: str | None, peer_netns: str | None,
     if not rec["exists"] or rec["kind"] != "veth":
         return {"links": {name: rec}}
     if peer_netns is not None and peer is not None:
-        there = remote_link(Netns(name=peer_netns), peer) or ABSENT
+        there = view.remote(Netns(name=peer_netns), peer) or ABSENT
         rec["peer"] = {"name": peer, "netns": peer_netns, "mac": there.get("mac"),
                        "mtu": there.get("mtu"), "up": there.get("up"),
                        "ok": there["exists"] and there["ifindex"] == rec["iflink"]}
@@ -632,6 +655,8 @@ class NetnsMove(LinkAction):
             return Netns(name=args.netns)
         if args.pid:
             return Netns(pid=args.pid)
+        if view.ctx is None:  # not observed: the container's process is not known
+            return None
         from .docker import inspect  # only a move into a container needs docker
 
         info = inspect(view.ctx, args.container) or {}
@@ -640,7 +665,7 @@ class NetnsMove(LinkAction):
 
     def look(self, view: View, args: NetnsMoveArgs) -> State:
         target = self._target(view, args)
-        there = remote_link(target, args.rename or args.name) if target else None
+        there = view.remote(target, args.rename or args.name) if target else None
         return {"links": {args.name: view.link(args.name, addresses=True)},
                 "target": target.to_json() if target else None,
                 "there": bool(there and there["exists"])}
@@ -661,7 +686,7 @@ class NetnsMove(LinkAction):
     def changes(self, args: NetnsMoveArgs, before: State) -> list[Change]:
         if not link_record(before, args.name)["exists"]:
             return []
-        target = Netns(**(before.get("target") or {"name": args.netns, "pid": args.pid}))
+        target = Netns(**(before["target"] or {"name": args.netns, "pid": args.pid}))
         changes: list[Change] = [MoveLink(args.name, target)]
         if args.rename and args.rename != args.name:
             changes.append(RenameLink(args.name, args.rename, inside=target))
@@ -692,7 +717,6 @@ class RoutePresent(LinkAction):
     family = "link"
     Args = RoutePresentArgs
     summary = "a route in the main table (replacing one to the same destination and metric)"
-    blank = {"routes": []}
 
     def look(self, view: View, args: RoutePresentArgs) -> State:
         return _route_state(view, args)

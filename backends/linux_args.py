@@ -588,10 +588,11 @@ def simulate(state: State, changes: Sequence[Change]) -> State:
             case Release(name, _):
                 edit(name, master=None)
             case AddAddr(dev, address):
-                edit(dev, addresses=[*links[dev].get("addresses", []), {"address": address}])
+                present = links.get(dev, ABSENT).get("addresses", [])
+                edit(dev, addresses=[*present, {"address": address}])
             case DelAddr(dev, address):
-                edit(dev, addresses=[a for a in links[dev].get("addresses", [])
-                                     if a["address"] != address])
+                present = links.get(dev, ABSENT).get("addresses", [])
+                edit(dev, addresses=[a for a in present if a["address"] != address])
             case ReplaceRoute(route):
                 routes = [r for r in routes if (r["to"], r.get("metric")) !=
                           (route["to"], route.get("metric"))] + [route]
