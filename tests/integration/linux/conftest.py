@@ -90,10 +90,6 @@ class Lab:
         lines = [json.loads(line) for line in events.read_text().splitlines()]
         return lines[0]["run_id"], lines
 
-    def rollback(self, run_id: str) -> None:
-        done = self.call("rollback", "-q", run_id, expect=None)
-        assert done.returncode == 0, self.call("show", run_id).stdout
-
     def session(self) -> tuple[Session, Recorder]:
         plugins = Plugins()
         recorder = Recorder()
