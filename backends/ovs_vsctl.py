@@ -112,28 +112,37 @@ class VsctlClient:
 
     def view(self, ctx: Context, ports: Sequence[str] | None = None) -> View:
         """Every bridge, and the ports and interfaces named (all of them when None)."""
-        if ports is not None and len(ports) > _SELECT_LIMIT:
-            ports = None
-        selects = [("Bridge", None, VIEW_COLUMNS["Bridge"])]
-        for table in ("Port", "Interface"):
-            selects += ([(table, None, VIEW_COLUMNS[table])] if ports is None
-                        else [(table, n, VIEW_COLUMNS[table]) for n in ports])
-        tables = self._select(ctx, selects)
-        n = 1 if ports is None else len(ports)
-        return View.from_rows(tables[0], sum(tables[1:1 + n], []), sum(tables[1 + n:], []))
+        if ports is None or len(ports) > _SELECT_LIMIT:
+            return View.from_rows(*self._select(ctx, [(t, [], c) for t, c in VIEW_COLUMNS.items()]))
+        # A bridge's list of ports can be long (500 UUIDs are most of what a step would read):
+        # read the bridges without it, then ask which bridge holds each port that exists.
+        bridge_columns = [c for c in VIEW_COLUMNS["Bridge"] if c != "ports"]
+        tables = self._select(ctx, [("Bridge", [], bridge_columns),
+                                    *(("Port", _named(n), VIEW_COLUMNS["Port"]) for n in ports),
+                                    *(("Interface", _named(n), VIEW_COLUMNS["Interface"])
+                                      for n in ports)])
+        bridges, found = tables[0], sum(tables[1:1 + len(ports)], [])
+        holders = self._select(ctx, [("Bridge", [["ports", "includes", ["uuid", p["_uuid"]]]],
+                                      ["name"]) for p in found]) if found else []
+        members: dict[str, list[str]] = {}
+        for port, held_by in zip(found, holders):
+            for bridge in held_by:
+                members.setdefault(bridge["name"], []).append(port["_uuid"])
+        for bridge in bridges:
+            bridge["ports"] = members.get(bridge["name"], [])
+        return View.from_rows(bridges, found, sum(tables[1 + len(ports):], []))
 
     def problems(self, ctx: Context, names: Sequence[str]) -> dict[str, str]:
         """What ovs-vswitchd could not set up among these interfaces (read back)."""
-        rows = self._select(ctx, [("Interface", n, READ_BACK_COLUMNS) for n in names])
+        rows = self._select(ctx, [("Interface", _named(n), READ_BACK_COLUMNS) for n in names])
         view = View.from_rows([], [], sum(rows, []))
         return {n: p for n in names if (p := view.problem(n))}
 
-    def _select(self, ctx: Context, selects: Sequence[tuple[str, str | None, Sequence[str]]]
+    def _select(self, ctx: Context, selects: Sequence[tuple[str, list[Any], Sequence[str]]]
                 ) -> list[list[dict[str, Any]]]:
-        """Rows of (table, name or None for all, columns), in one `ovsdb-client transact`."""
-        ops = [{"op": "select", "table": table, "columns": ["_uuid", *columns],
-                "where": [] if name is None else [["name", "==", name]]}
-               for table, name, columns in selects]
+        """Rows of (table, where, columns) in normal form, in one `ovsdb-client transact`."""
+        ops = [{"op": "select", "table": table, "where": where, "columns": ["_uuid", *columns]}
+               for table, where, columns in selects]
         argv = ["ovsdb-client", "transact", *([self.db] if self.db else []),
                 json.dumps(["Open_vSwitch", *ops])]
         results = json.loads(ctx.run(argv, timeout=TIMEOUT).stdout)
@@ -178,6 +187,10 @@ class VsctlClient:
             m = re.search(r"\(Open vSwitch\) (\d+)\.(\d+)", out)
             self._reports_new_interfaces = bool(m) and (int(m[1]), int(m[2])) >= (2, 5)
         return self._reports_new_interfaces
+
+
+def _named(name: str) -> list[Any]:
+    return [["name", "==", name]]
 
 
 # ---------------------------------------------------------------------------------------------
