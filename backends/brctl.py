@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from runflow.core.actions import State
+from runflow.core.actions import ShellStep, State
+from runflow.core.export import value_of, word
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
-from .iproute2 import (Centos6, LinkAction, View, backend_actions, bridge_problem, link_record,
-                       master_changes, tools_missing)
-from .linux_args import AddBridge, BridgeArgs, BridgePortArgs, Change, DelLink, Release
+from .iproute2 import (ALL_KEYS, Centos6, LinkAction, ShellLinux, ShellVar, View, backend_actions,
+                       bridge_problem, link_record, master_changes, shell_exists, shell_is_port,
+                       shell_master, sys_path, tools_missing)
+from .linux_args import AddBridge, BridgeArgs, BridgePortArgs, Change, DelLink, Enslave, Release
 
 
 class BridgePresent(LinkAction):
@@ -39,6 +41,16 @@ class BridgePresent(LinkAction):
     def changes(self, args: BridgeArgs, before: State) -> list[Change]:
         return [] if link_record(before, args.name)["exists"] else [AddBridge(args.name)]
 
+    def shell(self, host: Host, args: BridgeArgs, var: ShellVar) -> ShellStep:
+        out = ShellLinux(self.linux, host)
+        exists = var("exists")
+        return ShellStep(
+            check=f"[ -d {sys_path(args.name, 'bridge')} ]",
+            save=(f"if {shell_exists(args.name)}; then {exists}=1; else {exists}=0; fi",),
+            saved=(exists,), apply=tuple(out.run(AddBridge(args.name))),
+            undo=(f"if [ \"${exists}\" = 0 ] && {shell_exists(args.name)}; then "
+                  f"{out.one_line(DelLink(args.name, 'bridge'))}; fi",))
+
 
 class BridgeAbsent(LinkAction):
     name = "bridge.absent"
@@ -57,6 +69,14 @@ class BridgeAbsent(LinkAction):
 
     def changes(self, args: BridgeArgs, before: State) -> list[Change]:
         return [DelLink(args.name, "bridge")] if link_record(before, args.name)["exists"] else []
+
+    def shell(self, host: Host, args: BridgeArgs, var: ShellVar) -> ShellStep:
+        out = ShellLinux(self.linux, host)
+        save, saved = out.save_link(args.name, var, ALL_KEYS)
+        return ShellStep(
+            check=f"! {shell_exists(args.name)}", save=tuple(save), saved=tuple(saved),
+            apply=tuple(out.run(DelLink(args.name, "bridge"))),
+            undo=tuple(out.restore_link(args.name, var, ALL_KEYS, kind="bridge")))
 
 
 class BridgePort(LinkAction):
@@ -90,6 +110,23 @@ class BridgePort(LinkAction):
         if not (was["exists"] and seen["exists"]):
             return []
         return master_changes(args.name, seen["master"], was["master"])
+
+    def shell(self, host: Host, args: BridgePortArgs, var: ShellVar) -> ShellStep:
+        out = ShellLinux(self.linux, host)
+        now = var("now")
+        release = f"if [ -n \"${now}\" ]; then " \
+                  f"{out.one_line(Release(args.name, value_of(now)))}; fi"
+        if args.present:
+            holds = shell_is_port(args.bridge, args.name)
+            change = (f"if [ \"${now}\" != {word(args.bridge)} ]; then {release}; "
+                      f"{out.one_line(Enslave(args.name, args.bridge))}; fi")
+        else:
+            holds = f"! {shell_is_port(args.bridge, args.name)}"
+            change = f"if [ \"${now}\" = {word(args.bridge)} ]; then {release}; fi"
+        save, saved = out.save_link(args.name, var, ("master",))
+        return ShellStep(check=holds, save=tuple(save), saved=tuple(saved),
+                         apply=(shell_master(args.name, now), change),
+                         undo=tuple(out.restore_link(args.name, var, ("master",))))
 
 
 BRIDGE_ACTIONS = (BridgePresent, BridgeAbsent, BridgePort)

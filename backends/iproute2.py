@@ -45,8 +45,9 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from runflow.core.actions import Action, Context, State
+from runflow.core.actions import Action, Context, ShellStep, State
 from runflow.core.errors import ActionError
+from runflow.core.export import command, indent, value_of, word
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
@@ -507,6 +508,33 @@ class LinkSet(LinkAction):
                                           ("master", args.master)) if given is not None]
         return restore_link(args.name, {**seen, **{k: was[k] for k in touched}}, seen)
 
+    def shell(self, host: Host, args: LinkSetArgs, var: ShellVar) -> ShellStep:
+        out = ShellLinux(self.linux, host)
+        holds = [shell_exists(args.name)]
+        apply: list[str] = []
+        if args.mtu is not None:
+            holds.append(f"[ \"$(cat {sys_path(args.name, 'mtu')})\" = {args.mtu} ]")
+            apply += out.run(SetLink(args.name, mtu=args.mtu))
+        if args.master is not None:
+            now = value_of(var("now"))
+            holds.append(shell_is_port(args.master, args.name) if args.master else
+                         f"[ ! -e {sys_path(args.name, 'brport')} ]")
+            release = f"if [ -n \"${var('now')}\" ]; then {out.one_line(Release(args.name, now))}; fi"
+            apply.append(shell_master(args.name, var("now")))
+            apply.append(f"if [ \"${var('now')}\" != {word(args.master)} ]; then {release}; "
+                         f"{out.one_line(Enslave(args.name, args.master))}; fi"
+                         if args.master else release)
+        if args.state is not None:
+            holds.append(f"[ $(( $(cat {sys_path(args.name, 'flags')}) & 1 )) = "
+                         f"{int(args.state == 'up')} ]")
+            apply += out.run(SetLink(args.name, up=args.state == "up"))
+        touched = [key for key, given in (("mtu", args.mtu), ("master", args.master),
+                                          ("up", args.state)) if given is not None]
+        save, saved = out.save_link(args.name, var, touched)
+        return ShellStep(check=" && ".join(holds), save=tuple(save), saved=tuple(saved),
+                         apply=tuple(apply),
+                         undo=tuple(out.restore_link(args.name, var, touched)))
+
 
 class AddrPresent(LinkAction):
     name = "addr.present"
@@ -542,6 +570,28 @@ class AddrPresent(LinkAction):
         changes: list[Change] = [DelAddr(args.dev, a) for a in reversed(gone)]
         return changes + ([] if keep else [AddAddr(args.dev, args.address)])
 
+    def shell(self, host: Host, args: AddrPresentArgs, var: ShellVar) -> ShellStep:
+        out = ShellLinux(self.linux, host)
+        fam = family(args.address)
+        present = f"{address_specs(args.dev, fam)} | cut -d' ' -f1"
+        if not args.exclusive:
+            holds = f"{present} | grep -qxF -- {word(args.address)}"
+            apply = out.run(AddAddr(args.dev, args.address))
+        else:
+            # As `changes`: the others go last-first; ours stays if it is the first.
+            holds = f"[ \"$({present})\" = {word(args.address)} ]"
+            first, a = var("first"), value_of(var("a"))
+            last_first = "awk '{ l[NR] = $0 } END { for (i = NR; i > 0; i--) print l[i] }'"
+            apply = [f"{first}=$({present} | head -n 1)",
+                     f"for {var('a')} in $({present} | {last_first}); do",
+                     f"    if [ \"${var('a')}\" != {word(args.address)} ] || "
+                     f"[ \"${first}\" != {word(args.address)} ]; then "
+                     f"{out.one_line(DelAddr(args.dev, a))}; fi",
+                     "done",
+                     f"if [ \"${first}\" != {word(args.address)} ]; then "
+                     f"{out.one_line(AddAddr(args.dev, args.address))}; fi"]
+        return addresses_step(out, args.dev, fam, var, holds, apply)
+
 
 class AddrAbsent(LinkAction):
     name = "addr.absent"
@@ -558,6 +608,14 @@ class AddrAbsent(LinkAction):
     def changes(self, args: AddrAbsentArgs, before: State) -> list[Change]:
         present = [a["address"] for a in link_record(before, args.dev).get("addresses", [])]
         return [DelAddr(args.dev, args.address)] if args.address in present else []
+
+    def shell(self, host: Host, args: AddrAbsentArgs, var: ShellVar) -> ShellStep:
+        out = ShellLinux(self.linux, host)
+        fam = family(args.address)
+        holds = (f"! {{ {address_specs(args.dev, fam)} | cut -d' ' -f1 | "
+                 f"grep -qxF -- {word(args.address)}; }}")
+        return addresses_step(out, args.dev, fam, var, holds,
+                              out.run(DelAddr(args.dev, args.address)))
 
 
 def _veth_state(view: View, name: str, peer: str | None, peer_netns: str | None, *,
@@ -616,6 +674,28 @@ class VethPresent(LinkAction):
         return [DelLink(args.name, "veth")] if not link_record(before, args.name)["exists"] and \
             seen["exists"] else []
 
+    def shell(self, host: Host, args: VethPresentArgs, var: ShellVar) -> ShellStep:
+        out = ShellLinux(self.linux, host)
+        ifindex = f"$(cat {sys_path(args.name, 'iflink')})"
+        if args.peer_netns:
+            there = command(["ip", "netns", "exec", args.peer_netns, "cat",
+                             f"{SYS_NET}/{args.peer}/ifindex"])
+            holds = f"{shell_exists(args.name)} && [ \"{ifindex}\" = \"$({there} 2>/dev/null)\" ]"
+        else:
+            holds = (f"{shell_exists(args.name)} && {shell_exists(args.peer)} && "
+                     f"[ \"{ifindex}\" = \"$(cat {sys_path(args.peer, 'ifindex')})\" ] && "
+                     f"[ \"$(cat {sys_path(args.peer, 'iflink')})\" = "
+                     f"\"$(cat {sys_path(args.name, 'ifindex')})\" ]")
+        exists = var("exists")
+        return ShellStep(
+            check=holds,
+            save=(f"if {shell_exists(args.name)}; then {exists}=1; else {exists}=0; fi",),
+            saved=(exists,),
+            apply=tuple(out.run(*self.changes(args, {}))),
+            # Created here: deleting our end deletes the peer, wherever it is.
+            undo=(f"if [ \"${exists}\" = 0 ] && {shell_exists(args.name)}; then "
+                  f"{out.one_line(DelLink(args.name, 'veth'))}; fi",))
+
 
 class VethAbsent(LinkAction):
     name = "veth.absent"
@@ -641,6 +721,60 @@ class VethAbsent(LinkAction):
 
     def changes(self, args: VethAbsentArgs, before: State) -> list[Change]:
         return [DelLink(args.name, "veth")] if link_record(before, args.name)["exists"] else []
+
+    def shell(self, host: Host, args: VethAbsentArgs, var: ShellVar) -> ShellStep:
+        """Undo recreates the pair as `restore` does: both ends' MTU, master, addresses, MAC
+        and state when the peer is beside it; the peer's MAC, MTU and state in peer_netns."""
+        out = ShellLinux(self.linux, host)
+
+        def ours(key: str) -> str:
+            return var(f"a_{key}")
+
+        def peers(key: str) -> str:
+            return var(f"b_{key}")
+
+        save, saved = out.save_link(args.name, ours, VETH_KEYS)
+        peer = var("peer")
+        undo: list[str]
+        if args.peer_netns:
+            there = ["ip", "netns", "exec", args.peer_netns]
+            path = f"{SYS_NET}/{args.peer}"
+            save += [f"{peer}={word(args.peer)}",
+                     f"{peers('mtu')}=$({command([*there, 'cat', path + '/mtu'])} 2>/dev/null || true)",
+                     f"{peers('mac')}=$({command([*there, 'cat', path + '/address'])} 2>/dev/null "
+                     "|| true)",
+                     f"{peers('up')}=$(( $({command([*there, 'cat', path + '/flags'])} "
+                     "2>/dev/null || echo 0) & 1 ))"]
+            saved += [peer, peers("mtu"), peers("mac"), peers("up")]
+            name = value_of(peer)
+            moved = Netns(name=args.peer_netns)
+            recreate = out.restore_link(args.name, ours, VETH_KEYS, kind="veth", peer=name)
+            undo = [*recreate,
+                    f"if [ \"${ours('fresh')}\" = 1 ]; then",
+                    *indent(out.run(SetLink(name, mtu=value_of(peers("mtu")),
+                                             mac=value_of(peers("mac"))), MoveLink(name, moved))),
+                    f"    if [ \"${peers('up')}\" = 1 ]; then "
+                    f"{out.one_line(SetLink(name, up=True, inside=moved))}; fi",
+                    "fi"]
+        else:
+            if args.peer:
+                save.append(f"{peer}={word(args.peer)}")
+            else:  # the link whose ifindex is our iflink
+                save += [f"{peer}=",
+                         f"for link in {word(SYS_NET)}/*; do if [ \"$(cat \"$link/ifindex\")\" = "
+                         f"\"$(cat {sys_path(args.name, 'iflink')} 2>/dev/null)\" ]; then "
+                         f"{peer}=${{link##*/}}; fi; done"]
+            name = value_of(peer)
+            more, names = out.save_link(name, peers, VETH_KEYS[1:])
+            save += more
+            saved += [peer, *names]
+            undo = [*out.restore_link(args.name, ours, VETH_KEYS, kind="veth", peer=name),
+                    *out.restore_link(name, peers, VETH_KEYS[1:]),
+                    f"if [ \"${ours('fresh')}\" = 1 ]; then "
+                    f"{out.one_line(SetLink(name, mac=value_of(peers('mac'))))}; fi"]
+        return ShellStep(check=f"! {shell_exists(args.name)}", save=tuple(save),
+                         saved=tuple(saved),
+                         apply=tuple(out.run(DelLink(args.name, "veth"))), undo=tuple(undo))
 
 
 class NetnsMove(LinkAction):
@@ -730,6 +864,11 @@ class RoutePresent(LinkAction):
     def restore(self, args: RoutePresentArgs, before: State, now: State) -> list[Change]:
         return restore_routes(before["routes"], now["routes"])
 
+    def shell(self, host: Host, args: RoutePresentArgs, var: ShellVar) -> ShellStep:
+        out = ShellLinux(self.linux, host)
+        return routes_step(args, var, f"{matching_routes(args)} | grep -q .",
+                           out.run(ReplaceRoute(desired_route(args))))
+
 
 class RouteAbsent(RoutePresent):
     name = "route.absent"
@@ -741,6 +880,13 @@ class RouteAbsent(RoutePresent):
 
     def changes(self, args: RouteArgs, before: State) -> list[Change]:
         return [DelRoute(r) for r in before["routes"] if route_matches(r, args)]
+
+    def shell(self, host: Host, args: RouteArgs, var: ShellVar) -> ShellStep:
+        route = var("route")
+        return routes_step(args, var, f"! {{ {matching_routes(args)} | grep -q .; }}", [
+            "# shellcheck disable=SC2086",
+            f"{matching_routes(args)} | while read -r {route}; do "
+            f"(set -f; ip -{args.family} route del ${route}); done"])
 
 
 LINK_ACTIONS = (LinkSet, AddrPresent, AddrAbsent, VethPresent, VethAbsent, NetnsMove,
@@ -897,3 +1043,217 @@ def runflow_register_actions(register: Any) -> None:
     for action in backend_actions(Centos6, "iproute2", _unusable, LINK_ACTIONS):
         register(action)
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Shell forms (`runflow export`): the same records and changes, as a POSIX sh script reads and
+# makes them on the host. Links are read from /sys as `read_link` does (brport/bridge is the
+# master on 2.6.32), addresses from `ip -o addr show`, routes from `ip route show exact`; the
+# commands are `render`'s. What a step saves for its undo goes into its variables (`var`).
+# ---------------------------------------------------------------------------------------------
+
+ShellVar = Callable[[str], str]
+ALL_KEYS = ("exists", "ports", "mtu", "master", "addrs4", "addrs6", "mac", "up")
+VETH_KEYS = tuple(k for k in ALL_KEYS if k != "ports")
+
+# `ip -o addr show` → "ADDRESS BRD SCOPE LABEL" per address runflow restores (not IPv6
+# link-local ones), "-" for none, as `parse_addresses` reads them; $D is the device.
+_ADDRESS_SPECS = (
+    'awk \'{ sub(/\\\\.*/, ""); b = "-"; s = "global"; l = "-"; '
+    'for (i = 5; i < NF; i++) { if ($i == "brd") b = $(i + 1); if ($i == "scope") s = $(i + 1) } '
+    'if ($3 == "inet" && index($NF, ENVIRON["D"] ":") == 1) l = $NF; '
+    'if ($3 == "inet" || s != "link") print $4, b, s, l }\'')
+
+
+def sys_path(name: str, *leaf: str) -> str:
+    """A /sys/class/net path as one shell word (name may be a `value_of` placeholder)."""
+    return word("/".join([SYS_NET, name, *leaf]))
+
+
+def shell_exists(name: str) -> str:
+    return f"[ -e {sys_path(name)} ]"
+
+
+def shell_is_up(name: str) -> str:
+    return f"{shell_exists(name)} && [ $(( $(cat {sys_path(name, 'flags')}) & 1 )) = 1 ]"
+
+
+def shell_is_port(bridge: str, name: str) -> str:
+    return f"[ -e {sys_path(bridge, 'brif', name)} ]"
+
+
+def shell_master(name: str, into: str) -> str:
+    """Sets variable `into` to the bridge `name` is a port of, or to nothing."""
+    return (f"{into}=$(readlink {sys_path(name, 'brport', 'bridge')} 2>/dev/null || true); "
+            f"{into}=${{{into}##*/}}")
+
+
+def address_specs(dev: str, fam: int) -> str:
+    """A pipeline printing dev's addresses of a family as `_ADDRESS_SPECS` lines."""
+    return f"ip -o -{fam} addr show dev {word(dev)} 2>/dev/null | D={word(dev)} {_ADDRESS_SPECS}"
+
+
+class ShellLinux:
+    """The shell forms of one backend's changes on one host."""
+
+    def __init__(self, linux: type[Linux], host: Host) -> None:
+        self.linux = linux
+        self.host = host
+
+    def run(self, *changes: Change) -> list[str]:
+        return [command(argv) for c in changes
+                for argv in render(c, centos6=self.linux.centos6, host=self.host)]
+
+    def one_line(self, *changes: Change) -> str:
+        return "; ".join(self.run(*changes))
+
+    # -- saving a link's record ---------------------------------------------------------------
+
+    def save_link(self, name: str, v: ShellVar, keys: Sequence[str]
+                  ) -> tuple[list[str], list[str]]:
+        """Lines reading what restore_link needs of link `name` into v(key), for the keys
+        given (exists, up, mtu, master, mac, ports in port order, addrs4, addrs6), and the
+        names of those variables."""
+        p = lambda *leaf: sys_path(name, *leaf)  # noqa: E731
+        reads = {
+            "up": f"{v('up')}=$(( $(cat {p('flags')}) & 1 ))",
+            "mtu": f"{v('mtu')}=$(cat {p('mtu')})",
+            "master": shell_master(name, v("master")),
+            "mac": f"{v('mac')}=$(cat {p('address')}); "
+                   f"{v('mac_set')}=$(cat {p('addr_assign_type')} 2>/dev/null || echo 0)",
+            "ports": f"{v('ports')}=$(for port in {p('brif')}/*; do [ -e \"$port\" ] && "
+                     "printf '%d %s\\n' \"$(cat \"$port/port_no\")\" \"${port##*/}\"; done "
+                     "| sort -n | cut -d' ' -f2)",
+            "addrs4": f"{v('addrs4')}=$({address_specs(name, 4)})",
+            "addrs6": f"{v('addrs6')}=$({address_specs(name, 6)})",
+        }
+        wanted = [k for k in reads if k in keys]
+        names = [*([v("exists")] if "exists" in keys else []), *(v(k) for k in wanted),
+                 *([v("mac_set")] if "mac" in wanted else [])]
+        empty = "; ".join(f"{n}=" for n in names if n != v("exists"))
+        lines = [f"if {shell_exists(name)}; then",
+                 *([f"    {v('exists')}=1"] if "exists" in keys else []),
+                 *(f"    {reads[k]}" for k in wanted),
+                 "else",
+                 *([f"    {v('exists')}=0"] if "exists" in keys else []),
+                 f"    {empty or ':'}",
+                 "fi"]
+        return lines, names
+
+    # -- putting it back ----------------------------------------------------------------------
+
+    def restore_link(self, name: str, v: ShellVar, keys: Sequence[str], *,
+                     kind: str = "", peer: str | None = None) -> list[str]:
+        """Lines that put back what save_link read, for the keys given, as `restore_link`
+        does: with "exists", a link that was not there is deleted, and one that was (a
+        bridge, or a veth with `peer`) is recreated; then its ports, MTU, master, addresses,
+        MAC (of a recreated link) and state."""
+        body: list[str] = []
+        if "exists" in keys:
+            made = [AddBridge(name)] if kind == "bridge" else [AddVeth(name, peer or "")]
+            body.append(f"if [ ! -e {sys_path(name)} ]; then {self.one_line(*made)}; "
+                        f"{v('fresh')}=1; else {v('fresh')}=0; fi")
+        if "ports" in keys:
+            port = value_of(v("port"))
+            body += ["# shellcheck disable=SC2086",
+                     f"for {v('port')} in ${v('ports')}; do "
+                     f"{shell_is_port(name, port)} || {self.one_line(Enslave(port, name))}; done"]
+        if "mtu" in keys:
+            body.append(f"[ \"$(cat {sys_path(name, 'mtu')})\" = \"${v('mtu')}\" ] || "
+                        + self.one_line(SetLink(name, mtu=value_of(v("mtu")))))  # type: ignore
+        if "master" in keys:
+            now, was = value_of(v("now")), value_of(v("master"))
+            body += [shell_master(name, v("now")),
+                     f"if [ \"${v('now')}\" != \"${v('master')}\" ]; then",
+                     f"    if [ -n \"${v('now')}\" ]; then {self.one_line(Release(name, now))}; fi",
+                     f"    if [ -n \"${v('master')}\" ]; then "
+                     f"{self.one_line(Enslave(name, was))}; fi",
+                     "fi"]
+        for fam in (4, 6):
+            if f"addrs{fam}" in keys:
+                body += self.restore_addresses(name, fam, v)
+        if "exists" in keys:
+            mac = self.one_line(SetLink(name, mac=value_of(v("mac"))))
+            wanted = "true" if kind == "veth" else f"[ \"${v('mac_set')}\" = 3 ]"
+            body.append(f"if [ \"${v('fresh')}\" = 1 ] && {wanted}; then {mac}; fi")
+        if "up" in keys:
+            body.append(f"if [ \"${v('up')}\" = 1 ]; then {self.one_line(SetLink(name, up=True))}; "
+                        f"else {self.one_line(SetLink(name, up=False))}; fi")
+        if "exists" not in keys:
+            return [f"if {shell_exists(name)}; then", *indent(body), "fi"]
+        gone = self.one_line(DelLink(name, kind))
+        return [f"if [ \"${v('exists')}\" = 0 ]; then",
+                f"    if {shell_exists(name)}; then {gone}; fi",
+                "else", *indent(body), "fi"]
+
+    def restore_addresses(self, dev: str, fam: int, v: ShellVar) -> list[str]:
+        """Lines that turn dev's addresses of a family back into the saved v("addrs4|6"):
+        what follows the common beginning is deleted last-first and the saved ones re-added
+        in order, as `restore_addresses` does (the first of a subnet is its primary)."""
+        saved, now, keep = v(f"addrs{fam}"), v("addrs_now"), v("keep")
+        nth = "sed -n \"$(({keep} + 1))p\" | cut -d' ' -f1".format(keep=keep)
+        add = self.one_line(AddAddr(dev, value_of("a")))
+        return [
+            f"{now}=$({address_specs(dev, fam)})",
+            f"{keep}=0",
+            "while :; do",
+            f"    a=$(printf '%s\\n' \"${saved}\" | {nth}); b=$(printf '%s\\n' \"${now}\" | {nth})",
+            "    if [ -z \"$a\" ] || [ \"$a\" != \"$b\" ]; then break; fi",
+            f"    {keep}=$(({keep} + 1))",
+            "done",
+            f"printf '%s\\n' \"${now}\" | awk -v k=\"${keep}\" "
+            "'NR > k && NF { l[++n] = $1 } END { for (i = n; i > 0; i--) print l[i] }' |",
+            f"    while read -r a; do {self.one_line(DelAddr(dev, value_of('a')))}; done",
+            f"printf '%s\\n' \"${saved}\" | awk -v k=\"${keep}\" 'NR > k && NF' |",
+            "    while read -r a b s l; do",
+            f"        set -- {add}",
+            "        if [ \"$b\" != - ]; then set -- \"$@\" brd \"$b\"; fi",
+            "        if [ \"$s\" != global ]; then set -- \"$@\" scope \"$s\"; fi",
+            "        if [ \"$l\" != - ]; then set -- \"$@\" label \"$l\"; fi",
+            "        \"$@\"",
+            "    done"]
+
+
+def addresses_step(out: ShellLinux, dev: str, fam: int, var: ShellVar, holds: str,
+                   apply: Sequence[str]) -> ShellStep:
+    """A step that changes dev's addresses of one family: it saves them, and undo puts them
+    back."""
+    saved = var(f"addrs{fam}")
+    return ShellStep(check=holds, save=(f"{saved}=$({address_specs(dev, fam)})",),
+                     saved=(saved,), apply=tuple(apply),
+                     undo=(f"if {shell_exists(dev)}; then", *indent(out.restore_addresses(
+                         dev, fam, var)), "fi"))
+
+
+def matching_routes(args: RouteArgs) -> str:
+    """A pipeline printing the routes `ip route show exact` gives for args.to that match
+    via, dev and metric where given (`route_matches`)."""
+    to = args.to
+    short = to.rsplit("/", 1)[0] if to.endswith(("/32", "/128")) else to  # ip's host routes
+    wanted = " ".join(f"{key} {getattr(args, key)}" for key in ("via", "dev", "metric")
+                      if getattr(args, key) is not None)
+    return (f"ip -{args.family} route show exact {word(to)} | T1={word(to)} T2={word(short)} "
+            f"W={word(wanted)} awk 'BEGIN {{ n = split(ENVIRON[\"W\"], w, \" \") }} "
+            "$1 == ENVIRON[\"T1\"] || $1 == ENVIRON[\"T2\"] { m = 0; "
+            "for (j = 1; j < n; j += 2) for (i = 2; i < NF; i++) "
+            "if ($i == w[j] && $(i + 1) == w[j + 1]) m++; if (2 * m == n) print }'")
+
+
+def routes_step(args: RouteArgs, var: ShellVar, holds: str, apply: Sequence[str]) -> ShellStep:
+    """A step that changes the routes to args.to: it saves them (as `ip route show` prints
+    them, which `ip route replace` takes back), and undo deletes the ones that were not there
+    and puts back the ones that were (`restore_routes`)."""
+    saved, now, route = var("routes"), var("routes_now"), var("route")
+    show = f"ip -{args.family} route show exact {word(args.to)} | sed 's/ linkdown//'"
+    ip = f"ip -{args.family} route"
+    return ShellStep(
+        check=holds, save=(f"{saved}=$({show})",), saved=(saved,), apply=tuple(apply),
+        undo=(f"{now}=$({show})",
+              "# shellcheck disable=SC2086",
+              f"printf '%s\\n' \"${now}\" | while read -r {route}; do "
+              f"if [ -n \"${route}\" ] && ! printf '%s\\n' \"${saved}\" | grep -qxF -- "
+              f"\"${route}\"; then (set -f; {ip} del ${route}); fi; done",
+              "# shellcheck disable=SC2086",
+              f"printf '%s\\n' \"${saved}\" | while read -r {route}; do "
+              f"if [ -n \"${route}\" ] && ! printf '%s\\n' \"${now}\" | grep -qxF -- "
+              f"\"${route}\"; then (set -f; {ip} replace ${route}); fi; done"))

@@ -15,10 +15,12 @@ are iptables', not ip6tables'.
 from __future__ import annotations
 
 import ipaddress
+import re
 import shlex
+from collections.abc import Callable
 from typing import Any
 
-from runflow.core.actions import Action, Context, State
+from runflow.core.actions import Action, Context, ShellStep, State, sh
 from runflow.core.errors import ActionError
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
@@ -70,10 +72,9 @@ def _basic_value(option: str, value: str) -> str:
     return value
 
 
-def canonical(rule: list[str]) -> tuple[Any, ...]:
-    """A rule as a comparable value: basic options (-s -d -i -o -p, negated or not) as a set,
-    the rest in order, without the `-m PROTO` iptables-save adds after `-p PROTO`, and with
-    state lists sorted."""
+def _split(rule: list[str]) -> tuple[dict[str, tuple[bool, str]], list[str]]:
+    """The basic options (-s -d -i -o -p: negated?, value as iptables-save prints it), and
+    the rest in order with long aliases in their short form."""
     basic: dict[str, tuple[bool, str]] = {}
     rest: list[str] = []
     negate = False
@@ -93,6 +94,14 @@ def canonical(rule: list[str]) -> tuple[Any, ...]:
                 negate = False
             rest.append(_ALIASES.get(arg, arg))
         i += 1
+    return basic, rest
+
+
+def canonical(rule: list[str]) -> tuple[Any, ...]:
+    """A rule as a comparable value: basic options (-s -d -i -o -p, negated or not) as a set,
+    the rest in order, without the `-m PROTO` iptables-save adds after `-p PROTO`, and with
+    state lists sorted."""
+    basic, rest = _split(rule)
     proto = basic.get("-p", (False, ""))[1]
     for j in range(len(rest) - 1):
         if rest[j] == "-m" and rest[j + 1] == proto:
@@ -104,9 +113,61 @@ def canonical(rule: list[str]) -> tuple[Any, ...]:
     return tuple(sorted(basic.items())), tuple(rest)
 
 
+_SAVE_ORDER = ("-s", "-d", "-i", "-o", "-p")
+_PORT_ALIASES = {"--destination-port": "--dport", "--source-port": "--sport",
+                 "--destination-ports": "--dports", "--source-ports": "--sports"}
+_SAVE_BARE = re.compile(r"[A-Za-z0-9_.,:/+!=@%-]+")
+
+
+def save_line(chain: str, rule: list[str]) -> str:
+    """The rule as `iptables-save` prints it: `-A CHAIN`, the basic options in its order
+    (prefix lengths added, protocols by name), `-m PROTO` before protocol options given
+    without it, the rest as given (short option names, words with blanks in double quotes).
+    For a rule iptables rewrites some other way, the exported script finds out after adding
+    it, as apply does here."""
+    basic, rest = _split(rule)
+    words = ["-A", chain]
+    for option in _SAVE_ORDER:
+        if option in basic:
+            negate, value = basic[option]
+            words += ["!", option, value] if negate else [option, value]
+    rest = [_PORT_ALIASES.get(w, w) for w in rest]
+    if "-p" in basic and rest and rest[0].startswith("--"):
+        words += ["-m", basic["-p"][1]]
+    words += rest
+    return " ".join(w if _SAVE_BARE.fullmatch(w) else
+                    '"' + w.replace("\\", "\\\\").replace('"', '\\"') + '"' for w in words)
+
+
 def _positions(rules: list[list[str]], rule: list[str]) -> list[int]:
     want = canonical(rule)
     return [n for n, r in enumerate(rules, start=1) if canonical(r) == want]
+
+# -- shell forms (runflow export) ---------------------------------------------------------------
+
+
+def _shell_rules(args: Any) -> str:
+    """A pipeline printing the chain's rules as iptables-save does (`-A CHAIN ...`)."""
+    return (f"iptables-save -t {sh(args.table)} | awk -v c={sh(args.chain)} "
+            "'$1 == \"-A\" && $2 == c'")
+
+
+def _shell_holds(args: Any) -> str:
+    return f"{_shell_rules(args)} | grep -qxF -- {sh(save_line(args.chain, args.rule))}"
+
+
+def _shell_chain_exists(args: Any) -> str:
+    return (f"iptables-save -t {sh(args.table)} | awk -v c={sh(':' + args.chain)} "
+            "'$1 == c { f = 1 } END { exit !f }'")
+
+
+def _shell_delete_matches(args: Any, var: Callable[[str], str]) -> list[str]:
+    """Delete every copy, by position (as `_delete_matches`), until none is left."""
+    n = var("n")
+    find = f"{_shell_rules(args)} | grep -nxF -- {sh(save_line(args.chain, args.rule))}"
+    return [f"while {n}=$({find} | head -n 1 | cut -d: -f1) && [ -n \"${n}\" ]; do",
+            f"    {sh(*Iptables.argv(args, '-D', args.chain))} \"${n}\"",
+            "done"]
 
 
 # -- actions ------------------------------------------------------------------------------------
@@ -193,6 +254,33 @@ class FirewallRulePresent(RuleAction):
             commands.append(self.argv(args, "-X", args.chain))
         return commands
 
+    def shell(self, host: Host, args: FirewallRuleArgs, var: Callable[[str], str]
+              ) -> ShellStep:
+        """Checked against iptables-save's form of the rule (`save_line`); a rule added but not
+        found that way is taken out again and the step fails, as in apply."""
+        existed, shown = var("chain_existed"), var("shown")
+        add = ["-I", args.chain, str(args.position)] if args.position else ["-A", args.chain]
+        where = f"sed -n {args.position}p" if args.position else "tail -n 1"
+        drop_chain = f"if [ \"${existed}\" = 0 ]; then {sh(*self.argv(args, '-X', args.chain))}; fi"
+        return ShellStep(
+            check=_shell_holds(args),
+            save=(f"if {_shell_chain_exists(args)}; then {existed}=1; else {existed}=0; fi",),
+            saved=(existed,),
+            apply=(f"{_shell_chain_exists(args)} || {sh(*self.argv(args, '-N', args.chain))}",
+                   sh(*self.argv(args, *add, *args.rule)),
+                   f"if ! {_shell_holds(args)}; then",
+                   f"    {shown}=$({_shell_rules(args)} | {where})",
+                   f"    {sh(*self.argv(args, '-D', args.chain, *args.rule))}",
+                   f"    {drop_chain}",
+                   "    echo \"iptables accepted the rule but iptables-save shows it as "
+                   f"'${shown}'; write the rule that way so that it can be recognised\" >&2",
+                   "    false",
+                   "fi"),
+            undo=(*_shell_delete_matches(args, var),
+                  f"if [ \"${existed}\" = 0 ] && {_shell_chain_exists(args)} && "
+                  f"[ -z \"$({_shell_rules(args)})\" ]; then "
+                  f"{sh(*self.argv(args, '-X', args.chain))}; fi"))
+
 
 class FirewallRuleAbsent(RuleAction):
     name = "firewall.rule.absent"
@@ -224,6 +312,21 @@ class FirewallRuleAbsent(RuleAction):
         return [self.argv(args, "-I", args.chain, str(m["position"]), *m["rule"])
                 for m in (before or {}).get("matches", [])]
 
+    def shell(self, host: Host, args: FirewallRuleAbsentArgs, var: Callable[[str], str]
+              ) -> ShellStep:
+        positions, n = var("positions"), var("n")
+        line = sh(save_line(args.chain, args.rule))
+        return ShellStep(
+            check=f"! {{ {_shell_holds(args)}; }}",
+            save=(f"{positions}=$({_shell_rules(args)} | grep -nxF -- {line} | cut -d: -f1)",),
+            saved=(positions,),
+            apply=tuple(_shell_delete_matches(args, var)),
+            # Lowest position first: each insert puts the rule where it was before the next.
+            undo=(f"if ! {_shell_holds(args)}; then",
+                  f"    for {n} in ${positions}; do "
+                  f"{sh(*self.argv(args, '-I', args.chain))} \"${n}\" {sh(*args.rule)}; done",
+                  "fi"))
+
 
 class FirewallPolicy(Iptables):
     name = "firewall.policy"
@@ -254,6 +357,18 @@ class FirewallPolicy(Iptables):
                       before: State | None = None) -> list[list[str]]:
         old = (before or {}).get("policy")
         return [self.argv(args, "-P", args.chain, old)] if old not in (None, "-") else []
+
+    def shell(self, host: Host, args: FirewallPolicyArgs, var: Callable[[str], str]
+              ) -> ShellStep:
+        old = var("policy")
+        policy = (f"iptables-save -t {sh(args.table)} | awk -v c={sh(':' + args.chain)} "
+                  "'$1 == c { print $2 }'")
+        return ShellStep(
+            check=f"[ \"$({policy})\" = {sh(args.policy)} ]",
+            save=(f"{old}=$({policy})",), saved=(old,),
+            apply=(sh(*self.argv(args, "-P", args.chain, args.policy)),),
+            undo=(f"if [ -n \"${old}\" ] && [ \"${old}\" != - ]; then "
+                  f"{sh(*self.argv(args, '-P', args.chain))} \"${old}\"; fi",))
 
 
 @hookimpl

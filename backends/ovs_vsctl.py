@@ -26,11 +26,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from runflow.core.actions import Action, Context, State
+from runflow.core.actions import Action, Context, ShellStep, State, sh
 from runflow.core.errors import ActionError, CommandError
+from runflow.core.export import command, indent, value_of, word
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
@@ -38,7 +39,7 @@ from .ovs_args import (BRIDGE_COLUMNS, READ_BACK_COLUMNS, RUN_TAG, STEP_TAG, VIE
                        AddBridge, AddPort, DelBridge, DelPort, Op, OvsBridgeAbsentArgs,
                        OvsBridgeArgs, OvsPortAbsentArgs, OvsPortArgs, OvsSetArgs, RemoveKeys,
                        SetColumns, SetKeys, View, from_json, inserted_interfaces, is_empty,
-                       same, set_up_interfaces, setup_problem, vsctl_atom, vsctl_value)
+                       same, set_up_interfaces, setup_problem, text, vsctl_atom, vsctl_value)
 
 TIMEOUT = 30  # seconds ovs-vsctl waits for ovsdb-server and ovs-vswitchd
 _SELECT_LIMIT = 8  # beyond this many ports, reading whole tables is cheaper than a select each
@@ -410,6 +411,30 @@ class BridgePresent(OvsAction):
     def after(self, args: OvsBridgeArgs) -> State:
         return {"exists": True, "external_ids": {RUN_TAG: "RUN"}}
 
+    def shell(self, host: Host, args: OvsBridgeArgs, var: Callable[[str], str]) -> ShellStep:
+        db = host.endpoints.get("ovsdb")
+        columns, keys = self.wanted(args)
+        existed = var("existed")
+        exists = vsctl(db, "br-exists", args.name)
+        save, names, put_back = shell_save_values(db, "Bridge", args.name, list(columns),
+                                                  {c: list(k) for c, k in keys.items()}, var,
+                                                  "old")
+        tags = {RUN_TAG: EXPORT_RUN, STEP_TAG: getattr(var, "step", EXPORT_RUN)}
+        create = self.changes(args, {"exists": False}, tags)
+        change = _change("Bridge", args.name, {}, columns, keys)
+        return ShellStep(
+            check=f"{exists} && {shell_holds(db, 'Bridge', args.name, columns, keys)}",
+            save=(f"if {exists}; then {existed}=1", *indent(save),
+                  f"else {existed}=0; {'; '.join(f'{n}=' for n in names) or ':'}; fi"),
+            saved=(existed, *names),
+            apply=(f"if {exists}; then {vsctl_ops(db, change) if change else ':'}; "
+                   f"else {vsctl_ops(db, create, may_exist=True)}; fi",
+                   *shell_read_back(db, args.name, var)),
+            undo=(f"if [ \"${existed}\" = 0 ]; then",
+                  f"    if {shell_tagged(db, 'Bridge', args.name)}; then "
+                  f"{vsctl_ops(db, [DelBridge(args.name)])}; fi",
+                  f"elif {exists}; then", *indent(put_back or [":"]), "fi"))
+
 
 class BridgeAbsent(OvsAction):
     name = "ovs.bridge.absent"
@@ -457,6 +482,28 @@ class BridgeAbsent(OvsAction):
 
     def unobserved(self, args: OvsBridgeAbsentArgs) -> State:
         return {"exists": True, "bridge": {}, "ports": {}}
+
+    def shell(self, host: Host, args: OvsBridgeAbsentArgs, var: Callable[[str], str]
+              ) -> ShellStep:
+        """Undo recreates the bridge with its settings and its ports (their Port and
+        Interface columns) in one invocation, from the words saved before."""
+        db = host.endpoints.get("ovsdb")
+        words, port = var("words"), var("port")
+        exists = vsctl(db, "br-exists", args.name)
+        columns = _SHELL_COLUMNS["Bridge"]
+        bridge = (f"printf '%s\\n' -- add-br {word(args.name)} -- set Bridge {word(args.name)}; "
+                  f"{vsctl(db, 'get', 'Bridge', args.name, *columns)} | awk -v c="
+                  f"{sh(' '.join(columns))} "
+                  "'BEGIN { split(c, name, \" \") } { print name[NR] \"=\" $0 }'")
+        return ShellStep(
+            check=f"! {exists}",
+            save=(f"{words}=$({bridge}; {shell_port_words(db, args.name)}",
+                  f"    for {port} in $({vsctl(db, 'list-ports', args.name)}); do "
+                  f"{shell_port_words(db, value_of(port), args.name)}; done)",),
+            saved=(words,),
+            apply=(vsctl_ops(db, [DelBridge(args.name)]),),
+            undo=("# shellcheck disable=SC2086",
+                  f"if ! {exists}; then ({_NEWLINE_WORDS}; {vsctl(db)} ${words}); fi",))
 
 
 class PortPresent(OvsAction):
@@ -514,6 +561,44 @@ class PortPresent(OvsAction):
         return {"exists": True, "bridge": args.bridge, "port": {"external_ids": {RUN_TAG: "RUN"}},
                 "interface": {}}
 
+    def shell(self, host: Host, args: OvsPortArgs, var: Callable[[str], str]) -> ShellStep:
+        db = host.endpoints.get("ovsdb")
+        port, iface, keys = self.wanted(args)
+        existed, bridge = var("existed"), var("bridge")
+        on_bridge = f"[ \"$({vsctl(db, 'port-to-br', args.name)} 2>/dev/null)\" = {word(args.bridge)} ]"
+        holds = " && ".join([on_bridge, *([shell_holds(db, "Port", args.name, port, {})]
+                                          if port else []),
+                             shell_holds(db, "Interface", args.name, iface, keys)])
+        save_port, port_names, undo_port = shell_save_values(
+            db, "Port", args.name, list(port), {}, var, "port")
+        save_iface, iface_names, undo_iface = shell_save_values(
+            db, "Interface", args.name, list(iface), {c: list(k) for c, k in keys.items()}, var,
+            "iface")
+        names = [*port_names, *iface_names]
+        tags = {RUN_TAG: EXPORT_RUN, STEP_TAG: getattr(var, "step", EXPORT_RUN)}
+        create = self.changes(args, {"exists": False}, tags)
+        change = (_change("Port", args.name, {}, port, {})
+                  + _change("Interface", args.name, {}, iface, keys))
+        elsewhere = (f"port {args.name} is on bridge ${bridge}, not {args.bridge}: remove it "
+                     "from there first (ovs.port.absent)")
+        return ShellStep(
+            check=holds,
+            save=(f"if {vsctl(db, 'port-to-br', args.name)} >/dev/null 2>&1; then {existed}=1",
+                  *indent([*save_port, *save_iface]),
+                  f"else {existed}=0; {'; '.join(f'{n}=' for n in names) or ':'}; fi"),
+            saved=(existed, *names),
+            apply=(f"{bridge}=$({vsctl(db, 'port-to-br', args.name)} 2>/dev/null || true)",
+                   f"if [ -z \"${bridge}\" ]; then {vsctl_ops(db, create, may_exist=True)}",
+                   f"elif [ \"${bridge}\" != {word(args.bridge)} ]; then "
+                   f"echo \"{elsewhere}\" >&2; false",
+                   f"else {vsctl_ops(db, change) if change else ':'}; fi",
+                   *shell_read_back(db, args.name, var)),
+            undo=(f"if [ \"${existed}\" = 0 ]; then",
+                  f"    if {shell_tagged(db, 'Port', args.name)}; then "
+                  f"{vsctl_ops(db, [DelPort(None, args.name)])}; fi",
+                  f"elif {vsctl(db, 'port-to-br', args.name)} >/dev/null 2>&1; then",
+                  *indent([*undo_port, *undo_iface] or [":"]), "fi"))
+
 
 class PortAbsent(OvsAction):
     name = "ovs.port.absent"
@@ -547,6 +632,25 @@ class PortAbsent(OvsAction):
 
     def unobserved(self, args: OvsPortAbsentArgs) -> State:
         return {"exists": True, "bridge": args.bridge or "BRIDGE", "port": {}, "interface": {}}
+
+    def shell(self, host: Host, args: OvsPortAbsentArgs, var: Callable[[str], str]
+              ) -> ShellStep:
+        db = host.endpoints.get("ovsdb")
+        words, bridge = var("words"), var("bridge")
+        on = f"{vsctl(db, 'port-to-br', args.name)} 2>/dev/null"
+        holds = f"! {on} >/dev/null" if args.bridge is None else \
+            f"[ \"$({on})\" != {word(args.bridge)} ]"
+        return ShellStep(
+            check=holds,
+            save=(f"{bridge}=$({on} || true)",
+                  f"if [ -n \"${bridge}\" ]; then "
+                  f"{words}=$({shell_port_words(db, args.name, value_of(bridge))}); "
+                  f"else {words}=; fi"),
+            saved=(words,),
+            apply=(vsctl_ops(db, [DelPort(args.bridge, args.name)]),),
+            undo=("# shellcheck disable=SC2086",
+                  f"if [ -n \"${words}\" ] && ! {on} >/dev/null; then "
+                  f"({_NEWLINE_WORDS}; {vsctl(db)} ${words}); fi",))
 
 
 class OvsSet(OvsAction):
@@ -593,6 +697,149 @@ class OvsSet(OvsAction):
 
     def after(self, args: OvsSetArgs) -> State:
         return {"found": True}
+
+    def shell(self, host: Host, args: OvsSetArgs, var: Callable[[str], str]) -> ShellStep:
+        """Checked with `find` for records found by name (and the one Open_vSwitch record),
+        else by comparing `get`'s output with the value's spellings."""
+        db = host.endpoints.get("ovsdb")
+        column = args.column_name
+        keys = {column: {args.key: args.value}} if args.key else {}
+        columns = {} if args.key else {column: args.value}
+        if args.table in _NAMED_TABLES and not _UUID.fullmatch(args.record):
+            holds = shell_holds(db, args.table, args.record, columns, keys)
+        elif args.table == "Open_vSwitch":
+            finds = [f"[ -n \"$({vsctl(db, 'find', 'Open_vSwitch', *w, options=('--bare', '--columns=_uuid'))})\" ]"
+                     for w in _conditions(columns, keys)]
+            holds = " || ".join(finds)
+        else:
+            spellings = {vsctl_value(args.value), json.dumps(text(args.value))} \
+                if not isinstance(args.value, (list, dict)) else {vsctl_value(args.value)}
+            got = vsctl(db, "get", args.table, args.record, args.column,
+                        options=("--if-exists",) if args.key else ())
+            holds = f"case \"$({got} 2>/dev/null)\" in {'|'.join(sh(s) for s in sorted(spellings))}) true ;; *) false ;; esac"
+        save, names, undo = shell_save_values(
+            db, args.table, args.record, list(columns), {c: list(k) for c, k in keys.items()},
+            var, "old")
+        return ShellStep(check=holds, save=tuple(save), saved=tuple(names),
+                         apply=(vsctl_ops(db, self.changes(args, {}, {})),), undo=tuple(undo))
+
+# ---------------------------------------------------------------------------------------------
+# Shell forms (`runflow export`): the same ops as ovs-vsctl commands in a POSIX sh script, which
+# checks with `find` conditions (written like `set` values, so compared as ovs-vsctl compares
+# them), saves old values with `get` (whose output `set` takes back) and reads back
+# Interface.error and ofport after a change, as `execute` does.
+# ---------------------------------------------------------------------------------------------
+
+EXPORT_RUN = "export"
+"""runflow-run in what an exported script creates: a script has no run id. (runflow-step is
+the step's id, as in a run.) Its undo removes only what carries this tag."""
+
+# Columns a recreated port or bridge gets back. Those of later Open vSwitch releases than
+# CentOS 6's (Bridge.protocols, Interface.mtu_request) are left out: `get` would fail there.
+_NAMED_TABLES = ("Bridge", "Port", "Interface", "Mirror", "Flow_Table")  # records by name
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_SHELL_COLUMNS = {
+    "Bridge": tuple(c for c in BRIDGE_COLUMNS if c != "protocols"),
+    "Port": ("tag", "trunks", "vlan_mode", "other_config", "external_ids"),
+    "Interface": ("type", "options", "other_config", "external_ids"),
+}
+# Words of a saved command list are one per line: a value in ovs-vsctl's syntax never holds a
+# raw newline, so splitting on newlines alone (and no globbing) gives back the exact words.
+_NEWLINE_WORDS = "IFS=$(printf '\\n_'); IFS=${IFS%_}; set -f"
+
+
+def vsctl(db: str | None, *words: Any, options: Sequence[str] = ()) -> str:
+    """An ovs-vsctl command line (global options, then one command), every word quoted."""
+    argv = vsctl_argv(db, [])
+    return command([*argv, *options, *words])
+
+
+def vsctl_ops(db: str | None, ops: Sequence[Op], *, may_exist: bool = False) -> str:
+    """The invocation that carries out ops, as `vsctl_describe` gives it; may_exist adds
+    --may-exist to add-br and add-port (a re-run after an interruption finds them there)."""
+    commands = [["--may-exist", *c] if may_exist and c[0] in ("add-br", "add-port") else c
+                for c in vsctl_commands(ops)]
+    return command(vsctl_argv(db, commands))
+
+
+def _conditions(columns: dict[str, Any], keys: dict[str, dict[str, Any]]
+                ) -> list[list[str]]:
+    """`find` conditions that hold when the columns and map keys have these values, one list
+    per spelling ("" and "system" mean the same type or datapath)."""
+    words = [f"{c}:{vsctl_atom(k)}={vsctl_atom(v)}" for c, values in keys.items()
+             for k, v in values.items()]
+    variants = [words]
+    for column, value in columns.items():
+        spellings = ["", "system"] if column in _SYSTEM_SYNONYMS and (value or "system") == \
+            "system" else [value]
+        variants = [[*w, f"{column}={vsctl_value(s)}"] for w in variants for s in spellings]
+    return variants
+
+
+def shell_holds(db: str | None, table: str, name: str, columns: dict[str, Any],
+                keys: dict[str, dict[str, Any]]) -> str:
+    """A condition: the record named `name` exists with these columns and keys."""
+    finds = [f"[ -n \"$({vsctl(db, 'find', table, f'name={vsctl_atom(name)}', *words, options=('--bare', '--columns=_uuid'))})\" ]"
+             for words in _conditions(columns, keys)]
+    return finds[0] if len(finds) == 1 else "{ " + " || ".join(finds) + "; }"
+
+
+def shell_tagged(db: str | None, table: str, name: str) -> str:
+    """A condition: the record was created by an exported script."""
+    return shell_holds(db, table, name, {}, {"external_ids": {RUN_TAG: EXPORT_RUN}})
+
+
+def shell_save_values(db: str | None, table: str, record: str, columns: Sequence[str],
+                      keys: dict[str, Sequence[str]], var: Callable[[str], str], tag: str
+                      ) -> tuple[list[str], list[str], list[str]]:
+    """What `_put_back` needs: lines saving the columns' and map keys' values (a key that
+    is absent saves as nothing), their variables, and the undo lines putting them back."""
+    save, names, sets, undo = [], [], [], []
+    for i, column in enumerate(columns):
+        v = var(f"{tag}{i}")
+        save.append(f"{v}=$({vsctl(db, 'get', table, record, column)})")
+        names.append(v)
+        sets.append(f"{column}={value_of(v)}")
+    for i, (column, key) in enumerate((c, k) for c, ks in keys.items() for k in ks):
+        v = var(f"{tag}k{i}")
+        save.append(f"{v}=$({vsctl(db, 'get', table, record, f'{column}:{vsctl_atom(key)}', options=('--if-exists',))})")
+        names.append(v)
+        undo.append(f"if [ -n \"${v}\" ]; then "
+                    f"{vsctl(db, 'set', table, record, f'{column}:{vsctl_atom(key)}={value_of(v)}')}; "
+                    f"else {vsctl(db, 'remove', table, record, column, vsctl_atom(key))}; fi")
+    if sets:
+        undo.insert(0, vsctl(db, "set", table, record, *sets))
+    return save, names, undo
+
+
+def shell_read_back(db: str | None, name: str, var: Callable[[str], str]) -> list[str]:
+    """Lines that fail the step when ovs-vswitchd could not set up interface `name`
+    (`View.problem`; a patch port waiting for its peer is no problem)."""
+    error, ofport = var("error"), var("ofport")
+    return [f"{error}=$({vsctl(db, 'get', 'Interface', name, 'error')})",
+            f"{ofport}=$({vsctl(db, 'get', 'Interface', name, 'ofport')})",
+            f"case \"${error}\" in *'No usable peer'*) ;; *)",
+            f"    if [ \"${error}\" != '[]' ]; then",
+            f"        echo \"ovs-vswitchd could not set up {name}: ${error}\" >&2; false",
+            f"    elif [ \"${ofport}\" = '[]' ] || [ \"${ofport}\" = -1 ]; then",
+            f"        echo {sh(setup_problem(name, None))} >&2; false",
+            "    fi ;;",
+            "esac"]
+
+
+def shell_port_words(db: str | None, port: str, bridge: str | None = None) -> str:
+    """A command printing, one word a line, the ovs-vsctl commands that recreate `port` with
+    its Port and Interface columns (on `bridge`, or on the bridge it is on now). Without a
+    bridge (the bridge's own port), they set the columns only."""
+    lines = []
+    for table, first in (("Port", ["add-port", bridge, port] if bridge else ["set", "Port", port]),
+                         ("Interface", ["set", "Interface", port])):
+        columns = [c for c in _SHELL_COLUMNS[table] if bridge or c != "type"]
+        lines.append(f"printf '%s\\n' -- {command(first)}")
+        lines.append(f"{vsctl(db, 'get', table, port, *columns)} | "
+                     f"awk -v c={sh(' '.join(columns))} "
+                     "'BEGIN { split(c, name, \" \") } { print name[NR] \"=\" $0 }'")
+    return "{ " + "; ".join(lines) + "; }"
 
 
 ACTIONS = (BridgePresent, BridgeAbsent, PortPresent, PortAbsent, OvsSet)

@@ -9,9 +9,10 @@ equivalent `sysctl -w NAME=VALUE` (procps 3.2.8 in CentOS 6 has -w).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
-from runflow.core.actions import Action, Context, State
+from runflow.core.actions import Action, Context, ShellStep, State, sh
 from runflow.core.errors import ActionError
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host, NetnsHost
@@ -87,6 +88,22 @@ class SysctlSet(Action):
     def describe_undo(self, args: SysctlArgs, before: State | None = None) -> list[list[str]]:
         old = (before or {}).get("value")
         return [self._argv(args, old)] if old is not None else []
+
+    def shell(self, host: Host, args: SysctlArgs, var: Callable[[str], str]) -> ShellStep:
+        """The file under /proc/sys read and written by the script, as here (`ip netns exec`
+        gives a namespace's script its own /proc/sys/net)."""
+        path = sh(self.path(args))
+        old = var("old")
+        if isinstance(host, NetnsHost) and args.path_parts[0] != "net":
+            refuse = (f"{args.name} is not a network namespace's setting: on {host.where()} "
+                      "it would change the whole machine")
+            return ShellStep(apply=(f"echo {sh(refuse)} >&2; false",))
+        return ShellStep(
+            check=f"[ \"$(tr -s '[:blank:]' ' ' <{path})\" = {sh(normalize(args.value))} ]",
+            save=(f"{old}=$(cat {path} 2>/dev/null || true)",), saved=(old,),
+            apply=(f"printf '%s\\n' {sh(args.value)} >{path}",),
+            undo=(f"if [ -n \"${old}\" ] && [ \"$(cat {path})\" != \"${old}\" ]; then "
+                  f"printf '%s\\n' \"${old}\" >{path}; fi",))
 
 
 @hookimpl

@@ -11,15 +11,18 @@ The script keeps runflow's promises with shell alone:
 - run again, it continues: steps that hold are skipped (and stay ours), the rest applied;
 - `--rollback` undoes a finished run; `--dry-run` prints what would run and changes nothing.
 
-Every value comes from the backends through `sh()` quoting, so nothing from a workflow, a var
-or an inventory can become shell syntax. An action without a shell form stops the export with
-an error naming the step: never a silent gap.
+Every value comes from the backends through `sh()` quoting (or `command()`, for commands that
+also use what the script reads when it runs: `value_of(variable)`), so nothing from a workflow,
+a var, an inventory or the host can become shell syntax. An action without a shell form stops
+the export with an error naming the step: never a silent gap.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+import shlex
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from .actions import ShellStep, sh
 from .errors import InputError
@@ -73,12 +76,16 @@ fi
 ROLLBACK = r'''
 steps_newest_first="%(reversed)s"
 
+# Called with set +e, never as a condition: an undo's subshell then stops at its first failing
+# command (in a condition, sh would ignore set -e there).
 rollback() {
     failed=0
     for step in $steps_newest_first; do
         if is_ours "$step"; then
             say "== undo $step"
-            if ! ( set -e; "${step}_undo" ); then
+            ( set -e; "${step}_undo" )
+            undone=$?
+            if [ "$undone" != 0 ]; then
                 say "!! undo of $step failed"
                 failed=1
             fi
@@ -100,7 +107,10 @@ on_exit() {
             exit 3
         fi
         say "!! failed; rolling back"
-        if rollback; then exit 1; fi
+        set +e
+        rollback
+        rolled=$?
+        if [ "$rolled" = 0 ]; then exit 1; fi
         say "!! rollback failed; see $journal"
         exit 3
     fi
@@ -111,10 +121,53 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 if [ "$mode" = rollback ]; then
-    rollback || exit 3
+    set +e
+    rollback
+    rolled=$?
+    if [ "$rolled" != 0 ]; then exit 3; fi
     exit 0
 fi
 '''
+
+
+_VALUE = re.compile(r"\x00([A-Za-z_][A-Za-z0-9_]*)\x00")
+
+
+def value_of(variable: str) -> str:
+    """A placeholder for the value of a shell variable, known only when the script runs (what
+    a step saved, what it just read). It survives str() and f-strings, so a backend's own
+    command rendering can carry it; `command()` turns it into "$variable"."""
+    return f"\x00{variable}\x00"
+
+
+def word(text: Any) -> str:
+    """One shell word: literal parts quoted, `value_of()` placeholders as "${variable}"."""
+    parts = _VALUE.split(str(text))
+    out = [shlex.quote(part) if i % 2 == 0 else f'"${{{part}}}"'
+           for i, part in enumerate(parts) if part or i % 2 or len(parts) == 1]
+    return "".join(out)
+
+
+def command(argv: Sequence[Any]) -> str:
+    """One command line from argv, every word through `word()`."""
+    return " ".join(word(a) for a in argv)
+
+
+def indent(lines: Iterable[str]) -> list[str]:
+    """Lines one level deeper (for a shell block a backend builds)."""
+    return [f"    {line}" for text in lines for line in text.split("\n")]
+
+
+class StepVariables:
+    """`var(name)` for one step's shell form: a variable name of the step's own. `step` is
+    the workflow step's id, for what a backend marks as made by it (OVS external_ids)."""
+
+    def __init__(self, prefix: str, step: str) -> None:
+        self.prefix = prefix
+        self.step = step
+
+    def __call__(self, name: str) -> str:
+        return f"{self.prefix}_{name}"
 
 
 def script(plugins: Plugins, plan: Plan) -> str:
@@ -139,7 +192,7 @@ def script(plugins: Plugins, plan: Plan) -> str:
             parts.append(f"# {inst.key}: skipped ({inst.skip_reason})")
             continue
         impl = registry.implementations(inst.action)[inst.backend].impl()
-        form = impl.shell(host, inst.args, lambda var, step=step: f"{step}_{var}")
+        form = impl.shell(host, inst.args, StepVariables(step, inst.key.split("[")[0]))
         if form is None:
             raise plan.workflow.error(
                 f"{inst.action} (backend {inst.backend}) has no shell form, so this workflow "
@@ -154,7 +207,7 @@ def script(plugins: Plugins, plan: Plan) -> str:
 
 
 def _lines(lines: Iterable[str]) -> str:
-    body = "\n".join(f"    {line}" for line in lines)
+    body = "\n".join(f"    {line}" for text in lines for line in text.split("\n"))
     return body or "    :"
 
 
