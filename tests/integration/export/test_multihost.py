@@ -109,8 +109,9 @@ def test_exported_scripts_pass_shellcheck(lab: LabUnderTest, tmp_path: Path) -> 
 
 def test_a_workflow_with_an_action_without_shell_form_is_refused(lab: LabUnderTest,
                                                                  tmp_path: Path) -> None:
+    # (the lab's container_address var is multihost-gre's, without a prefix length)
     done = lab.runflow("export", WORKFLOWS / "ovs-container.toml", "--lab", "--host", "h1",
-                       "-o", tmp_path / "x.sh")
+                       "--var", "container_address=10.20.0.10/24", "-o", tmp_path / "x.sh")
     assert done.returncode == 2
     assert "step 'container'" in done.stderr
     assert "container.run" in done.stderr and "no shell form" in done.stderr
