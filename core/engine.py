@@ -237,26 +237,28 @@ class Engine:
             return ActionError(f"{exc}; its partial changes could not be undone: {cleanup}")
         return ActionError(f"{exc} (its partial changes were undone)")
 
-    def _needs_apply(self, impl: Action, r: StepRun, now: State) -> bool:
-        """Decide from a fresh observation; sends the transition (and so the journal intent)."""
+    def _needs_apply(self, impl: Action, r: StepRun, now: State, durable: bool = True) -> bool:
+        """Decide from a fresh observation; sends the transition (and so the journal intent).
+        durable=False lets a batch's intents reach the disk together, with its last one."""
         holds = impl.check(r.instance.args, now)
         if r.state == "checking":
             if holds:
                 r.skip(message=impl.holds_message)
                 return False
             r.before = now
-            r.change(detail={"before": now})
+            r.change(detail={"before": now}, durable=durable)
             return True
         if r.state == "applied":  # resume: an applied step must still hold
             if holds:
                 return False
-            r.drift(message="drift: no longer in the desired state; applying again")
+            r.drift(message="drift: no longer in the desired state; applying again",
+                    durable=durable)
             return True
         # "applying" with no outcome: the process died during apply (in doubt)
         if holds:
             r.succeed(message="in doubt; the desired state holds")
             return False
-        r.reapply(message="in doubt; applying again")
+        r.reapply(message="in doubt; applying again", durable=durable)
         return True
 
     def _run_batch(self, rt: HostRuntime, impl: Action, runs: list[StepRun]) -> str | None:
@@ -265,7 +267,11 @@ class Engine:
             if r.state in ("pending", "skipped", "failed", "undone"):
                 r.check()
         observed = impl.observe_many(ctx, [r.instance.args for r in runs])
-        todo = [(r, now) for r, now in zip(runs, observed) if self._needs_apply(impl, r, now)]
+        changing = [i for i, (r, now) in enumerate(zip(runs, observed))
+                    if not impl.check(r.instance.args, now)]
+        last = changing[-1] if changing else -1
+        todo = [(r, now) for i, (r, now) in enumerate(zip(runs, observed))
+                if self._needs_apply(impl, r, now, durable=i == last)]
         if not todo:
             return None
         if self._stop_reason:
@@ -276,18 +282,23 @@ class Engine:
             impl.apply_many(ctx, [(r.instance.args, now) for r, now in todo])
         except Exception as exc:
             return self._settle_batch(impl, ctx, [r for r, _ in todo], exc)
-        for r, _ in todo:
-            r.succeed(detail={"commands": ctx.commands})
+        for i, (r, _) in enumerate(todo):
+            r.succeed(detail=self._batch_commands(ctx, i))
         return None
+
+    @staticmethod
+    def _batch_commands(ctx: Context, index: int) -> dict[str, Any]:
+        """A batch's commands are journaled once, with its first instance."""
+        return {"commands": ctx.commands} if index == 0 else {}
 
     def _settle_batch(self, impl: Action, ctx: Context, runs: list[StepRun],
                       exc: Exception) -> str:
         """A batch failed part-way: find out which instances took effect."""
         after = impl.observe_many(ctx, [r.instance.args for r in runs])
         failure = None
-        for r, now in zip(runs, after):
+        for i, (r, now) in enumerate(zip(runs, after)):
             if impl.check(r.instance.args, now):
-                r.succeed(detail={"commands": ctx.commands})
+                r.succeed(detail=self._batch_commands(ctx, i))
             elif failure is None:
                 failure = self._fail(r, exc, ctx)
             else:
@@ -335,7 +346,7 @@ class Engine:
             if r.state not in STEP_CHANGED:
                 continue
             ctx = self._context(rt, r)
-            r.undo()
+            r.undo(durable=True)
             try:
                 self._impl(rt, r.instance).undo(ctx, r.instance.args, r.before or {})
             except Exception as exc:
@@ -376,7 +387,8 @@ class Engine:
         detail = kwargs.get("detail", {})
         if isinstance(model, StepRun):
             event = Event("step", self.run.id, source, dest, host=model.host.name,
-                          step=model.key, message=message, detail=detail)
+                          step=model.key, message=message, detail=detail,
+                          durable=kwargs.get("durable", False))
         else:
             event = Event("run", self.run.id, source, dest, message=message, detail=detail)
         self._emit(event)

@@ -14,7 +14,8 @@ class Event:
     kind: "run" or "step". `source`/`dest` are lifecycle states (see core/lifecycle.py);
     `source` is None for the event that creates a run. `detail` carries what subscribers need
     at that moment: the run's workflow, vars and plan on creation, a step's observed "before"
-    state on "applying", the commands run, the error on "failed".
+    state on "applying", the commands run, the error on "failed". `durable` marks an intent
+    (sent just before apply or undo changes anything) that must be journaled durably first.
     """
 
     kind: str
@@ -26,6 +27,8 @@ class Event:
     message: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
     time: float = field(default_factory=time.time)
+    # An intent: it must be on disk before the engine goes on (the journal commits here).
+    durable: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -63,10 +63,6 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id, id);
 """
 
-# Transitions that must be committed before the engine goes on: the intents, sent just before
-# apply or undo runs. An outcome rides along with the next commit; if the process dies first,
-# the step is "in doubt" and resume settles it with `check`, as for a kill during apply.
-_DURABLE = {"applying", "undoing"}
 
 
 def default_home() -> Path:
@@ -178,7 +174,10 @@ class Journal:
             "INSERT INTO events (run_id, time, kind, host, step, source, dest, message) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (e.run_id, e.time, e.kind, e.host, e.step, e.source, e.dest, e.message))
-        if e.kind == "run" or e.dest in _DURABLE:
+        # Intents (and run changes) are committed before the engine goes on. An outcome rides
+        # along with the next commit; if the process dies first, the step is "in doubt" and
+        # resume settles it with `check`, as for a kill during apply.
+        if e.kind == "run" or e.durable:
             self._commit()
 
     def _commit(self) -> None:
