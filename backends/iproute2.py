@@ -1053,8 +1053,8 @@ def runflow_register_actions(register: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 
 ShellVar = Callable[[str], str]
-ALL_KEYS = ("exists", "ports", "mtu", "master", "addrs4", "addrs6", "mac", "up")
-VETH_KEYS = tuple(k for k in ALL_KEYS if k != "ports")
+ALL_KEYS = ("exists", "ports", "mtu", "master", "addrs4", "addrs6", "mac", "mac_set", "up")
+VETH_KEYS = tuple(k for k in ALL_KEYS if k not in ("ports", "mac_set"))  # a veth's MAC comes back
 
 # `ip -o addr show` → "ADDRESS BRD SCOPE LABEL" per address runflow restores (not IPv6
 # link-local ones), "-" for none, as `parse_addresses` reads them; $D is the device.
@@ -1112,15 +1112,15 @@ class ShellLinux:
     def save_link(self, name: str, v: ShellVar, keys: Sequence[str]
                   ) -> tuple[list[str], list[str]]:
         """Lines reading what restore_link needs of link `name` into v(key), for the keys
-        given (exists, up, mtu, master, mac, ports in port order, addrs4, addrs6), and the
+        given (exists, up, mtu, master, mac, mac_set, ports in port order, addrs4, addrs6), and the
         names of those variables."""
         p = lambda *leaf: sys_path(name, *leaf)  # noqa: E731
         reads = {
             "up": f"{v('up')}=$(( $(cat {p('flags')}) & 1 ))",
             "mtu": f"{v('mtu')}=$(cat {p('mtu')})",
             "master": shell_master(name, v("master")),
-            "mac": f"{v('mac')}=$(cat {p('address')}); "
-                   f"{v('mac_set')}=$(cat {p('addr_assign_type')} 2>/dev/null || echo 0)",
+            "mac": f"{v('mac')}=$(cat {p('address')})",
+            "mac_set": f"{v('mac_set')}=$(cat {p('addr_assign_type')} 2>/dev/null || echo 0)",
             "ports": f"{v('ports')}=$(for port in {p('brif')}/*; do [ -e \"$port\" ] && "
                      "printf '%d %s\\n' \"$(cat \"$port/port_no\")\" \"${port##*/}\"; done "
                      "| sort -n | cut -d' ' -f2)",
@@ -1128,8 +1128,7 @@ class ShellLinux:
             "addrs6": f"{v('addrs6')}=$({address_specs(name, 6)})",
         }
         wanted = [k for k in reads if k in keys]
-        names = [*([v("exists")] if "exists" in keys else []), *(v(k) for k in wanted),
-                 *([v("mac_set")] if "mac" in wanted else [])]
+        names = [*([v("exists")] if "exists" in keys else []), *(v(k) for k in wanted)]
         empty = "; ".join(f"{n}=" for n in names if n != v("exists"))
         lines = [f"if {shell_exists(name)}; then",
                  *([f"    {v('exists')}=1"] if "exists" in keys else []),
@@ -1225,6 +1224,12 @@ def addresses_step(out: ShellLinux, dev: str, fam: int, var: ShellVar, holds: st
                          dev, fam, var)), "fi"))
 
 
+def _routes_to(args: RouteArgs) -> str:
+    """The routes to args.to as `ip route show` prints them, less the "linkdown" flag (a
+    state, which `ip route del|replace` would not take back)."""
+    return f"ip -{args.family} route show exact {word(args.to)} | sed 's/ linkdown//'"
+
+
 def matching_routes(args: RouteArgs) -> str:
     """A pipeline printing the routes `ip route show exact` gives for args.to that match
     via, dev and metric where given (`route_matches`)."""
@@ -1232,7 +1237,7 @@ def matching_routes(args: RouteArgs) -> str:
     short = to.rsplit("/", 1)[0] if to.endswith(("/32", "/128")) else to  # ip's host routes
     wanted = " ".join(f"{key} {getattr(args, key)}" for key in ("via", "dev", "metric")
                       if getattr(args, key) is not None)
-    return (f"ip -{args.family} route show exact {word(to)} | T1={word(to)} T2={word(short)} "
+    return (f"{_routes_to(args)} | T1={word(to)} T2={word(short)} "
             f"W={word(wanted)} awk 'BEGIN {{ n = split(ENVIRON[\"W\"], w, \" \") }} "
             "$1 == ENVIRON[\"T1\"] || $1 == ENVIRON[\"T2\"] { m = 0; "
             "for (j = 1; j < n; j += 2) for (i = 2; i < NF; i++) "
@@ -1244,7 +1249,7 @@ def routes_step(args: RouteArgs, var: ShellVar, holds: str, apply: Sequence[str]
     them, which `ip route replace` takes back), and undo deletes the ones that were not there
     and puts back the ones that were (`restore_routes`)."""
     saved, now, route = var("routes"), var("routes_now"), var("route")
-    show = f"ip -{args.family} route show exact {word(args.to)} | sed 's/ linkdown//'"
+    show = _routes_to(args)
     ip = f"ip -{args.family} route"
     return ShellStep(
         check=holds, save=(f"{saved}=$({show})",), saved=(saved,), apply=tuple(apply),
