@@ -708,15 +708,15 @@ class OvsSet(OvsAction):
         if args.table in _NAMED_TABLES and not _UUID.fullmatch(args.record):
             holds = shell_holds(db, args.table, args.record, columns, keys)
         elif args.table == "Open_vSwitch":
-            finds = [f"[ -n \"$({vsctl(db, 'find', 'Open_vSwitch', *w, options=('--bare', '--columns=_uuid'))})\" ]"
-                     for w in _conditions(columns, keys)]
-            holds = " || ".join(finds)
+            holds = " || ".join(_shell_found(db, ["Open_vSwitch", *w])
+                                for w in _conditions(columns, keys))
         else:
             spellings = {vsctl_value(args.value), json.dumps(text(args.value))} \
                 if not isinstance(args.value, (list, dict)) else {vsctl_value(args.value)}
             got = vsctl(db, "get", args.table, args.record, args.column,
                         options=("--if-exists",) if args.key else ())
-            holds = f"case \"$({got} 2>/dev/null)\" in {'|'.join(sh(s) for s in sorted(spellings))}) true ;; *) false ;; esac"
+            either = "|".join(sh(s) for s in sorted(spellings))
+            holds = f"case \"$({got} 2>/dev/null)\" in {either}) true ;; *) false ;; esac"
         save, names, undo = shell_save_values(
             db, args.table, args.record, list(columns), {c: list(k) for c, k in keys.items()},
             var, "old")
@@ -779,9 +779,15 @@ def _conditions(columns: dict[str, Any], keys: dict[str, dict[str, Any]]
 def shell_holds(db: str | None, table: str, name: str, columns: dict[str, Any],
                 keys: dict[str, dict[str, Any]]) -> str:
     """A condition: the record named `name` exists with these columns and keys."""
-    finds = [f"[ -n \"$({vsctl(db, 'find', table, f'name={vsctl_atom(name)}', *words, options=('--bare', '--columns=_uuid'))})\" ]"
+    finds = [_shell_found(db, [table, f"name={vsctl_atom(name)}", *words])
              for words in _conditions(columns, keys)]
     return finds[0] if len(finds) == 1 else "{ " + " || ".join(finds) + "; }"
+
+
+def _shell_found(db: str | None, find: Sequence[str]) -> str:
+    """A condition: `ovs-vsctl find` finds a record (find: the table, then conditions)."""
+    uuids = vsctl(db, "find", *find, options=("--bare", "--columns=_uuid"))
+    return f"[ -n \"$({uuids})\" ]"
 
 
 def shell_tagged(db: str | None, table: str, name: str) -> str:
@@ -802,10 +808,11 @@ def shell_save_values(db: str | None, table: str, record: str, columns: Sequence
         sets.append(f"{column}={value_of(v)}")
     for i, (column, key) in enumerate((c, k) for c, ks in keys.items() for k in ks):
         v = var(f"{tag}k{i}")
-        save.append(f"{v}=$({vsctl(db, 'get', table, record, f'{column}:{vsctl_atom(key)}', options=('--if-exists',))})")
+        entry = f"{column}:{vsctl_atom(key)}"
+        save.append(f"{v}=$({vsctl(db, 'get', table, record, entry, options=('--if-exists',))})")
         names.append(v)
         undo.append(f"if [ -n \"${v}\" ]; then "
-                    f"{vsctl(db, 'set', table, record, f'{column}:{vsctl_atom(key)}={value_of(v)}')}; "
+                    f"{vsctl(db, 'set', table, record, f'{entry}={value_of(v)}')}; "
                     f"else {vsctl(db, 'remove', table, record, column, vsctl_atom(key))}; fi")
     if sets:
         undo.insert(0, vsctl(db, "set", table, record, *sets))
