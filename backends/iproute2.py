@@ -56,7 +56,8 @@ from .linux_args import (ABSENT, HOME, ROUTE_DEFAULTS, AddAddr, AddBridge, AddrA
                          LinkSetArgs, MoveLink, Netns, NetnsMoveArgs, Record, Release,
                          RenameLink, ReplaceRoute, RouteArgs, RoutePresentArgs, SetLink,
                          VethAbsentArgs, VethPresentArgs, desired_route, family, managed,
-                         restore_link, restore_routes, route_matches, simulate)
+                         restore_addresses, restore_link, restore_routes, route_matches,
+                         simulate)
 
 T = TypeVar("T")
 
@@ -536,7 +537,18 @@ class LinkSet(LinkAction):
                          undo=tuple(out.restore_link(args.name, var, touched)))
 
 
-class AddrPresent(LinkAction):
+class AddressAction(LinkAction):
+    """addr.present and addr.absent: undo puts the link's addresses back, and only while the
+    link is there (the step that made or removed the link undoes that)."""
+
+    def restore(self, args: Any, before: State, now: State) -> list[Change]:
+        was, seen = link_record(before, args.dev), link_record(now, args.dev)
+        if not (was["exists"] and seen["exists"]):
+            return []
+        return restore_addresses(args.dev, was.get("addresses", []), seen.get("addresses", []))
+
+
+class AddrPresent(AddressAction):
     name = "addr.present"
     family = "link"
     Args = AddrPresentArgs
@@ -593,7 +605,7 @@ class AddrPresent(LinkAction):
         return addresses_step(out, args.dev, fam, var, holds, apply)
 
 
-class AddrAbsent(LinkAction):
+class AddrAbsent(AddressAction):
     name = "addr.absent"
     family = "link"
     Args = AddrAbsentArgs
