@@ -7,6 +7,7 @@ lives under one state directory D:
     D/data  D/exec          --data-root / --exec-root (exec is made a shared bind mount, or
                             container namespaces can outlive their containers)
     D/docker.sock           the API socket (unix://D/docker.sock)
+    D/containerd/           its own containerd (dockerd --containerd), kept across restarts
     D/daemon.json           its configuration file (what `docker.daemon` edits); always passed
                             with --config-file so the machine's /etc/docker is never read (as
                             D/daemon.effective.json, less what the sysconfig flags set)
@@ -99,9 +100,11 @@ class Dockerd:
         the namespace of the daemon it replaces)."""
         self._prepare()
         enter = [f"--mount=/proc/self/fd/{mount_ns}"] if mount_ns is not None else []
+        self._ensure_containerd(enter, mount_ns, timeout)
         argv = self.namespace.nsenter_argv([
             *enter, "dockerd", "--data-root", str(self.dir / "data"), "--exec-root",
             str(self.dir / "exec"), "--pidfile", str(self.pidfile), "-H", self.url,
+            "--containerd", str(self.containerd_socket),
             "--config-file", str(self._effective_config()), *self._sysconfig_flags(),
         ])
         with open(self.log_path, "ab") as log:
@@ -144,9 +147,13 @@ class Dockerd:
             os.close(mount_ns)
 
     def remove(self) -> None:
-        """Stop the daemon, unmount everything under the state dir (deepest first) and delete
-        it."""
+        """Stop the daemon and its containerd, unmount everything under the state dir (deepest
+        first) and delete it."""
         self.stop()
+        started = self.dir / "containerd.started"
+        if started.exists():
+            stop_pid(int(started.read_text()))
+            started.unlink()
         for mount in sorted(_mounts_under(self.dir), key=len, reverse=True):
             subprocess.run(["umount", "-l", mount], capture_output=True)
         subprocess.run(["rm", "-rf", "--one-file-system", str(self.dir)], capture_output=True)
@@ -195,6 +202,33 @@ class Dockerd:
                 value = shlex.split(line.strip().removeprefix("other_args="))
                 return shlex.split(value[0]) if value else []
         return []
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.dir / "containerd" / "containerd.sock"
+
+    def _ensure_containerd(self, enter: list[str], mount_ns: int | None, timeout: float) -> None:
+        """A containerd of the host's own, outside dockerd: dockerd then stops in 0.01 s
+        instead of 1 s (it no longer takes its containerd down), so `docker.daemon` steps
+        with a restart cost 0.15 s."""
+        started = self.dir / "containerd.started"
+        if started.exists() and alive(int(started.read_text())):
+            return
+        root = self.dir / "containerd"
+        argv = self.namespace.nsenter_argv([
+            *enter, "containerd", "--address", str(self.containerd_socket),
+            "--root", str(root / "root"), "--state", str(root / "state")])
+        with open(self.dir / "containerd.log", "ab") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    start_new_session=True,
+                                    pass_fds=(mount_ns,) if mount_ns is not None else ())
+        deadline = time.monotonic() + timeout
+        while not self.containerd_socket.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop_pid(proc.pid)
+                raise DockerdError(f"containerd did not start: {self.log_tail()}")
+            time.sleep(0.01)
+        started.write_text(str(proc.pid))
 
     def _effective_config(self) -> Path:
         """daemon.json less what the sysconfig flags set: a lab host serves both targets, and
