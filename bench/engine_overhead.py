@@ -47,6 +47,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         tmpdir = Path(tmp)
         env = {**os.environ, "RUNFLOW_HOME": str(tmpdir / "home")}
+        # as installed: Python caches compiled modules (PYTHONDONTWRITEBYTECODE would not)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         separate = tmpdir / "separate.toml"
         separate.write_text('[workflow]\nname = "noop"\n' + "".join(
             f'\n[[steps]]\nid = "s{i}"\naction = "test.noop"\n' for i in range(n)))

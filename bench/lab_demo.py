@@ -77,6 +77,8 @@ def shell_recipe(lab_dir: Path, mode: str, env: dict) -> float:
 def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="rfb", dir="/tmp"))
     env = {**os.environ, "RUNFLOW_LAB": str(root / "lab"), "RUNFLOW_HOME": str(root / "home")}
+    # as installed: Python caches compiled modules (PYTHONDONTWRITEBYTECODE would not)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     rows = []
     try:
         startup, _ = timed([*RUNFLOW, "--version"], env)
