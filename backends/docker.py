@@ -663,21 +663,6 @@ def _optional(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-class _Ovsdb:
-    """An ovsdbapp connection to the host's OVSDB, closed at the end of the run."""
-
-    def __init__(self, endpoint: str) -> None:
-        from ovsdbapp.backend.ovs_idl import connection
-        from ovsdbapp.schema.open_vswitch import impl_idl
-
-        idl = connection.OvsdbIdl.from_server(endpoint, "Open_vSwitch")
-        self.connection = connection.Connection(idl=idl, timeout=10)
-        self.api = impl_idl.OvsdbIdl(self.connection)
-
-    def close(self) -> None:
-        self.connection.stop()
-
-
 class Netlink(Plumbing):
     """Attach and detach with pyroute2 (host and container) and ovsdbapp (OVS ports)."""
 
@@ -696,13 +681,12 @@ class Netlink(Plumbing):
         return not url.startswith("unix:") or os.path.exists(url.removeprefix("unix:"))
 
     def ovs(self) -> Any:
-        def connect() -> _Ovsdb:
-            try:
-                return _Ovsdb(self.endpoint())
-            except Exception as exc:  # ovsdbapp raises several kinds (timeouts, socket errors)
-                raise ActionError(f"cannot reach OVSDB at {self.endpoint()}: {exc}") from None
+        # The ovsdb backend's client: one connection per host (ovsdbapp keeps a connection
+        # per class, so a plain OvsdbIdl would talk to the first host's database on all).
+        from .ovsdb import OvsdbClient
 
-        return self.ctx.resources.get(f"container.ovsdb:{self.endpoint()}", connect).api
+        return self.ctx.resources.get(f"container.ovsdb:{self.endpoint()}",
+                                      lambda: OvsdbClient(self.ctx.host)).api
 
     def ovs_bridge(self, name: str) -> bool:
         return self.ovs_reachable() and self.ovs().br_exists(name).execute(check_error=True)

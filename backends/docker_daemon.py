@@ -63,7 +63,10 @@ class DaemonConfig(Action):
     Args = DockerDaemonArgs
     summary = "the docker daemon's bridge settings (-b, --bip, --fixed-cidr, --mtu, --iptables)"
     default_path: ClassVar[str]
-    inventory_key: ClassVar[str]  # the host setting that names the file instead
+    inventory_key: ClassVar[str]
+    # Killed between writing the file and restarting, the file holds but the daemon runs
+    # the old settings: in doubt, write (a no-op) and restart again.
+    reapply_in_doubt = True  # the host setting that names the file instead
     service_backend: ClassVar[str]  # how to restart when the inventory gives no command
 
     @classmethod

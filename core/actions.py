@@ -88,6 +88,9 @@ class Action:
     Args: ClassVar[type[Args]]
     summary: ClassVar[str] = ""
     holds_message: ClassVar[str] = "already in the desired state"  # why a step was skipped
+    # True when apply has an effect observe cannot see (e.g. restarting a daemon after writing
+    # its config): a step left in doubt by a killed run is then applied again, not trusted.
+    reapply_in_doubt: ClassVar[bool] = False
 
     @classmethod
     def unusable(cls, host: Host) -> str | None:

@@ -255,7 +255,7 @@ class Engine:
                     durable=durable)
             return True
         # "applying" with no outcome: the process died during apply (in doubt)
-        if holds:
+        if holds and not impl.reapply_in_doubt:
             r.succeed(message="in doubt; the desired state holds")
             return False
         r.reapply(message="in doubt; applying again", durable=durable)
