@@ -65,9 +65,12 @@ class Plugins:
         spec = importlib.util.spec_from_file_location(f"runflow_plugin_{abs(hash(path))}", path)
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
+        # In sys.modules first, as imports do: pydantic resolves a model's annotations there.
+        sys.modules[spec.name] = module
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
+            del sys.modules[spec.name]
             raise InputError(f"plugin file {str(path)!r} failed to load: {exc}", field="plugins")
         self.pm.register(module, name=name)
         self._registry = None

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from tests.conftest import runflow_argv
+from tests.conftest import REPO, runflow_argv
 from tests.unit.conftest import FILES_PLUGIN, read_events
 
 
@@ -208,3 +208,15 @@ def test_version_and_help(runflow):
     help_text = runflow("--help").stdout
     for command in ("run", "plan", "validate", "backends", "resume", "rollback", "runs", "show"):
         assert command in help_text
+
+
+def test_the_example_plugin_package_registers_its_action(runflow, tmp_path):
+    plugin = REPO / "contrib" / "example-plugin" / "runflow_mtu" / "plugin.py"
+    listed = runflow("backends", "--plugin", plugin, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert '"action": "mylab.mtu"' in listed.stdout
+    wf = tmp_path / "mtu.toml"
+    wf.write_text('[workflow]\nname = "mtu"\n[[steps]]\nid = "m"\naction = "mylab.mtu"\n'
+                  'name = "lo"\nmtu = 10\n')
+    refused = runflow("validate", wf, "--plugin", plugin)
+    assert refused.returncode == 2 and "greater than or equal to 68" in refused.stderr

@@ -1,0 +1,1 @@
+"""An example runflow plugin package (see plugin.py)."""
