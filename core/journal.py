@@ -142,6 +142,8 @@ class Journal:
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"journal {self.path} cannot be used: {exc}") from None
         self._in_tx = False
+        self._events: list[tuple[Any, ...]] = []  # inserted together at the next commit
+        self._started: dict[tuple[str, str | None, str | None], float] = {}
 
     def close(self) -> None:
         with self._lock:
@@ -170,10 +172,8 @@ class Journal:
                             "WHERE id=?", (e.dest, e.time, e.message, e.run_id))
         else:
             self._update_step(e)
-        self.db.execute(
-            "INSERT INTO events (run_id, time, kind, host, step, source, dest, message) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (e.run_id, e.time, e.kind, e.host, e.step, e.source, e.dest, e.message))
+        self._events.append((e.run_id, e.time, e.kind, e.host, e.step, e.source, e.dest,
+                             e.message))
         # Intents (and run changes) are committed before the engine goes on. An outcome rides
         # along with the next commit; if the process dies first, the step is "in doubt" and
         # resume settles it with `check`, as for a kill during apply.
@@ -182,6 +182,10 @@ class Journal:
 
     def _commit(self) -> None:
         if self._in_tx:
+            self.db.executemany(
+                "INSERT INTO events (run_id, time, kind, host, step, source, dest, message) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._events)
+            self._events.clear()
             self.db.execute("COMMIT")
             self._in_tx = False
 
@@ -200,11 +204,15 @@ class Journal:
              for host, steps in record["steps"].items() for seq, s in enumerate(steps)])
 
     def _update_step(self, e: Event) -> None:
+        key = (e.run_id, e.host, e.step)
+        if e.dest == "checking":  # written with the step's next change: one statement less
+            self._started[key] = e.time
+            return
         sets = ["state=?"]
         values: list[Any] = [e.dest]
-        if e.dest == "checking":
+        if key in self._started:
             sets.append("started=?")
-            values.append(e.time)
+            values.append(self._started.pop(key))
         if e.dest in ("skipped", "applied", "failed", "undone", "undo_failed"):
             sets.append("finished=?")
             values.append(e.time)
