@@ -169,19 +169,31 @@ class Engine:
         for host_name, runs in self.steps.items():
             for r in runs:
                 by_step.setdefault(r.instance.step_index, {}).setdefault(host_name, []).append(r)
-        for index in sorted(by_step):
+        groups = [by_step[index] for index in sorted(by_step)]
+        if len(self.steps) == 1:  # no lockstep to keep: the host's thread runs them all
+            (host_name,) = self.steps
+            rt = self._runtime(host_name)
+            return rt.pool.submit(self._forward_alone, rt, [g[host_name] for g in groups]
+                                  ).result()
+        for group in groups:
             if self._stop_reason:
                 return f"interrupted by {self._stop_reason}"
-            groups = by_step[index]
             futures = [self._runtime(h).pool.submit(self._run_group, self._runtime(h), runs)
-                       for h, runs in groups.items()]
-            failures = [f.result() for f in futures]
-            failed = [f for f in failures if f]
+                       for h, runs in group.items()]
+            failed = [f for f in (future.result() for future in futures) if f]
             if failed:
                 return "; ".join(failed)
-        if self._stop_reason:
-            return f"interrupted by {self._stop_reason}"
-        return None
+        return f"interrupted by {self._stop_reason}" if self._stop_reason else None
+
+    def _forward_alone(self, rt: HostRuntime, groups: list[list[StepRun]]) -> str | None:
+        """Every step of a single-host run, in the host's worker thread."""
+        for runs in groups:
+            if self._stop_reason:
+                return f"interrupted by {self._stop_reason}"
+            failure = self._run_group(rt, runs)
+            if failure:
+                return failure
+        return f"interrupted by {self._stop_reason}" if self._stop_reason else None
 
     def _run_group(self, rt: HostRuntime, runs: list[StepRun]) -> str | None:
         """Run the instances of one step on one host (in the host's worker thread)."""
