@@ -55,11 +55,23 @@ STEP_CHANGED = {"applied", "applying", "undoing", "undo_failed"}  # what rollbac
 Listener = Callable[[Any, str, str, dict[str, Any]], None]
 
 
+class _LeanMachine(Machine):
+    """A Machine that binds only the triggers to each model: runflow uses neither the
+    `is_<state>()` nor the `may_<trigger>()` helpers, and a run of 1,000 steps adds 1,000
+    models (binding them all costs a third of the time of adding one)."""
+
+    def _add_model_to_state(self, state: Any, model: Any) -> None:
+        pass
+
+    def _add_may_transition_func_for_trigger(self, trigger: str, model: Any) -> None:
+        pass
+
+
 def _machine(states: list[str], transitions: list[dict[str, Any]], listener: Listener) -> Machine:
     def after(event: EventData) -> None:
         listener(event.model, event.transition.source, event.transition.dest, event.kwargs)
 
-    return Machine(model=None, states=states, transitions=transitions, initial="pending",
+    return _LeanMachine(model=None, states=states, transitions=transitions, initial="pending",
                    auto_transitions=False, send_event=True, after_state_change=after)
 
 

@@ -12,29 +12,41 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, UndefinedError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
 _SINGLE_EXPRESSION = re.compile(r"^\{\{(?P<expr>(?:(?!\}\}).)*)\}\}$", re.DOTALL)
-
-_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
 
 
 class TemplateProblem(ValueError):
     """A template or expression that cannot be evaluated; the message says why."""
 
 
-@lru_cache(maxsize=4096)
-def _template(text: str):
-    return _env.from_string(text)
+@lru_cache(maxsize=1)
+def _env() -> Any:
+    # Imported on first use: a workflow without templates never pays for Jinja2.
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+
+
+def _errors() -> tuple[type[Exception], ...]:
+    from jinja2 import TemplateError
+
+    return (TemplateError, TypeError, ValueError, ArithmeticError)
 
 
 @lru_cache(maxsize=4096)
-def _expression(text: str):
-    return _env.compile_expression(text, undefined_to_none=False)
+def _template(text: str) -> Any:
+    return _env().from_string(text)
+
+
+@lru_cache(maxsize=4096)
+def _expression(text: str) -> Any:
+    return _env().compile_expression(text, undefined_to_none=False)
 
 
 def _explain(exc: Exception) -> str:
+    from jinja2 import UndefinedError
+
     if isinstance(exc, UndefinedError):
         return f"undefined variable: {exc.message}"
     return f"{type(exc).__name__}: {exc}"
@@ -44,7 +56,7 @@ def evaluate(expression: str, variables: dict[str, Any]) -> Any:
     """Evaluate a bare expression such as `ovs_datapath == 'netdev'` or `range(1, 201)`."""
     try:
         value = _expression(expression)(**variables)
-    except (TemplateError, TypeError, ValueError, ArithmeticError) as exc:
+    except _errors() as exc:
         raise TemplateProblem(f"cannot evaluate {expression!r}: {_explain(exc)}") from None
     if hasattr(value, "_undefined_name"):
         raise TemplateProblem(f"cannot evaluate {expression!r}: undefined variable "
@@ -62,7 +74,7 @@ def render(value: Any, variables: dict[str, Any]) -> Any:
             return evaluate(single.group("expr"), variables)
         try:
             return _template(value).render(**variables)
-        except (TemplateError, TypeError, ValueError, ArithmeticError) as exc:
+        except _errors() as exc:
             raise TemplateProblem(f"cannot render {value!r}: {_explain(exc)}") from None
     if isinstance(value, list):
         return [render(v, variables) for v in value]
