@@ -8,11 +8,11 @@ and native OVSDB drivers. Both describe their changes as the ovs-vsctl commands 
 This client sticks to commands Open vSwitch 1.9 (CentOS 6) has. It writes with ovs-vsctl
 (add-br, del-br, add-port, del-port, set, remove, --if-exists): the ops of one step, or of all
 the instances of a for_each step, go into one invocation chained with `--`, which ovs-vsctl
-runs as one transaction. It reads bridges, ports and interfaces with `ovsdb-client transact`
-and select operations: the server returns only the rows asked for, where ovs-vsctl fetches
-whole tables before it looks at one row (with 500 ports a `find` costs as much as the
-`add-port` it precedes). ovs.set reads with `ovs-vsctl list`, which resolves records as
-`ovs-vsctl set` does.
+runs as one transaction. It reads in-process, with select operations over the OVSDB protocol
+(backends/ovsdb_wire.py, one connection per run and host): no process per read, and the server
+returns only the rows asked for, where ovs-vsctl fetches whole tables before it looks at one row
+(with 500 ports a `find` costs as much as the `add-port` it precedes). ovs.set finds its record
+as `ovs-vsctl set` does (by UUID, or by name through the same table of row ids).
 
 ovs-vsctl exits 0 even when ovs-vswitchd could not set up a bridge or port, so success is read
 back: ovs-vsctl 2.5 and later report the interfaces they inserted that got no OpenFlow port
@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from runflow.core.actions import Action, Context, ShellStep, State, sh
-from runflow.core.errors import ActionError, CommandError
+from runflow.core.errors import ActionError
 from runflow.core.export import command, indent, value_of, word
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
@@ -38,8 +38,9 @@ from runflow.core.hosts import Host
 from .ovs_args import (BRIDGE_COLUMNS, READ_BACK_COLUMNS, RUN_TAG, STEP_TAG, VIEW_COLUMNS,
                        AddBridge, AddPort, DelBridge, DelPort, Op, OvsBridgeAbsentArgs,
                        OvsBridgeArgs, OvsPortAbsentArgs, OvsPortArgs, OvsSetArgs, RemoveKeys,
-                       SetColumns, SetKeys, View, from_json, inserted_interfaces, is_empty,
+                       SetColumns, SetKeys, View, inserted_interfaces, is_empty,
                        same, set_up_interfaces, setup_problem, text, vsctl_atom, vsctl_value)
+from .ovsdb_wire import OvsdbWire, connection, where_includes, where_named
 
 TIMEOUT = 30  # seconds ovs-vsctl waits for ovsdb-server and ovs-vswitchd
 _SELECT_LIMIT = 8  # beyond this many ports, reading whole tables is cheaper than a select each
@@ -99,8 +100,9 @@ def vsctl_argv(db: str | None, commands: Sequence[Sequence[str]], *,
 
 
 class VsctlClient:
-    """Reads and writes one host's database with ovs-vsctl (the inventory's `ovsdb` entry is
-    passed as --db; without one, ovs-vsctl uses its default socket)."""
+    """Reads one host's database in-process (backends/ovsdb_wire.py) and writes it with
+    ovs-vsctl (the inventory's `ovsdb` entry is passed as --db; without one, both use the
+    default socket)."""
 
     def __init__(self, host: Host) -> None:
         self.db = host.endpoints.get("ovsdb")
@@ -108,26 +110,26 @@ class VsctlClient:
 
     @staticmethod
     def unusable(host: Host) -> str | None:
-        missing = [t for t in ("ovs-vsctl", "ovsdb-client") if shutil.which(t) is None]
-        return f"{' and '.join(missing)} not installed" if missing else None
+        return None if shutil.which("ovs-vsctl") else "ovs-vsctl not installed"
 
     def view(self, ctx: Context, ports: Sequence[str] | None = None) -> View:
         """Every bridge, and the ports and interfaces named (all of them when None)."""
+        wire = connection(ctx)
         if ports is None or len(ports) > _SELECT_LIMIT:
-            return View.from_rows(*self._select(ctx, [(t, [], c) for t, c in VIEW_COLUMNS.items()]))
+            return View.from_rows(*wire.select([(t, [], c) for t, c in VIEW_COLUMNS.items()]))
         # A bridge's list of ports can be long (500 UUIDs are most of what a step would read):
-        # read the bridges without it, then ask which bridge holds each port that exists.
+        # read the bridges without it, then ask which bridge holds each port that exists. A
+        # select cannot use what another select of its transaction found, so that takes a
+        # second round trip, and only when a port exists.
         bridge_columns = [c for c in VIEW_COLUMNS["Bridge"] if c != "ports"]
-        tables = self._select(ctx, [("Bridge", [], bridge_columns),
-                                    *(("Port", _named(n), VIEW_COLUMNS["Port"]) for n in ports),
-                                    *(("Interface", _named(n), VIEW_COLUMNS["Interface"])
-                                      for n in ports)])
+        tables = wire.select([("Bridge", [], bridge_columns),
+                              *(("Port", where_named(n), VIEW_COLUMNS["Port"]) for n in ports),
+                              *(("Interface", where_named(n), VIEW_COLUMNS["Interface"])
+                                for n in ports)])
         bridges, found = tables[0], sum(tables[1:1 + len(ports)], [])
-        holders = self._select(ctx, [("Bridge", [["ports", "includes", ["uuid", p["_uuid"]]]],
-                                      ["name"]) for p in found]) if found else []
         members: dict[str, list[str]] = {}
-        for port, held_by in zip(found, holders):
-            for bridge in held_by:
+        for port, bridge in zip(found, holders(wire, "Bridge", "ports", found)):
+            if bridge is not None:
                 members.setdefault(bridge["name"], []).append(port["_uuid"])
         for bridge in bridges:
             bridge["ports"] = members.get(bridge["name"], [])
@@ -135,34 +137,35 @@ class VsctlClient:
 
     def problems(self, ctx: Context, names: Sequence[str]) -> dict[str, str]:
         """What ovs-vswitchd could not set up among these interfaces (read back)."""
-        rows = self._select(ctx, [("Interface", _named(n), READ_BACK_COLUMNS) for n in names])
+        rows = connection(ctx).select([("Interface", where_named(n), READ_BACK_COLUMNS)
+                                       for n in names])
         view = View.from_rows([], [], sum(rows, []))
         return {n: p for n in names if (p := view.problem(n))}
 
-    def _select(self, ctx: Context, selects: Sequence[tuple[str, list[Any], Sequence[str]]]
-                ) -> list[list[dict[str, Any]]]:
-        """Rows of (table, where, columns) in normal form, in one `ovsdb-client transact`."""
-        ops = [{"op": "select", "table": table, "where": where, "columns": ["_uuid", *columns]}
-               for table, where, columns in selects]
-        argv = ["ovsdb-client", "transact", *([self.db] if self.db else []),
-                json.dumps(["Open_vSwitch", *ops])]
-        results = json.loads(ctx.run(argv, timeout=TIMEOUT).stdout)
-        failed = [r["error"] for r in results if "error" in r]
-        if failed:
-            raise ActionError(f"reading OVSDB failed: {failed[0]}")
-        return [[{c: from_json(v) for c, v in row.items()} for row in r["rows"]]
-                for r in results]
-
     def get(self, ctx: Context, table: str, record: str, column: str) -> tuple[bool, Any]:
-        """(found, value) of one column of one record."""
-        argv = vsctl_argv(self.db, [[f"--columns={column}", "list", table, record]],
-                          json_output=True)
-        done = ctx.run(argv, check=False)
-        if done.returncode != 0:
-            if "no row" in done.stderr:
-                return False, None
-            raise CommandError(argv, done.returncode, done.stderr, ctx.host.name)
-        return True, from_json(json.loads(done.stdout)["data"][0][0])
+        """(found, value) of one column of one record, the record found as `ovs-vsctl set`
+        finds it (a UUID, or a name through _RECORD_IDS)."""
+        wire = connection(ctx)
+        if _UUID.fullmatch(record):
+            rows = wire.select([(table, [["_uuid", "==", ["uuid", record]]], [column])])[0]
+            return (True, rows[0][column]) if rows else (False, None)
+        if table not in _RECORD_IDS:
+            return False, None
+        named_in, name_column, reference = _RECORD_IDS[table]
+        if name_column is None and record != ".":
+            return False, None
+        where = [[name_column, "==", record]] if name_column else []
+        rows = wire.select([(named_in, where, [reference or column])])[0]
+        if len(rows) != 1:
+            return False, None
+        if reference is None:
+            return True, rows[0][column]
+        # A reference of one row only names a record (as in ovs-vsctl).
+        target = rows[0][reference]
+        if not isinstance(target, str):
+            return False, None
+        rows = wire.select([(table, [["_uuid", "==", ["uuid", target]]], [column])])[0]
+        return (True, rows[0][column]) if rows else (False, None)
 
     def execute(self, ctx: Context, ops: Sequence[Op], *, read_back: bool = True
                 ) -> dict[str, str]:
@@ -190,8 +193,35 @@ class VsctlClient:
         return self._reports_new_interfaces
 
 
-def _named(name: str) -> list[Any]:
-    return [["name", "==", name]]
+# How ovs-vsctl finds a record by name (the row ids of vsctl.c): the table and column holding
+# the name, and the column of that row that refers to the record (None: the row itself). A
+# table not listed takes UUIDs only; a table without a name column has one row, named ".".
+_RECORD_IDS: dict[str, tuple[str, str | None, str | None]] = {
+    "Open_vSwitch": ("Open_vSwitch", None, None),
+    "Bridge": ("Bridge", "name", None),
+    "Port": ("Port", "name", None),
+    "Interface": ("Interface", "name", None),
+    "Mirror": ("Mirror", "name", None),
+    "Flow_Table": ("Flow_Table", "name", None),
+    "Manager": ("Manager", "target", None),
+    "Controller": ("Bridge", "name", "controller"),
+    "NetFlow": ("Bridge", "name", "netflow"),
+    "sFlow": ("Bridge", "name", "sflow"),
+    "IPFIX": ("Bridge", "name", "ipfix"),
+    "AutoAttach": ("Bridge", "name", "auto_attach"),
+    "QoS": ("Port", "name", "qos"),
+    "SSL": ("Open_vSwitch", None, "ssl"),
+}
+
+
+def holders(wire: OvsdbWire, table: str, column: str, rows: Sequence[dict[str, Any]]
+            ) -> list[dict[str, Any] | None]:
+    """For each row, the row of `table` whose set `column` refers to it (its name and
+    _uuid), or None: which bridge holds a port, which port an interface."""
+    if not rows:
+        return []
+    found = wire.select([(table, where_includes(column, r["_uuid"]), ["name"]) for r in rows])
+    return [held_by[0] if held_by else None for held_by in found]
 
 
 # ---------------------------------------------------------------------------------------------

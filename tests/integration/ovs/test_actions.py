@@ -255,6 +255,41 @@ value = 'a "quoted" note, with {braces}=signs'
     assert after["Port"]["gre0"]["external_ids"]["note"] == 'a "quoted" note, with {braces}=signs'
 
 
+def test_ovs_set_finds_records_as_ovs_vsctl_does(lab: Lab) -> None:
+    """A record named by its UUID, and one named through the bridge that refers to it (a
+    bridge's controller is found by the bridge's name)."""
+    lab.host.vsctl("add-br", "br0", "--", "set", "Bridge", "br0", "datapath_type=netdev",
+                   "--", "set-controller", "br0", "tcp:127.0.0.1:6653")
+    uuid = lab.host.vsctl("get", "Bridge", "br0", "_uuid").strip()
+    workflow = lab.workflow(f'''
+[[steps]]
+id = "backoff"
+action = "ovs.set"
+table = "Controller"
+record = "br0"
+column = "max_backoff"
+value = 2000
+
+[[steps]]
+id = "by-uuid"
+action = "ovs.set"
+table = "Bridge"
+record = "{uuid}"
+column = "external_ids:note"
+value = "found by uuid"
+''')
+    settings = ("get", "Controller", "br0", "max_backoff", "--", "get", "Bridge", "br0",
+                "external_ids")
+    before = lab.host.vsctl(*settings)
+    run_id, events, _ = lab.run(workflow)
+    assert set(step_states(events).values()) == {"applied"}
+    assert lab.host.vsctl(*settings).split("\n")[:2] == ["2000", '{note="found by uuid"}']
+    _, events, _ = lab.run(workflow)
+    assert set(step_states(events).values()) == {"skipped"}
+    lab.rollback(run_id)
+    assert lab.host.vsctl(*settings) == before
+
+
 def test_for_each_ports_are_one_invocation_or_transaction(lab: Lab) -> None:
     run_id, after, events = round_trip_events(lab, BRIDGE + '''
 [[steps]]
