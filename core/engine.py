@@ -22,7 +22,7 @@ from .actions import Action, Context, Resources, State
 from .errors import EXIT_NEEDS_ATTENTION, EXIT_OK, EXIT_ROLLED_BACK, ActionError
 from .events import Event
 from .hosts import Host
-from .lifecycle import STEP_CHANGED, Lifecycles
+from .lifecycle import STEP_CHANGED, Lifecycles, StepMachine
 from .plugins import Plugins
 from .workflow import Instance
 
@@ -41,6 +41,7 @@ class StepRun:
 
     host: Host
     instance: Instance
+    machine: StepMachine
     before: State | None = None  # observed before the first apply: what undo restores
     error: str | None = None
     state: str = "pending"
@@ -48,6 +49,10 @@ class StepRun:
     @property
     def key(self) -> str:
         return self.instance.key
+
+    def fire(self, trigger: str, **kwargs: Any) -> None:
+        """Change state by a trigger of the step lifecycle (core/lifecycle.py)."""
+        self.machine.fire(self, trigger, **kwargs)
 
 
 @dataclass
@@ -75,7 +80,8 @@ class Engine:
         self._stop_reason: str | None = None
         self.hosts = [host for host, _ in plans]
         self.steps: dict[str, list[StepRun]] = {
-            host.name: [StepRun(host, inst) for inst in plan] for host, plan in plans
+            host.name: [StepRun(host, inst, self.lifecycles.steps) for inst in plan]
+            for host, plan in plans
         }
         self._runtimes: dict[str, HostRuntime] = {}
 
@@ -100,9 +106,6 @@ class Engine:
     def execute(self) -> int:
         """Run (or resume) forward; on failure roll back unless disabled. Returns the exit code."""
         self.lifecycles.track_run(self.run, self.run.state)
-        for runs in self.steps.values():
-            for r in runs:
-                self.lifecycles.track_step(r, r.state)
         try:
             if self.run.state == "pending":
                 self.run.start()
@@ -122,9 +125,6 @@ class Engine:
     def roll_back(self) -> int:
         """Undo the applied steps of a finished, failed or interrupted run."""
         self.lifecycles.track_run(self.run, self.run.state)
-        for runs in self.steps.values():
-            for r in runs:
-                self.lifecycles.track_step(r, r.state)
         try:
             return self._roll_back()
         finally:
@@ -200,8 +200,8 @@ class Engine:
         todo = []
         for r in runs:
             if r.instance.skip_reason and r.state != "skipped":
-                r.check()
-                r.skip(message=r.instance.skip_reason)
+                r.fire("check")
+                r.fire("skip", message=r.instance.skip_reason)
             elif not r.instance.skip_reason:
                 todo.append(r)
         if not todo:
@@ -224,7 +224,7 @@ class Engine:
         ctx = self._context(rt, r)
         try:
             if r.state in ("pending", "skipped", "failed", "undone"):
-                r.check()
+                r.fire("check")
             now = impl.observe(ctx, r.instance.args)
             if not self._needs_apply(impl, r, now):
                 return None
@@ -233,7 +233,7 @@ class Engine:
             if r.state == "applying":
                 exc = self._clean_up_partial(impl, ctx, r, now, exc)
             return self._fail(r, exc, ctx)
-        r.succeed(detail={"commands": ctx.commands})
+        r.fire("succeed", detail={"commands": ctx.commands})
         return None
 
     @staticmethod
@@ -255,29 +255,29 @@ class Engine:
         holds = impl.check(r.instance.args, now)
         if r.state == "checking":
             if holds:
-                r.skip(message=impl.holds_message)
+                r.fire("skip", message=impl.holds_message)
                 return False
             r.before = now
-            r.change(detail={"before": now}, durable=durable)
+            r.fire("change", detail={"before": now}, durable=durable)
             return True
         if r.state == "applied":  # resume: an applied step must still hold
             if holds:
                 return False
-            r.drift(message="drift: no longer in the desired state; applying again",
-                    durable=durable)
+            r.fire("drift", message="drift: no longer in the desired state; applying again",
+                   durable=durable)
             return True
         # "applying" with no outcome: the process died during apply (in doubt)
         if holds and not impl.reapply_in_doubt:
-            r.succeed(message="in doubt; the desired state holds")
+            r.fire("succeed", message="in doubt; the desired state holds")
             return False
-        r.reapply(message="in doubt; applying again", durable=durable)
+        r.fire("reapply", message="in doubt; applying again", durable=durable)
         return True
 
     def _run_batch(self, rt: HostRuntime, impl: Action, runs: list[StepRun]) -> str | None:
         ctx = self._context(rt, runs[0])
         for r in runs:
             if r.state in ("pending", "skipped", "failed", "undone"):
-                r.check()
+                r.fire("check")
         observed = impl.observe_many(ctx, [r.instance.args for r in runs])
         changing = [i for i, (r, now) in enumerate(zip(runs, observed))
                     if not impl.check(r.instance.args, now)]
@@ -288,14 +288,14 @@ class Engine:
             return None
         if self._stop_reason:
             for r, _ in todo:
-                r.fail(message=f"not applied: interrupted by {self._stop_reason}")
+                r.fire("fail", message=f"not applied: interrupted by {self._stop_reason}")
             return f"interrupted by {self._stop_reason}"
         try:
             impl.apply_many(ctx, [(r.instance.args, now) for r, now in todo])
         except Exception as exc:
             return self._settle_batch(impl, ctx, [r for r, _ in todo], exc)
         for i, (r, _) in enumerate(todo):
-            r.succeed(detail=self._batch_commands(ctx, i))
+            r.fire("succeed", detail=self._batch_commands(ctx, i))
         return None
 
     @staticmethod
@@ -310,17 +310,17 @@ class Engine:
         failure = None
         for i, (r, now) in enumerate(zip(runs, after)):
             if impl.check(r.instance.args, now):
-                r.succeed(detail=self._batch_commands(ctx, i))
+                r.fire("succeed", detail=self._batch_commands(ctx, i))
             elif failure is None:
                 failure = self._fail(r, exc, ctx)
             else:
-                r.fail(message=f"not applied: the batch stopped at {runs[0].key}")
+                r.fire("fail", message=f"not applied: the batch stopped at {runs[0].key}")
         return failure or self._fail_message(runs[0], exc)
 
     def _fail(self, r: StepRun, exc: Exception, ctx: Context) -> str:
         r.error = str(exc) or type(exc).__name__
         if r.state in ("checking", "applying"):
-            r.fail(message=r.error, detail={"commands": ctx.commands})
+            r.fire("fail", message=r.error, detail={"commands": ctx.commands})
         return self._fail_message(r, exc)
 
     def _fail_unexpected(self, runs: Sequence[StepRun], exc: Exception) -> str:
@@ -328,7 +328,7 @@ class Engine:
         for r in runs:
             if r.state in ("checking", "applying"):
                 r.error = f"{type(exc).__name__}: {exc}"
-                r.fail(message=r.error, detail=detail)
+                r.fire("fail", message=r.error, detail=detail)
                 return self._fail_message(r, exc)
         return f"{type(exc).__name__}: {exc}"
 
@@ -358,15 +358,15 @@ class Engine:
             if r.state not in STEP_CHANGED:
                 continue
             ctx = self._context(rt, r)
-            r.undo(durable=True)
+            r.fire("undo", durable=True)
             try:
                 self._impl(rt, r.instance).undo(ctx, r.instance.args, r.before or {})
             except Exception as exc:
                 r.error = str(exc) or type(exc).__name__
-                r.fail_undo(message=r.error, detail={"commands": ctx.commands})
+                r.fire("fail_undo", message=r.error, detail={"commands": ctx.commands})
                 errors.append(self._fail_message(r, exc))
                 continue
-            r.finish_undo(detail={"commands": ctx.commands})
+            r.fire("finish_undo", detail={"commands": ctx.commands})
         return errors
 
     # -- plumbing ----------------------------------------------------------------------------

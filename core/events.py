@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -31,4 +31,6 @@ class Event:
     durable: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # A shallow copy: dataclasses.asdict deep-copies `detail` (a step's whole observed
+        # state), which made the --events sink cost more than the journal.
+        return dict(vars(self))

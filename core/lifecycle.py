@@ -1,4 +1,4 @@
-"""Run and step lifecycles, declared as data and driven by `transitions` state machines.
+"""Run and step lifecycles, declared as data for `transitions` state machines.
 
 run:  pending → running → succeeded | failed → rolling_back → rolled_back | rollback_failed
 step: pending → checking → skipped | applying → applied | failed;
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from transitions import EventData, Machine
+from transitions import EventData, Machine, MachineError
 
 RUN_STATES = ["pending", "running", "succeeded", "failed", "rolling_back", "rolled_back",
               "rollback_failed"]
@@ -55,24 +55,33 @@ STEP_CHANGED = {"applied", "applying", "undoing", "undo_failed"}  # what rollbac
 Listener = Callable[[Any, str, str, dict[str, Any]], None]
 
 
-class _LeanMachine(Machine):
-    """A Machine that binds only the triggers to each model: runflow uses neither the
-    `is_<state>()` nor the `may_<trigger>()` helpers, and a run of 1,000 steps adds 1,000
-    models (binding them all costs a third of the time of adding one)."""
+class StepMachine:
+    """The step lifecycle, compiled by `transitions` from STEP_TRANSITIONS into a table of
+    (trigger, source) → dest through which every step instance changes state.
 
-    def _add_model_to_state(self, state: Any, model: Any) -> None:
-        pass
+    Steps do not become `transitions` models: a for_each of 1,000 would bind ten triggers to
+    each of 1,000 models and run transitions' callback dispatch three times per instance, which
+    cost more than the steps' own work (0.35 ms of engine time per instance against 0.1–0.3 ms
+    of netlink or `ip -batch`). The table keeps the machine's guarantee: a trigger that is not
+    allowed from the current state raises MachineError."""
 
-    def _add_may_transition_func_for_trigger(self, trigger: str, model: Any) -> None:
-        pass
+    def __init__(self, listener: Listener) -> None:
+        machine = Machine(model=None, states=STEP_STATES, transitions=STEP_TRANSITIONS,
+                          initial="pending", auto_transitions=False)
+        self._dest = {(trigger, source): moves[0].dest
+                      for trigger, event in machine.events.items()
+                      for source, moves in event.transitions.items()}
+        self._listener = listener
 
-
-def _machine(states: list[str], transitions: list[dict[str, Any]], listener: Listener) -> Machine:
-    def after(event: EventData) -> None:
-        listener(event.model, event.transition.source, event.transition.dest, event.kwargs)
-
-    return _LeanMachine(model=None, states=states, transitions=transitions, initial="pending",
-                   auto_transitions=False, send_event=True, after_state_change=after)
+    def fire(self, model: Any, trigger: str, **kwargs: Any) -> None:
+        """Move model (anything with a `state`) by trigger and tell the listener."""
+        source = model.state
+        try:
+            dest = self._dest[trigger, source]
+        except KeyError:
+            raise MachineError(f"step {trigger!r} is not allowed from {source!r}") from None
+        model.state = dest
+        self._listener(model, source, dest, kwargs)
 
 
 class Lifecycles:
@@ -80,11 +89,13 @@ class Lifecycles:
     transition; kwargs are what the trigger was called with (message=..., detail=...)."""
 
     def __init__(self, listener: Listener) -> None:
-        self.runs = _machine(RUN_STATES, RUN_TRANSITIONS, listener)
-        self.steps = _machine(STEP_STATES, STEP_TRANSITIONS, listener)
+        def after(event: EventData) -> None:
+            listener(event.model, event.transition.source, event.transition.dest, event.kwargs)
+
+        self.runs = Machine(model=None, states=RUN_STATES, transitions=RUN_TRANSITIONS,
+                            initial="pending", auto_transitions=False, send_event=True,
+                            after_state_change=after)
+        self.steps = StepMachine(listener)
 
     def track_run(self, model: Any, state: str = "pending") -> None:
         self.runs.add_model(model, initial=state)
-
-    def track_step(self, model: Any, state: str = "pending") -> None:
-        self.steps.add_model(model, initial=state)
