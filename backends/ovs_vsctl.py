@@ -40,7 +40,7 @@ from .ovs_args import (BRIDGE_COLUMNS, READ_BACK_COLUMNS, RUN_TAG, STEP_TAG, VIE
                        OvsBridgeArgs, OvsPortAbsentArgs, OvsPortArgs, OvsSetArgs, RemoveKeys,
                        SetColumns, SetKeys, View, inserted_interfaces, is_empty,
                        same, set_up_interfaces, setup_problem, text, vsctl_atom, vsctl_value)
-from .ovsdb_wire import OvsdbWire, connection, where_includes, where_named
+from .ovsdb_wire import connection, where_named
 
 TIMEOUT = 30  # seconds ovs-vsctl waits for ovsdb-server and ovs-vswitchd
 _SELECT_LIMIT = 8  # beyond this many ports, reading whole tables is cheaper than a select each
@@ -128,7 +128,7 @@ class VsctlClient:
                                 for n in ports)])
         bridges, found = tables[0], sum(tables[1:1 + len(ports)], [])
         members: dict[str, list[str]] = {}
-        for port, bridge in zip(found, holders(wire, "Bridge", "ports", found)):
+        for port, bridge in zip(found, wire.holders("Bridge", "ports", found)):
             if bridge is not None:
                 members.setdefault(bridge["name"], []).append(port["_uuid"])
         for bridge in bridges:
@@ -212,16 +212,6 @@ _RECORD_IDS: dict[str, tuple[str, str | None, str | None]] = {
     "QoS": ("Port", "name", "qos"),
     "SSL": ("Open_vSwitch", None, "ssl"),
 }
-
-
-def holders(wire: OvsdbWire, table: str, column: str, rows: Sequence[dict[str, Any]]
-            ) -> list[dict[str, Any] | None]:
-    """For each row, the row of `table` whose set `column` refers to it (its name and
-    _uuid), or None: which bridge holds a port, which port an interface."""
-    if not rows:
-        return []
-    found = wire.select([(table, where_includes(column, r["_uuid"]), ["name"]) for r in rows])
-    return [held_by[0] if held_by else None for held_by in found]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -109,6 +109,15 @@ class OvsdbWire:
         return [[{c: from_json(v) for c, v in row.items()} for row in result["rows"]]
                 for result in self.transact(ops)]
 
+    def holders(self, table: str, column: str, rows: Sequence[dict[str, Any]]
+                ) -> list[dict[str, Any] | None]:
+        """For each row, the row of `table` whose set `column` refers to it (with its name),
+        or None: which bridge holds a port, which port an interface."""
+        if not rows:
+            return []
+        found = self.select([(table, where_includes(column, r["_uuid"]), ["name"]) for r in rows])
+        return [held_by[0] if held_by else None for held_by in found]
+
     def transact(self, ops: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """The results of ops, run as one transaction on the Open_vSwitch database; the
         first failed op raises ActionError with the server's message."""

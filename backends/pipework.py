@@ -1,13 +1,17 @@
 """container.attach / container.detach with commands (`pipework` backend, target centos6): the
 sequence pipework and ovs-docker run — `ip link add ... type veth`, `ip link set ... netns PID`,
 `nsenter -t PID -n ip ...` inside the container, `brctl addif` or `ovs-vsctl add-port` — run
-as argv lists, exactly as `runflow plan` shows them. The container's PID comes from one docker
-inspect through the API; the host end is read from /sys without any command.
+as argv lists, exactly as `runflow plan` shows them.
+
+Reading starts no command where the host can be read without one: the container's PID comes
+from one docker inspect through the API, the host end from /sys, whether the container has the
+interface yet from /proc/PID/net/dev, and Open vSwitch (tagged ports, their bridge, a bridge's
+existence, a new port's ofport and error) from OVSDB in-process (backends/ovsdb_wire.py, the
+connection the ovs-vsctl backend's steps use too).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from typing import Any
@@ -19,6 +23,8 @@ from runflow.core.hosts import Host
 
 from .docker import (Attachment, ContainerAttach, ContainerDetach, Plumbing, attach_commands,
                      detach_commands, global_addresses, missing_modules, vsctl_argv)
+from .ovs_vsctl import VsctlClient
+from .ovsdb_wire import connection, where_named
 
 TOOLS = ("ip", "nsenter", "brctl")
 
@@ -41,6 +47,16 @@ def parse_ip_addr_show(text: str) -> dict[str, Any]:
             "up": bool(flags and "UP" in flags.group(1).split(",")), "gateway": None}
 
 
+def _has_link(pid: int, name: str) -> bool:
+    """Whether the network namespace of process pid has a link of this name (True when
+    /proc cannot tell: the command that follows then finds out)."""
+    try:
+        with open(f"/proc/{pid}/net/dev") as dev:
+            return any(line.partition(":")[0].strip() == name for line in dev.readlines()[2:])
+    except OSError:
+        return True
+
+
 class Commands(Plumbing):
     """Attach and detach by running ip, nsenter, brctl and ovs-vsctl."""
 
@@ -48,29 +64,33 @@ class Commands(Plumbing):
         return vsctl_argv(self.ctx.host)
 
     def ovs_reachable(self) -> bool:
-        if shutil.which("ovs-vsctl") is None:
+        try:
+            connection(self.ctx)
+        except ActionError:  # no database here: no OVS ports to look for
             return False
-        return self.ctx.run([*self.vsctl(), "--timeout=5", "show"], check=False).returncode == 0
+        return True
 
     def ovs_bridge(self, name: str) -> bool:
-        if shutil.which("ovs-vsctl") is None:
-            return False
-        # br-exists: 0 yes, 2 no; anything else (no database) also means "not an OVS bridge".
-        return self.ctx.run([*self.vsctl(), "br-exists", name], check=False).returncode == 0
+        return self.ovs_reachable() and bool(
+            connection(self.ctx).select([("Bridge", where_named(name), [])])[0])
 
     def ovs_ports(self, container: str, ifname: str) -> list[dict[str, Any]]:
-        done = self.ctx.run([*self.vsctl(), "--format=json", "--columns=name,ofport,error",
-                             "find", "Interface", f"external_ids:container_id={container}",
-                             f"external_ids:container_iface={ifname}"])
-        ports = []
-        for name, ofport, error in json.loads(done.stdout)["data"]:
-            bridge = self.ctx.run([*self.vsctl(), "iface-to-br", name], check=False)
-            ports.append({"name": name, "bridge": bridge.stdout.strip(),
-                          "ofport": ofport if isinstance(ofport, int) else -1,
-                          "error": error if isinstance(error, str) else ""})
-        return ports
+        wire = connection(self.ctx)
+        tags = ["map", [["container_id", container], ["container_iface", ifname]]]
+        ifaces = wire.select([("Interface", [["external_ids", "includes", tags]],
+                               ["name", "ofport", "error"])])[0]
+        ports = wire.holders("Port", "interfaces", ifaces)
+        held = [p for p in ports if p is not None]
+        bridges = {p["_uuid"]: b["name"] for p, b in zip(held, wire.holders("Bridge", "ports",
+                                                                             held)) if b}
+        return [{"name": i["name"], "bridge": bridges.get(p["_uuid"], "") if p else "",
+                 "ofport": i["ofport"] if isinstance(i["ofport"], int) else -1,
+                 "error": i["error"] if isinstance(i["error"], str) else ""}
+                for i, p in zip(ifaces, ports)]
 
     def iface(self, pid: int, ifname: str, *, gateway: bool) -> dict[str, Any] | None:
+        if not _has_link(pid, ifname):  # a container being attached has no such link yet
+            return None
         inside = ["nsenter", "-t", str(pid), "-n", "ip"]
         done = self.ctx.run([*inside, "addr", "show", "dev", ifname], check=False)
         if done.returncode != 0:  # "Device "eth0" does not exist."
@@ -83,21 +103,16 @@ class Commands(Plumbing):
         return seen
 
     def make(self, att: Attachment) -> None:
-        commands = attach_commands(att, self.vsctl())
         try:
-            for argv in commands:
+            for argv in attach_commands(att, self.vsctl()):
                 self.ctx.run(argv)
+            if att.kind == "ovs":  # ovs-vsctl exits 0 even when the port could not be added
+                problems = VsctlClient(self.ctx.host).problems(self.ctx, [att.host_ifname])
+                if problems:
+                    raise ActionError(f"{problems[att.host_ifname]} (on bridge {att.bridge})")
         except ActionError:
             self.ctx.run(["ip", "link", "del", att.host_ifname], check=False)
             raise
-        if att.kind == "ovs":  # ovs-vsctl exits 0 even when the port could not be added
-            done = self.ctx.run([*self.vsctl(), "get", "Interface", att.host_ifname, "ofport",
-                                 "error"])
-            ofport, error = (done.stdout.splitlines() + ["", ""])[:2]
-            if not ofport.strip().isdigit() or int(ofport) <= 0 or error.strip() not in ("", '""',
-                                                                                          "[]"):
-                raise ActionError(f"Open vSwitch could not add {att.host_ifname} to "
-                                  f"{att.bridge}: {error.strip() or 'ofport ' + ofport.strip()}")
 
     def remove(self, seen: State) -> None:
         for argv in detach_commands(seen, self.vsctl()):

@@ -208,3 +208,21 @@ def test_detach_removes_exactly_the_attachment_and_its_rollback_restores_it(lab:
 
     lab.rollback(first)
     assert lab.host_ends() == [] and lab.tagged_ports() == [] and lab.containers() == []
+
+
+def test_an_ovs_bridge_the_switch_cannot_use_fails_the_centos6_attach_with_its_message(
+        docker_host: DockerHost, runflow, tmp_path: Path) -> None:
+    lab = Lab(docker_host, "ovs", "centos6", runflow, tmp_path)
+    try:
+        # The system datapath needs the openvswitch kernel module, which this kernel lacks:
+        # ovs-vsctl exits 0, and only the read-back shows that the port got no OpenFlow port.
+        docker_host.ovs.vsctl("set", "Bridge", lab.bridge, "datapath_type=system")
+        done = runflow("run", tmp_path / "attach.toml", "--inventory", lab.inventory,
+                       "--target", "centos6", "--var", f"bridge={lab.bridge}", "--var",
+                       f"prefix={lab.prefix}")
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "could not set up rf" in done.stderr, done.stderr
+        assert f"(on bridge {lab.bridge})" in done.stderr, done.stderr
+        assert lab.host_ends() == []
+    finally:
+        lab.clean()
