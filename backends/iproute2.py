@@ -51,7 +51,7 @@ from runflow.core.export import command, indent, value_of, word
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
-from .linkdump import dump_links
+from .rtnetlink import dump_links
 from .linux_args import (ABSENT, HOME, ROUTE_DEFAULTS, AddAddr, AddBridge, AddrAbsentArgs,
                          AddrPresentArgs, AddVeth, Change, DelAddr, DelLink, DelRoute, Enslave,
                          LinkSetArgs, MoveLink, Netns, NetnsMoveArgs, Record, Release,

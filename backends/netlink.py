@@ -1,13 +1,13 @@
-"""Links, bridges, addresses, veth pairs, namespaces and routes over netlink with pyroute2
-(backend `netlink`, target modern).
+"""Links, bridges, addresses, veth pairs, namespaces and routes over netlink (backend
+`netlink`, target modern).
 
 The actions are iproute2.py's and brctl.py's, the records and changes linux_args.py's, and
-links are read from /sys as there. This module reads addresses and routes with pyroute2 dumps
-(one IPRoute per run and host) and carries out the changes as rtnetlink requests: encoded with
-pyroute2's message classes and written down one socket in one go — a whole for_each batch in
-a few system calls — the kernel acknowledging each one in order; an error names the change
-that failed and the kernel's reason. `describe` shows the `ip` command equivalent to each
-request.
+links are read as there. This module reads addresses and routes with pyroute2 dumps (one
+IPRoute per run and host) and carries out the changes as rtnetlink requests: built by
+rtnetlink.py (pyroute2's message classes cost more than the kernel's work) and written down
+one socket in one go — a whole for_each batch in a few system calls — the kernel
+acknowledging each one in order; an error names the change that failed and the kernel's
+reason. `describe` shows the `ip` command equivalent to each request.
 
 The engine runs a netns host's steps in a thread inside the namespace, so the sockets opened
 here (one dump socket and one request socket per run and host) belong to it.
@@ -33,16 +33,16 @@ from .iproute2 import LINK_ACTIONS, Linux, abridged, backend_actions, in_netns, 
 from .linux_args import (PROTOCOLS, SCOPES, AddAddr, AddBridge, AddVeth, Change, DelAddr,
                          DelLink, DelRoute, Enslave, MoveLink, Netns, Record, Release,
                          RenameLink, ReplaceRoute, SetLink)
+from .rtnetlink import (NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, Request, address_request,
+                        link_request, route_request)
 
 # rtnetlink constants (linux/netlink.h, linux/rtnetlink.h)
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_REPLACE = 0x1, 0x4, 0x200, 0x400, 0x100
 NLM_F_ACK_TLVS = 0x200  # in an acknowledgement: extended ack attributes follow
 NLMSG_ERROR = 2
 SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
 NLMSGERR_ATTR_MSG = 1
 RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE = \
     16, 17, 20, 21, 24, 25
-IFF_UP = 0x1
 RT_TABLE_MAIN, RTN_UNICAST, RT_SCOPE_NOWHERE = 254, 1, 255
 # Requests per send. Each acknowledgement takes about 1 KiB of the receive buffer (212 KiB by
 # default): a few hundred at once overflow it, and the kernel drops the rest (ENOBUFS).
@@ -71,8 +71,8 @@ class Requests:
     def close(self) -> None:
         self.sock.close()
 
-    def send(self, requests: Sequence[tuple[Any, str]]) -> None:
-        """Send (message, what) pairs in order; raise for the first one the kernel refused.
+    def send(self, requests: Sequence[tuple[Request, str]]) -> None:
+        """Send (request, what) pairs in order; raise for the first one the kernel refused.
         The kernel goes on with the others, as the engine expects of a batch. An OSError
         (no answer, a full buffer) leaves the socket unusable."""
         failures = [self._exchange(requests[i:i + CHUNK])
@@ -81,15 +81,12 @@ class Requests:
         if failure:
             raise ActionError(failure)
 
-    def _exchange(self, requests: Sequence[tuple[Any, str]]) -> str | None:
+    def _exchange(self, requests: Sequence[tuple[Request, str]]) -> str | None:
         pending: dict[int, str] = {}
         data = bytearray()
-        for msg, what in requests:
+        for request, what in requests:
             self.seq += 1
-            msg["header"]["sequence_number"] = self.seq
-            msg["header"]["flags"] |= NLM_F_REQUEST | NLM_F_ACK
-            msg.encode()
-            data += msg.data
+            data += request.encode(self.seq)
             pending[self.seq] = what
         self.sock.send(data)
         failure = None
@@ -208,7 +205,7 @@ class Netlink(Linux):
     def execute(self, ctx: Context, changes: Sequence[Change]) -> None:
         """Send the changes' requests; those that must run in another namespace, or name a
         link an earlier request creates, wait for the requests before them."""
-        batch: list[tuple[Any, str]] = []
+        batch: list[tuple[Request, str]] = []
         sent: list[str] = []
         try:
             with ExitStack() as files:
@@ -233,7 +230,7 @@ class Netlink(Linux):
         finally:
             ctx.commands += [f"netlink: {what}" for what in abridged(sent)]
 
-    def _send(self, ns: Netns | None, batch: list[tuple[Any, str]]) -> None:
+    def _send(self, ns: Netns | None, batch: list[tuple[Request, str]]) -> None:
         if not batch:
             return
         if ns not in self._requests:
@@ -249,64 +246,42 @@ class Netlink(Linux):
             batch.clear()
 
     def _message(self, change: Change, files: ExitStack, ctx: Context,
-                 inside: Netns | None) -> Any:
-        from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-        from pyroute2.netlink.rtnl.rtmsg import rtmsg
-
-        def link(kind: int, flags: int = 0, name: str | None = None, index: int = 0,
-                 **attrs: Any) -> Any:
-            msg = ifinfmsg()
-            msg["header"]["type"] = kind
-            msg["header"]["flags"] = flags
-            msg["index"] = index
-            msg["attrs"] = ([("IFLA_IFNAME", name)] if name else []) + \
-                [(f"IFLA_{k.upper()}", v) for k, v in attrs.items()]
-            return msg
-
-        def info(kind: str, data: Any = None) -> dict[str, Any]:
-            attrs = [("IFLA_INFO_KIND", kind)]
-            return {"attrs": attrs + ([("IFLA_INFO_DATA", data)] if data else [])}
-
+                 inside: Netns | None) -> Request:
         match change:
             case AddBridge(name):
-                return link(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, name,
-                            linkinfo=info("bridge"))
+                return link_request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, name=name,
+                                    info_kind="bridge")
             case AddVeth(name, peer):
-                data = {"attrs": [("VETH_INFO_PEER", {"attrs": [("IFLA_IFNAME", peer)]})]}
-                return link(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, name,
-                            linkinfo=info("veth", data))
+                return link_request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, name=name,
+                                    info_kind="veth", veth_peer=peer)
             case DelLink(name, _):
-                return link(RTM_DELLINK, 0, name)
+                return link_request(RTM_DELLINK, name=name)
             case SetLink(name, mtu, mac, up):
-                attrs = {k: v for k, v in (("mtu", mtu), ("address", mac)) if v is not None}
-                msg = link(RTM_NEWLINK, 0, name, **attrs)
-                if up is not None:
-                    msg["flags"], msg["change"] = (IFF_UP if up else 0), IFF_UP
-                return msg
+                return link_request(RTM_NEWLINK, name=name, mtu=mtu, mac=mac, up=up)
             case Enslave(name, bridge):
-                return link(RTM_NEWLINK, 0, name, master=_index(bridge))
+                return link_request(RTM_NEWLINK, name=name, master=_index(bridge))
             case Release(name, _):
-                return link(RTM_NEWLINK, 0, name, master=0)
+                return link_request(RTM_NEWLINK, name=name, master=0)
             case MoveLink(name, to, _):
                 fd = os.open(to.resolve(ctx.host).path if not to.home else
                              "/proc/thread-self/ns/net", os.O_RDONLY)
                 files.callback(os.close, fd)
                 # Moving back runs inside the target: name the link by its index there.
                 index = in_netns(inside, lambda: _index(name)) if inside else 0
-                return link(RTM_NEWLINK, 0, None if index else name, index, net_ns_fd=fd)
+                return link_request(RTM_NEWLINK, name=None if index else name, index=index,
+                                    netns_fd=fd)
             case RenameLink(name, new, where):
                 index = in_netns(where, lambda: _index(name)) if where else _index(name)
-                return link(RTM_NEWLINK, 0, new, index)
+                return link_request(RTM_NEWLINK, name=new, index=index)
             case AddAddr(dev, address, brd, scope, label):
-                return _address(ifaddrmsg(), RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, dev,
-                                address, brd, scope, label)
+                return _address(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, dev, address, brd,
+                                scope, label)
             case DelAddr(dev, address):
-                return _address(ifaddrmsg(), RTM_DELADDR, 0, dev, address)
+                return _address(RTM_DELADDR, 0, dev, address)
             case ReplaceRoute(route):
-                return _route(rtmsg(), RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, route)
+                return _route(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, route)
             case DelRoute(route):
-                return _route(rtmsg(), RTM_DELROUTE, 0, route)
+                return _route(RTM_DELROUTE, 0, route)
         raise TypeError(f"unknown change {change!r}")
 
 
@@ -317,56 +292,28 @@ def _index(name: str) -> int:
         raise Unresolved(name) from None
 
 
-def _address(msg: Any, kind: int, flags: int, dev: str, address: str, brd: str | None = None,
-             scope: str | None = None, label: str | None = None) -> Any:
-    iface = ipaddress.ip_interface(address)
-    msg["header"]["type"] = kind
-    msg["header"]["flags"] = flags
-    msg["family"] = socket.AF_INET if iface.version == 4 else socket.AF_INET6
-    msg["prefixlen"] = iface.network.prefixlen
-    msg["index"] = _index(dev)
+def _address(kind: int, flags: int, dev: str, address: str, brd: str | None = None,
+             scope: str | None = None, label: str | None = None) -> Request:
     # as `ip addr add`: loopback addresses get host scope unless told otherwise
-    msg["scope"] = _SCOPE_NUMBERS.get(scope or "", 0) if scope or not iface.is_loopback \
+    loopback = ipaddress.ip_interface(address).is_loopback
+    number = _SCOPE_NUMBERS.get(scope or "", 0) if scope or not loopback \
         else _SCOPE_NUMBERS["host"]
-    ip = str(iface.ip)
-    attrs = [("IFA_LOCAL", ip), ("IFA_ADDRESS", ip)] if iface.version == 4 else \
-        [("IFA_ADDRESS", ip)]
-    if brd:
-        attrs.append(("IFA_BROADCAST", brd))
-    if label:
-        attrs.append(("IFA_LABEL", label))
-    msg["attrs"] = attrs
-    return msg
+    return address_request(kind, flags, _index(dev), address, number, brd, label)
 
 
-def _route(msg: Any, kind: int, flags: int, route: Record) -> Any:
+def _route(kind: int, flags: int, route: Record) -> Request:
     """Fields as `ip route replace|del` sets them, so both targets make the same route."""
-    msg["header"]["type"] = kind
-    msg["header"]["flags"] = flags
-    msg["family"] = socket.AF_INET if route["family"] == 4 else socket.AF_INET6
-    msg["table"] = RT_TABLE_MAIN
-    if route["to"] != "default":
-        net = ipaddress.ip_network(route["to"])
-        msg["dst_len"] = net.prefixlen
-        attrs = [("RTA_DST", str(net.network_address))]
-    else:
-        attrs = []
-    if kind == RTM_NEWROUTE:
-        msg["proto"] = _PROTOCOL_NUMBERS.get(route.get("proto") or "boot", 3)
-        msg["scope"] = _SCOPE_NUMBERS.get(route.get("scope") or "global", 0)
-        msg["type"] = RTN_UNICAST
-    else:
-        msg["scope"] = RT_SCOPE_NOWHERE
-    if route.get("via"):
-        attrs.append(("RTA_GATEWAY", route["via"]))
-    if route.get("dev"):
-        attrs.append(("RTA_OIF", _index(route["dev"])))
-    if route.get("metric") is not None:
-        attrs.append(("RTA_PRIORITY", int(route["metric"])))
-    if kind == RTM_NEWROUTE and route.get("src"):
-        attrs.append(("RTA_PREFSRC", route["src"]))
-    msg["attrs"] = attrs
-    return msg
+    adding = kind == RTM_NEWROUTE
+    return route_request(
+        kind, flags, family=socket.AF_INET if route["family"] == 4 else socket.AF_INET6,
+        table=RT_TABLE_MAIN, dst=None if route["to"] == "default" else route["to"],
+        protocol=_PROTOCOL_NUMBERS.get(route.get("proto") or "boot", 3) if adding else 0,
+        scope=_SCOPE_NUMBERS.get(route.get("scope") or "global", 0) if adding
+        else RT_SCOPE_NOWHERE,
+        route_type=RTN_UNICAST if adding else 0, gateway=route.get("via"),
+        oif=_index(route["dev"]) if route.get("dev") else None,
+        priority=int(route["metric"]) if route.get("metric") is not None else None,
+        prefsrc=route.get("src") if adding else None)
 
 
 def _unusable(host: Host) -> str | None:
