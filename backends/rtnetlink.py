@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
-_RTM_GETLINK, _RTM_NEWLINK = 18, 16
+_RTM_GETLINK, _RTM_GETADDR, _RTM_GETROUTE = 18, 22, 26
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_REPLACE = 0x1, 0x4, 0x200, 0x400, 0x100
 _NLM_F_DUMP = 0x300
 IFF_UP = 0x1
@@ -33,7 +33,7 @@ _IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_LINK, _IFLA_MASTER, _IFLA_LINKINFO
 _IFLA_NET_NS_FD = 28
 _IFLA_INFO_KIND, _IFLA_INFO_DATA, _VETH_INFO_PEER = 1, 2, 1
 _IFA_ADDRESS, _IFA_LOCAL, _IFA_LABEL, _IFA_BROADCAST = 1, 2, 3, 4
-_RTA_DST, _RTA_OIF, _RTA_GATEWAY, _RTA_PRIORITY, _RTA_PREFSRC = 1, 4, 5, 6, 7
+_RTA_DST, _RTA_OIF, _RTA_GATEWAY, _RTA_PRIORITY, _RTA_PREFSRC, _RTA_TABLE = 1, 4, 5, 6, 7, 15
 _WANTED = {_IFLA_IFNAME: "name", _IFLA_MTU: "mtu", _IFLA_LINK: "iflink",
            _IFLA_MASTER: "master_index", _IFLA_LINKINFO: "info_kind"}
 _IFF_UP = 0x1
@@ -51,22 +51,64 @@ def dump_links() -> dict[str, dict[str, Any]]:
     """{name: {"name", "ifindex", "iflink", "up", "mtu", "master_index", "info_kind"}} of the
     calling thread's namespace. "master_index" is None for a link without a master and
     "info_kind" None for one whose kind the kernel does not report (a physical device, lo)."""
+    links = (_link(body) for body in _dump(_RTM_GETLINK, _IFINFO.pack(0, 0, 0, 0, 0)))
+    return {link["name"]: link for link in links}
+
+
+def dump_addresses() -> list[dict[str, Any]]:
+    """Every address of the namespace, in the kernel's order: {"index", "family",
+    "prefixlen", "scope", "address", "local", "brd", "label"} (attributes absent are None)."""
+    found = []
+    for body in _dump(_RTM_GETADDR, _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
+        family, prefixlen, _flags, scope, index = _IFADDR.unpack_from(body)
+        attrs = dict(_attributes(body[_IFADDR.size:]))
+        found.append({"index": index, "family": family, "prefixlen": prefixlen, "scope": scope,
+                      **{key: _ip(family, attrs.get(kind)) for key, kind in
+                         (("address", _IFA_ADDRESS), ("local", _IFA_LOCAL),
+                          ("brd", _IFA_BROADCAST))},
+                      "label": _text(attrs[_IFA_LABEL]) if _IFA_LABEL in attrs else None})
+    return found
+
+
+def dump_routes(family: int) -> list[dict[str, Any]]:
+    """Every route of one address family: {"family", "dst_len", "table", "protocol", "scope",
+    "type", "dst", "gateway", "oif", "priority", "prefsrc"} (attributes absent are None; the
+    table is RTA_TABLE's when there is one)."""
+    found = []
+    for body in _dump(_RTM_GETROUTE, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)):
+        family, dst_len, _src, _tos, table, protocol, scope, route_type, _flags = \
+            _RTMSG.unpack_from(body)
+        attrs = dict(_attributes(body[_RTMSG.size:]))
+        number = {key: _U32.unpack(attrs[kind])[0] if kind in attrs else None
+                  for key, kind in (("table", _RTA_TABLE), ("oif", _RTA_OIF),
+                                    ("priority", _RTA_PRIORITY))}
+        found.append({"family": family, "dst_len": dst_len, "protocol": protocol,
+                      "scope": scope, "type": route_type, **number,
+                      "table": number["table"] or table,
+                      **{key: _ip(family, attrs.get(kind)) for key, kind in
+                         (("dst", _RTA_DST), ("gateway", _RTA_GATEWAY),
+                          ("prefsrc", _RTA_PREFSRC))}})
+    return found
+
+
+def _ip(family: int, payload: memoryview | None) -> str | None:
+    return None if payload is None else socket.inet_ntop(family, bytes(payload))
+
+
+def _dump(request_type: int, body: bytes) -> Iterator[memoryview]:
+    """The bodies of the messages a dump request answers with, read until NLMSG_DONE."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
-        request = _HEADER.pack(_HEADER.size + _IFINFO.size, _RTM_GETLINK,
-                               NLM_F_REQUEST | _NLM_F_DUMP, 1, 0) + _IFINFO.pack(0, 0, 0, 0, 0)
-        sock.sendall(request)
-        links = {}
+        sock.sendall(_HEADER.pack(_HEADER.size + len(body), request_type,
+                                  NLM_F_REQUEST | _NLM_F_DUMP, 1, 0) + body)
         while True:
             data = sock.recv(1 << 17)  # a dump comes in parts of at most 32 KiB
-            for kind, body in _messages(data):
+            for kind, message in _messages(data):
                 if kind == _NLMSG_DONE:
-                    return links
+                    return
                 if kind == _NLMSG_ERROR:
-                    (errno,) = struct.unpack_from("=i", body)
-                    raise OSError(-errno, f"netlink link dump: {os.strerror(-errno)}")
-                if kind == _RTM_NEWLINK:
-                    link = _link(body)
-                    links[link["name"]] = link
+                    (errno,) = struct.unpack_from("=i", message)
+                    raise OSError(-errno, f"netlink dump: {os.strerror(-errno)}")
+                yield message
 
 
 def _messages(data: bytes) -> Iterator[tuple[int, memoryview]]:
@@ -106,7 +148,7 @@ def _text(payload: memoryview) -> str:
 
 
 def _attributes(body: memoryview) -> Iterator[tuple[int, memoryview]]:
-    """(type, payload) of nested attributes."""
+    """(type, payload) of each attribute in a run of them."""
     offset, end = 0, len(body)
     while offset + _ATTR.size <= end:
         length, kind = _ATTR.unpack_from(body, offset)
