@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import sys
@@ -110,15 +111,14 @@ def _options(cli_vars=(), inventory=None, hosts=(), target="auto", plugin_files=
 
 
 def _plugins(options) -> Any:
-    import gc
-
     from .plugins import Plugins
 
     plugins = Plugins(options.plugin_files)
     # What is loaded by now (modules, argument schemas) lives as long as the process: keep it
-    # out of the collector's full passes, during the run and the one at exit. pydantic-core's
-    # validators are slow to traverse: such a pass took 60-100 ms, as long as a whole step.
+    # out of the collector's full passes from now on (main() held the collector off while it
+    # loaded). pydantic-core's validators are slow to traverse: a full pass took 60-100 ms.
     gc.freeze()
+    gc.enable()
     return plugins
 
 
@@ -464,6 +464,10 @@ def lab_demo(target) -> None:
 
 
 def main() -> None:
+    # Loading the modules and argument schemas makes objects by the hundred thousand, and the
+    # collector's passes over them cost 15-60 ms of start-up for nothing: none is garbage.
+    # _plugins() turns it back on once they are loaded.
+    gc.disable()
     try:
         cli()  # standalone click: always ends in SystemExit
     except SystemExit as exc:
