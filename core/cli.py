@@ -478,8 +478,11 @@ def main() -> None:
     # Leave without the interpreter's teardown, which frees every module, schema and step one
     # by one (0.2-0.7 s after a for_each of 1,000): the command has closed its journal, lock
     # and files by now, and only standard output and error may still hold buffered text.
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # the reader went away (`runflow runs | head`)
+            pass
     os._exit(code or 0)
 
 
