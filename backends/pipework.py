@@ -1,7 +1,7 @@
 """container.attach / container.detach with commands (`pipework` backend, target centos6): the
-sequence pipework and ovs-docker run — `ip link add ... type veth`, `ip link set ... netns PID`,
-`nsenter -t PID -n ip ...` inside the container, `brctl addif` or `ovs-vsctl add-port` — run
-as argv lists, exactly as `runflow plan` shows them.
+sequence pipework and ovs-docker run — `ip link add ... type veth` with its peer in the
+container's namespace, `nsenter -t PID -n ip ...` inside the container, `brctl addif` or
+`ovs-vsctl add-port` — run as argv lists, exactly as `runflow plan` shows them.
 
 Reading starts no command where the host can be read without one: the container's PID comes
 from one docker inspect through the API, the host end from /sys, whether the container has the
