@@ -40,7 +40,7 @@ from .ovs_args import (BRIDGE_COLUMNS, READ_BACK_COLUMNS, RUN_TAG, STEP_TAG, VIE
                        OvsBridgeArgs, OvsPortAbsentArgs, OvsPortArgs, OvsSetArgs, RemoveKeys,
                        SetColumns, SetKeys, View, inserted_interfaces, is_empty,
                        same, set_up_interfaces, setup_problem, text, vsctl_atom, vsctl_value)
-from .ovsdb_wire import connection, where_named
+from .ovsdb_wire import OvsdbWire, connection, where_named, where_uuid
 
 TIMEOUT = 30  # seconds ovs-vsctl waits for ovsdb-server and ovs-vswitchd
 _SELECT_LIMIT = 8  # beyond this many ports, reading whole tables is cheaper than a select each
@@ -144,28 +144,11 @@ class VsctlClient:
 
     def get(self, ctx: Context, table: str, record: str, column: str) -> tuple[bool, Any]:
         """(found, value) of one column of one record, the record found as `ovs-vsctl set`
-        finds it (a UUID, or a name through _RECORD_IDS)."""
+        finds it."""
         wire = connection(ctx)
-        if _UUID.fullmatch(record):
-            rows = wire.select([(table, [["_uuid", "==", ["uuid", record]]], [column])])[0]
-            return (True, rows[0][column]) if rows else (False, None)
-        if table not in _RECORD_IDS:
-            return False, None
-        named_in, name_column, reference = _RECORD_IDS[table]
-        if name_column is None and record != ".":
-            return False, None
-        where = [[name_column, "==", record]] if name_column else []
-        rows = wire.select([(named_in, where, [reference or column])])[0]
-        if len(rows) != 1:
-            return False, None
-        if reference is None:
-            return True, rows[0][column]
-        # A reference of one row only names a record (as in ovs-vsctl).
-        target = rows[0][reference]
-        if not isinstance(target, str):
-            return False, None
-        rows = wire.select([(table, [["_uuid", "==", ["uuid", target]]], [column])])[0]
-        return (True, rows[0][column]) if rows else (False, None)
+        where = _where_record(wire, table, record)
+        rows = [] if where is None else wire.select([(table, where, [column])])[0]
+        return (True, rows[0][column]) if len(rows) == 1 else (False, None)
 
     def execute(self, ctx: Context, ops: Sequence[Op], *, read_back: bool = True
                 ) -> dict[str, str]:
@@ -212,6 +195,25 @@ _RECORD_IDS: dict[str, tuple[str, str | None, str | None]] = {
     "QoS": ("Port", "name", "qos"),
     "SSL": ("Open_vSwitch", None, "ssl"),
 }
+
+
+def _where_record(wire: OvsdbWire, table: str, record: str) -> list[Any] | None:
+    """Conditions that select the record `record` names in `table`, as ovs-vsctl reads the
+    name (None: it names no record)."""
+    if _UUID.fullmatch(record):
+        return where_uuid(record)
+    if table not in _RECORD_IDS:
+        return None
+    named_in, name_column, reference = _RECORD_IDS[table]
+    if name_column is None and record != ".":
+        return None
+    where = [[name_column, "==", record]] if name_column else []
+    if reference is None:
+        return where
+    rows = wire.select([(named_in, where, [reference])])[0]
+    # Only a reference to exactly one row names a record (a set of several names none).
+    target = rows[0][reference] if len(rows) == 1 else None
+    return where_uuid(target) if isinstance(target, str) else None
 
 
 # ---------------------------------------------------------------------------------------------

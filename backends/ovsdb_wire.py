@@ -55,6 +55,10 @@ def where_named(name: str) -> list[Any]:
     return [["name", "==", name]]
 
 
+def where_uuid(uuid: str) -> list[Any]:
+    return [["_uuid", "==", ["uuid", uuid]]]
+
+
 def where_includes(column: str, uuid: str) -> list[Any]:
     """Rows whose set column holds a reference to the row with this UUID."""
     return [[column, "includes", ["uuid", uuid]]]
