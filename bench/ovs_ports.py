@@ -12,10 +12,12 @@ Every variant gets a fresh lab host (a network namespace with its own ovsdb-serv
 ovs-vswitchd, core/lab/ovs.py) holding an empty netdev bridge br0. A runflow variant is timed
 from the start of the `runflow run` process to its exit (start-up, plan, journal included).
 Goals: each backend's for_each at least 10x faster than the loop; step by step no slower than
-1.3x the loop. The variants run in turn, --repeat times, and each one's median is reported: on
-a shared machine the load changes between runs by more than the differences measured.
+1.3x the loop. The variants run in turn, --repeat times, and each one's median is reported, with
+the median of its ratios to the loop of the same round: on a shared machine the load changes
+between runs by more than the differences measured. --only keeps some variants (and the loop).
 
-Usage (root, Open vSwitch installed): python3 bench/ovs_ports.py [--ports N] [--repeat R]
+Usage (root, Open vSwitch installed):
+    python3 bench/ovs_ports.py [--ports N] [--repeat R] [--only "ovs-vsctl, 500"]
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from runflow.core.lab.ovs import OvsDaemons  # noqa: E402
 
 RUNFLOW = [sys.executable, "-m", "runflow.core.cli"]
 LOOP = REPO / "bench" / "ovs_ports_loop.sh"
+LOOP_LABEL = "plain loop of ovs-vsctl add-port"
 
 
 @contextmanager
@@ -119,6 +122,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ports", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
+                        help="run only the variants whose label contains TEXT (repeatable; "
+                             "the plain loop always runs)")
     options = parser.parse_args()
     n = options.ports
     if os.geteuid() != 0:
@@ -128,13 +134,16 @@ def main() -> None:
         for batch, path in files.items():
             path.write_text(workflow(n, bool(batch)))
         variants: list[tuple[str, Callable[[OvsDaemons, Path], Callable[[], None]]]] = [
-            ("plain loop of ovs-vsctl add-port", lambda o, h: lambda: loop(o, n)),
+            (LOOP_LABEL, lambda o, h: lambda: loop(o, n)),
             ("one chained ovs-vsctl (no runflow)", lambda o, h: lambda: chained(o, n)),
         ]
         for backend, target in (("ovs-vsctl", "centos6"), ("ovsdb", "modern")):
             for batch, label in ((1, "one for_each step"), (0, f"{n} separate steps")):
                 variants.append((f"runflow {backend}, {label}",
                                  lambda o, h, t=target, b=batch: runflow(o, t, files[b], h)))
+        variants = [(label, make) for label, make in variants
+                    if label == LOOP_LABEL or not options.only
+                    or any(text in label for text in options.only)]
         times: dict[str, list[float]] = {label: [] for label, _ in variants}
         for round_ in range(options.repeat):
             for i, (label, make) in enumerate(variants):
@@ -147,12 +156,15 @@ def main() -> None:
                 times[label].append(seconds)
                 print(f"round {round_ + 1}: {label:<42} {seconds:8.2f} s", flush=True)
     results = {label: statistics.median(values) for label, values in times.items()}
-    base = results["plain loop of ovs-vsctl add-port"]
-    print(f"\n{n} ports, medians of {options.repeat}; relative to the plain loop ({base:.2f} s):")
+    base = results[LOOP_LABEL]
+    print(f"\n{n} ports, medians of {options.repeat}; relative to the plain loop ({base:.2f} s), "
+          "then the median of each round's ratio to that round's loop:")
     for label, seconds in results.items():
         ratio = (f"{base / seconds:5.1f}x faster" if seconds < base
                  else f"{seconds / base:5.2f}x the loop's time")
-        print(f"  {label:<42} {seconds:7.2f} s   {ratio}")
+        per_round = statistics.median(t / loop_time
+                                      for t, loop_time in zip(times[label], times[LOOP_LABEL]))
+        print(f"  {label:<42} {seconds:7.2f} s   {ratio:<22} {per_round:5.2f}x")
 
 
 if __name__ == "__main__":
