@@ -133,8 +133,8 @@ BRIDGE_ACTIONS = (BridgePresent, BridgeAbsent, BridgePort)
 
 
 def _unusable(host: Host) -> str | None:
-    # `ip link set BR down` comes before `brctl delbr`; xargs starts a batch's brctl commands
-    return tools_missing("brctl", "ip", "xargs")
+    # `ip link set BR down` comes before `brctl delbr`; sh starts a batch's brctl commands
+    return tools_missing("brctl", "ip", "sh")
 
 
 @hookimpl
