@@ -24,7 +24,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from runflow.core.actions import Action, Context, State
@@ -34,6 +34,7 @@ from runflow.core.hosts import Host
 
 from .docker_args import (ContainerAbsentArgs, ContainerAttachArgs, ContainerDetachArgs,
                           ContainerRunArgs)
+from .ovs_args import setup_problem
 
 DEFAULT_DOCKER = "unix:///var/run/docker.sock"
 DEFAULT_OVSDB = "unix:/var/run/openvswitch/db.sock"
@@ -782,16 +783,17 @@ class Netlink(Plumbing):
                 raise _netlink_error(exc, f"configuring {att.ifname} in container "
                                           f"{att.container}") from None
 
-    def _add_port(self, att: Attachment, timeout: float = 10) -> None:
+    def _add_port(self, att: Attachment, grace: float = 1.0) -> None:
         api = self.ovs()
         if att.stale_ports:  # their own transaction: add_port would find a same-named one
             with api.transaction(check_error=True) as txn:
                 for name in att.stale_ports:
                     txn.add(api.del_port(name, if_exists=True))
+        # ovsdbapp's transaction returns once ovs-vswitchd has reconfigured (cur_cfg reached
+        # the next_cfg it set), as ovs-vsctl does; its verdict on the port follows at once.
         api.add_port(att.bridge, att.host_ifname, may_exist=True,
                      external_ids=att.tags).execute(check_error=True)
-        # ovs-vswitchd opens the device after the commit: wait for its verdict.
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + grace
         while True:
             ofport = _optional(api.db_get("Interface", att.host_ifname, "ofport").execute(
                 check_error=True), 0)
@@ -799,12 +801,9 @@ class Netlink(Plumbing):
                 return
             error = _optional(api.db_get("Interface", att.host_ifname, "error").execute(
                 check_error=True), "")
-            if ofport < 0 or error:
-                raise ActionError(f"Open vSwitch could not add {att.host_ifname} to "
-                                  f"{att.bridge}: {error or 'ofport -1'}")
-            if time.monotonic() > deadline:
-                raise ActionError(f"ovs-vswitchd did not take port {att.host_ifname} within "
-                                  f"{timeout:g} s (is it running?)")
+            if ofport < 0 or error or time.monotonic() > deadline:
+                raise ActionError(f"{setup_problem(att.host_ifname, error)} "
+                                  f"(on bridge {att.bridge})")
             time.sleep(0.001)
 
     def _delete_host_end(self, name: str) -> None:
