@@ -22,7 +22,7 @@ import importlib.util
 import ipaddress
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -502,6 +502,28 @@ class Plumbing:
     def make(self, att: Attachment) -> None:
         raise NotImplementedError
 
+    def make_many(self, atts: Sequence[Attachment]) -> None:
+        """The attachments of a for_each step, one after another."""
+        with self.all_or_none() as made:
+            for att in atts:
+                self.make(att)
+                made.append(att)
+
+    @contextmanager
+    def all_or_none(self) -> Iterator[list[Attachment]]:
+        """Collects the attachments made; if the block fails, removes them all: the engine
+        rolls back only the instances of a batch that hold, so none may be left half-made."""
+        made: list[Attachment] = []
+        try:
+            yield made
+        except Exception:
+            for att in made:
+                ports = [{"name": att.host_ifname, "bridge": att.bridge}] \
+                    if att.kind == "ovs" else []
+                self.remove({"host_end": True, "host_ifname": att.host_ifname,
+                             "ovs_ports": ports})
+            raise
+
     def remove(self, seen: State) -> None:
         """Delete the host end (its peer goes with it) and the tagged OVS ports seen."""
         raise NotImplementedError
@@ -537,16 +559,22 @@ class ContainerAttach(Action):
         return attach_holds(args, before)
 
     def apply(self, ctx: Context, args: ContainerAttachArgs, before: State) -> None:
-        problem = _container_not_ready(args.container, before["container"])
-        if problem:
-            raise ActionError(problem)
-        if not before["bridge_kind"]:
-            raise ActionError(f"bridge {args.bridge} does not exist (neither a Linux bridge "
-                              "nor an Open vSwitch bridge on this host)")
+        self.apply_many(ctx, [(args, before)])
+
+    def apply_many(self, ctx: Context,
+                   items: Sequence[tuple[ContainerAttachArgs, State]]) -> None:
+        for args, before in items:  # every instance is checked before anything changes
+            problem = _container_not_ready(args.container, before["container"])
+            if problem:
+                raise ActionError(problem)
+            if not before["bridge_kind"]:
+                raise ActionError(f"bridge {args.bridge} does not exist (neither a Linux "
+                                  "bridge nor an Open vSwitch bridge on this host)")
         plumbing = self.plumbing(ctx)
-        if before["host_end"] is not None:  # half made, or made with other settings: redo
-            plumbing.remove({**before, "ovs_ports": []})
-        plumbing.make(attachment_for(args, before))
+        for args, before in items:
+            if before["host_end"] is not None:  # half made, or made with other settings: redo
+                plumbing.remove({**before, "ovs_ports": []})
+        plumbing.make_many([attachment_for(args, before) for args, before in items])
 
     def undo(self, ctx: Context, args: ContainerAttachArgs, before: State) -> None:
         plumbing = self.plumbing(ctx)
@@ -733,6 +761,18 @@ class Netlink(Plumbing):
     # -- changes --------------------------------------------------------------------------
 
     def make(self, att: Attachment) -> None:
+        self.make_many([att])
+
+    def make_many(self, atts: Sequence[Attachment]) -> None:
+        """Veths one container after another, then the OVS ports of all of them in one
+        transaction: ovs-vswitchd reconfigures once (some 10 ms), not once per container."""
+        with self.all_or_none() as made:
+            for att in atts:
+                self._make_veth(att)
+                made.append(att)
+            self._add_ports([att for att in made if att.kind == "ovs"])
+
+    def _make_veth(self, att: Attachment) -> None:
         from pyroute2 import NetlinkError
 
         self.ctx.commands += [self.ctx.host.describe(argv)
@@ -759,8 +799,6 @@ class Netlink(Plumbing):
             raise _netlink_error(exc, f"creating veth {att.host_ifname}") from None
         try:
             self._configure_inside(att)
-            if att.kind == "ovs":
-                self._add_port(att)
         except Exception:
             self._delete_host_end(att.host_ifname)
             raise
@@ -783,22 +821,30 @@ class Netlink(Plumbing):
                 raise _netlink_error(exc, f"configuring {att.ifname} in container "
                                           f"{att.container}") from None
 
-    def _add_port(self, att: Attachment, grace: float = 1.0) -> None:
+    def _add_ports(self, atts: Sequence[Attachment], grace: float = 1.0) -> None:
+        if not atts:
+            return
         api = self.ovs()
-        if att.stale_ports:  # their own transaction: add_port would find a same-named one
+        stale = [name for att in atts for name in att.stale_ports]
+        if stale:  # their own transaction: add_port would find a same-named one
             with api.transaction(check_error=True) as txn:
-                for name in att.stale_ports:
+                for name in stale:
                     txn.add(api.del_port(name, if_exists=True))
         # ovsdbapp's transaction returns once ovs-vswitchd has reconfigured (cur_cfg reached
-        # the next_cfg it set), as ovs-vsctl does; its verdict on the port follows at once.
-        api.add_port(att.bridge, att.host_ifname, may_exist=True,
-                     external_ids=att.tags).execute(check_error=True)
+        # the next_cfg it set), as ovs-vsctl does; its verdict on the ports follows at once.
+        with api.transaction(check_error=True) as txn:
+            for att in atts:
+                txn.add(api.add_port(att.bridge, att.host_ifname, may_exist=True,
+                                     external_ids=att.tags))
         deadline = time.monotonic() + grace
-        while True:
+        waiting = list(atts)
+        while waiting:
+            att = waiting[0]
             ofport = _optional(api.db_get("Interface", att.host_ifname, "ofport").execute(
                 check_error=True), 0)
             if ofport > 0:
-                return
+                waiting.pop(0)
+                continue
             error = _optional(api.db_get("Interface", att.host_ifname, "error").execute(
                 check_error=True), "")
             if ofport < 0 or error or time.monotonic() > deadline:
