@@ -1,5 +1,5 @@
-"""rtnetlink messages, encoded and decoded here with struct: the links of a namespace from one
-dump, and the requests of the netlink backend.
+"""rtnetlink messages, encoded and decoded here with struct: the links, addresses and routes
+of a namespace from dumps, and the requests of the netlink backend.
 
 Observing a for_each step of hundreds of links one link at a time costs ~0.1 ms a link in
 /sys (six small files each); one RTM_GETLINK dump costs about as much as ten of those reads,
@@ -10,7 +10,8 @@ attributes exist in 2.6.32.
 
 Requests (links, addresses, routes) are a header, a fixed struct and attributes: built here
 in a few microseconds, where pyroute2's message classes took 85 µs (an address) to 320 µs
-(a veth pair) — more than the kernel takes to carry them out.
+(a veth pair) — more than the kernel takes to carry them out — and importing pyroute2 alone
+0.15-0.2 s.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ _NLMSG_ERROR, _NLMSG_DONE = 2, 3
 _RTM_GETLINK, _RTM_GETADDR, _RTM_GETROUTE = 18, 22, 26
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_REPLACE = 0x1, 0x4, 0x200, 0x400, 0x100
 _NLM_F_DUMP = 0x300
-IFF_UP = 0x1
+_IFF_UP = 0x1
 _IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_LINK, _IFLA_MASTER, _IFLA_LINKINFO = \
     1, 3, 4, 5, 10, 18
 _IFLA_NET_NS_FD = 28
@@ -36,7 +37,6 @@ _IFA_ADDRESS, _IFA_LOCAL, _IFA_LABEL, _IFA_BROADCAST = 1, 2, 3, 4
 _RTA_DST, _RTA_OIF, _RTA_GATEWAY, _RTA_PRIORITY, _RTA_PREFSRC, _RTA_TABLE = 1, 4, 5, 6, 7, 15
 _WANTED = {_IFLA_IFNAME: "name", _IFLA_MTU: "mtu", _IFLA_LINK: "iflink",
            _IFLA_MASTER: "master_index", _IFLA_LINKINFO: "info_kind"}
-_IFF_UP = 0x1
 
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
 _IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
@@ -195,8 +195,8 @@ def link_request(kind: int, flags: int = 0, *, name: str | None = None, index: i
                  master: int | None = None, netns_fd: int | None = None,
                  info_kind: str | None = None, veth_peer: str | None = None) -> Request:
     """RTM_NEWLINK / RTM_DELLINK: a link by name or index, with what is to change."""
-    body = _IFINFO.pack(socket.AF_UNSPEC, 0, index, IFF_UP if up else 0,
-                        IFF_UP if up is not None else 0)
+    body = _IFINFO.pack(socket.AF_UNSPEC, 0, index, _IFF_UP if up else 0,
+                        _IFF_UP if up is not None else 0)
     if name is not None:
         body += text_attr(_IFLA_IFNAME, name)
     if mtu is not None:
