@@ -150,7 +150,7 @@ class Netlink(Linux):
             wanted = None
         result: dict[str, list[Record]] = {}
         names: dict[int, str] = {}
-        for found in dump_addresses():
+        for found in dump_addresses(wanted or 0):
             index = found["index"]
             if wanted is not None and index != wanted:
                 continue

@@ -28,6 +28,7 @@ _NLMSG_ERROR, _NLMSG_DONE = 2, 3
 _RTM_GETLINK, _RTM_GETADDR, _RTM_GETROUTE = 18, 22, 26
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_REPLACE = 0x1, 0x4, 0x200, 0x400, 0x100
 _NLM_F_DUMP = 0x300
+_SOL_NETLINK, _NETLINK_GET_STRICT_CHK = 270, 12
 _IFF_UP = 0x1
 _IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_LINK, _IFLA_MASTER, _IFLA_LINKINFO = \
     1, 3, 4, 5, 10, 18
@@ -55,11 +56,14 @@ def dump_links() -> dict[str, dict[str, Any]]:
     return {link["name"]: link for link in links}
 
 
-def dump_addresses() -> list[dict[str, Any]]:
-    """Every address of the namespace, in the kernel's order: {"index", "family",
-    "prefixlen", "scope", "address", "local", "brd", "label"} (attributes absent are None)."""
+def dump_addresses(index: int = 0) -> list[dict[str, Any]]:
+    """Every address of the namespace (index 0) or of one link, in the kernel's order:
+    {"index", "family", "prefixlen", "scope", "address", "local", "brd", "label"}
+    (attributes absent are None). Kernels since 4.20 filter by link themselves; with older
+    ones the caller gets every address and must filter."""
     found = []
-    for body in _dump(_RTM_GETADDR, _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
+    for body in _dump(_RTM_GETADDR, _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, index),
+                      strict=bool(index)):
         family, prefixlen, _flags, scope, index = _IFADDR.unpack_from(body)
         attrs = dict(_attributes(body[_IFADDR.size:]))
         found.append({"index": index, "family": family, "prefixlen": prefixlen, "scope": scope,
@@ -95,9 +99,15 @@ def _ip(family: int, payload: memoryview | None) -> str | None:
     return None if payload is None else socket.inet_ntop(family, bytes(payload))
 
 
-def _dump(request_type: int, body: bytes) -> Iterator[memoryview]:
-    """The bodies of the messages a dump request answers with, read until NLMSG_DONE."""
+def _dump(request_type: int, body: bytes, *, strict: bool = False) -> Iterator[memoryview]:
+    """The bodies of the messages a dump request answers with, read until NLMSG_DONE.
+    strict: ask the kernel to apply the request's filters (NETLINK_GET_STRICT_CHK)."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+        if strict:
+            try:
+                sock.setsockopt(_SOL_NETLINK, _NETLINK_GET_STRICT_CHK, 1)
+            except OSError:  # before 4.20: the whole dump comes, and the caller filters
+                pass
         sock.sendall(_HEADER.pack(_HEADER.size + len(body), request_type,
                                   NLM_F_REQUEST | _NLM_F_DUMP, 1, 0) + body)
         while True:
