@@ -1,15 +1,20 @@
-"""The journal: resume after a failure or a kill, rollback later, drift, locks."""
+"""The journal: resume after a failure or a kill, rollback later, drift, locks; the rows its
+events leave, and the --events sink."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 
 import pytest
 
+from runflow.core.eventlog import EventLog
+from runflow.core.events import Event
+from runflow.core.journal import Journal, StepRecord
 from tests.conftest import runflow_argv
 from tests.unit.conftest import FILES_PLUGIN, read_events
 
@@ -229,3 +234,138 @@ def test_runs_on_two_different_hosts_both_go_ahead(runflow_home, rf, fw, tmp_pat
     finally:
         for ns in spaces:
             ns.delete()
+
+
+# -- the journal and the --events sink as subscribers, in process --------------------------------
+
+STEP_KEYS = ["a", "b", "c", "d", "e", "f"]
+ABSENT = {"exists": False, "content": None}
+
+
+def run_created(run_id="r1", host="h1"):
+    steps = [{"key": k, "action": "file.present", "backend": "files", "args": {"name": k}}
+             for k in STEP_KEYS]
+    return Event("run", run_id, None, "pending", time=1.0, detail={
+        "workflow": {"name": "wf", "path": "/wf.toml"}, "hosts": [host], "steps": {host: steps}})
+
+
+def step_event(key, source, dest, t, message="", durable=False, **detail):
+    return Event("step", "r1", source, dest, host="h1", step=key, message=message, detail=detail,
+                 time=t, durable=durable)
+
+
+def step_row(key, state, before=None, error=None, commands=(), started=None, finished=None):
+    return StepRecord("h1", STEP_KEYS.index(key), key, "file.present", "files", {"name": key},
+                      state, before, error, list(commands), started, finished)
+
+
+def test_the_journal_rows_follow_the_events(tmp_path):
+    """Step changes are written at the journal's commits (merged per step); the rows are those
+    one UPDATE per event gave."""
+    journal = Journal(tmp_path / "home")
+    sent = []
+
+    def send(*events):
+        for e in events:
+            journal.runflow_event(e)
+            sent.append(e)
+
+    def committed_row(key):  # what another process sees, without the journal committing first
+        with sqlite3.connect(journal.path) as db:
+            return db.execute("SELECT state, before, started, finished FROM steps "
+                              "WHERE run_id='r1' AND key=?", (key,)).fetchone()
+
+    try:
+        send(run_created(), Event("run", "r1", "pending", "running", time=2.0))
+        # one step per commit, as the engine runs a step: the intent is committed before apply
+        send(step_event("a", "pending", "checking", 10.0),
+             step_event("a", "checking", "applying", 11.0, durable=True, before=ABSENT))
+        assert committed_row("a") == ("applying", json.dumps(ABSENT), 10.0, None)
+        send(step_event("a", "applying", "applied", 12.0, commands=["write a"]))
+        assert committed_row("a") == ("applying", json.dumps(ABSENT), 10.0, None)
+        # a failure: its error and commands
+        send(step_event("b", "pending", "checking", 20.0),
+             step_event("b", "checking", "applying", 21.0, durable=True,
+                        before={"exists": True, "content": "old b"}),
+             step_event("b", "applying", "failed", 22.0, message="b is in the way",
+                        commands=["write b"]))
+        # several events for a step in one transaction (a batch's intents, a resume's retry):
+        # the later value of a column wins, the others stay
+        send(step_event("f", "pending", "checking", 24.0),
+             step_event("f", "checking", "applying", 25.0, before={"v": 1}),
+             step_event("f", "applying", "failed", 26.0, message="first try", commands=["x1"]),
+             step_event("f", "failed", "checking", 27.0),
+             step_event("f", "checking", "applying", 28.0, before={"v": 2}),
+             step_event("f", "applying", "applied", 29.0, commands=[]),
+             step_event("c", "pending", "checking", 30.0),
+             step_event("c", "checking", "applying", 31.0, before=ABSENT),
+             step_event("c", "applying", "applied", 32.0, commands=["write c"]),
+             step_event("e", "pending", "checking", 35.0),
+             Event("run", "r1", "running", "failed", message="step b: b is in the way", time=36.0))
+        assert committed_row("c") == ("applied", json.dumps(ABSENT), 30.0, 32.0)
+        # "checking" is written with the step's next change, here after a commit
+        assert committed_row("e") == ("pending", None, None, None)
+        assert journal.steps("r1")[4] == step_row("e", "pending")
+        send(step_event("e", "checking", "skipped", 37.0, message="holds"))
+        # rollback: applied -> undoing -> undone, and an undo that fails
+        send(Event("run", "r1", "failed", "rolling_back", time=40.0),
+             step_event("f", "applied", "undoing", 41.0, durable=True),
+             step_event("f", "undoing", "undone", 42.0, commands=["rm f"]),
+             step_event("c", "applied", "undoing", 43.0, durable=True),
+             step_event("c", "undoing", "undo_failed", 44.0, message="c cannot be removed",
+                        commands=["rm c"]),
+             step_event("a", "applied", "undoing", 45.0, durable=True),
+             step_event("a", "undoing", "undone", 46.0, commands=[]))
+        assert committed_row("a") == ("undoing", json.dumps(ABSENT), 10.0, 12.0)
+
+        assert journal.steps("r1") == [
+            step_row("a", "undone", ABSENT, None, ["write a"], 10.0, 46.0),
+            step_row("b", "failed", {"exists": True, "content": "old b"}, "b is in the way",
+                     ["write b"], 20.0, 22.0),
+            step_row("c", "undo_failed", ABSENT, "c cannot be removed", ["rm c"], 30.0, 44.0),
+            step_row("d", "pending"),
+            step_row("e", "skipped", None, None, [], 35.0, 37.0),
+            step_row("f", "undone", {"v": 2}, "first try", ["rm f"], 27.0, 42.0),
+        ]
+        # a read commits: the undo's outcome is there for everyone now
+        assert committed_row("a") == ("undone", json.dumps(ABSENT), 10.0, 46.0)
+        assert journal.events("r1") == [
+            {"time": e.time, "kind": e.kind, "host": e.host, "step": e.step,
+             "source": e.source, "dest": e.dest, "message": e.message} for e in sent]
+        run = journal.find("r1")
+        assert (run.state, run.attempts, run.message) == ("rolling_back", 1, "")
+    finally:
+        journal.close()
+
+
+def test_close_writes_what_the_journal_holds(tmp_path):
+    journal = Journal(tmp_path / "home")
+    journal.runflow_event(run_created())
+    journal.runflow_event(step_event("a", "pending", "checking", 10.0))
+    journal.runflow_event(step_event("a", "checking", "applying", 11.0, before=ABSENT))
+    journal.runflow_event(step_event("a", "applying", "applied", 12.0, commands=["write a"]))
+    journal.close()
+    again = Journal(tmp_path / "home")
+    try:
+        assert again.steps("r1")[0] == step_row("a", "applied", ABSENT, None, ["write a"],
+                                                10.0, 12.0)
+        assert [e["dest"] for e in again.events("r1")] == [
+            "pending", "checking", "applying", "applied"]
+    finally:
+        again.close()
+
+
+def test_the_events_sink_writes_one_flushed_json_line_per_event(tmp_path):
+    path = tmp_path / "events.jsonl"
+    events = [run_created(),
+              step_event("a", "checking", "applying", 11.0, durable=True,
+                         before={"path": tmp_path, "exists": False}),  # not JSON: str()
+              step_event("a", "applying", "failed", 12.0, message="boom \u2014 \"quoted\"")]
+    with path.open("w") as stream:
+        log = EventLog(stream)
+        for n, e in enumerate(events, 1):
+            log.runflow_event(e)
+            lines = path.read_text().splitlines()  # flushed: readable while it is open
+            assert len(lines) == n
+            assert lines[-1] == json.dumps(e.to_json(), default=str)
+    assert json.loads(lines[1])["detail"]["before"]["path"] == str(tmp_path)
