@@ -4,16 +4,10 @@ It is written as a subscriber of the `runflow_event` hook, like any plugin: the 
 recorded from the event that creates it, a step's intent (with its observed "before" state)
 is committed on its "applying" event — which the engine sends before it calls apply — and
 its outcome on the next. Resume and rollback read it back with `load`.
-
-Between commits, event rows and step-row changes wait in memory and the commit writes them, in
-its transaction, with executemany (a for_each of 1,000 instances sends ~3,000 step events); a
-step changed several times between two commits gets one UPDATE. Everything an event says is in
-the database once the journal has committed, and every read commits first.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sqlite3
@@ -69,13 +63,6 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id, id);
 """
 
-
-
-@functools.cache
-def _update_sql(columns: tuple[str, ...]) -> str:
-    """The UPDATE of a step row for these changed columns (a few lists occur: built once)."""
-    sets = ", ".join(f"{column}=?" for column in columns)
-    return f"UPDATE steps SET {sets} WHERE run_id=? AND host=? AND key=?"
 
 
 def default_home() -> Path:
@@ -156,10 +143,6 @@ class Journal:
             raise JournalError(f"journal {self.path} cannot be used: {exc}") from None
         self._in_tx = False
         self._events: list[tuple[Any, ...]] = []  # inserted together at the next commit
-        # Step-row changes not yet written, by (run_id, host, key): column -> value. Successive
-        # changes to a step merge (the later value of a column wins, as successive UPDATEs
-        # would), so a step's row gets one UPDATE per commit.
-        self._changes: dict[tuple[str, str | None, str | None], dict[str, Any]] = {}
         self._started: dict[tuple[str, str | None, str | None], float] = {}
 
     def close(self) -> None:
@@ -199,7 +182,6 @@ class Journal:
 
     def _commit(self) -> None:
         if self._in_tx:
-            self._write_steps()
             self.db.executemany(
                 "INSERT INTO events (run_id, time, kind, host, step, source, dest, message) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._events)
@@ -208,9 +190,6 @@ class Journal:
             self._in_tx = False
 
     def _create_run(self, e: Event) -> None:
-        # Changes sent before this event were sent before these rows existed: write them first,
-        # as they were written when each event had its own UPDATE.
-        self._write_steps()
         record = e.detail
         self.db.execute(
             "INSERT INTO runs (id, workflow, workflow_path, record, state, hosts, created, "
@@ -226,33 +205,29 @@ class Journal:
 
     def _update_step(self, e: Event) -> None:
         key = (e.run_id, e.host, e.step)
-        if e.dest == "checking":  # written with the step's next change: one change less
+        if e.dest == "checking":  # written with the step's next change: one statement less
             self._started[key] = e.time
             return
-        change = self._changes.setdefault(key, {})
-        change["state"] = e.dest
+        sets = ["state=?"]
+        values: list[Any] = [e.dest]
         if key in self._started:
-            change["started"] = self._started.pop(key)
+            sets.append("started=?")
+            values.append(self._started.pop(key))
         if e.dest in ("skipped", "applied", "failed", "undone", "undo_failed"):
-            change["finished"] = e.time
-        # Serialized now, not at the commit: the detail is the engine's, which may change it.
+            sets.append("finished=?")
+            values.append(e.time)
         if "before" in e.detail:
-            change["before"] = json.dumps(e.detail["before"])
+            sets.append("before=?")
+            values.append(json.dumps(e.detail["before"]))
         if e.dest in ("failed", "undo_failed"):
-            change["error"] = e.message
+            sets.append("error=?")
+            values.append(e.message)
         if e.detail.get("commands"):
-            change["commands"] = json.dumps(e.detail["commands"])
-
-    def _write_steps(self) -> None:
-        """Write the pending step-row changes: one executemany per list of columns changed."""
-        if not self._changes:
-            return
-        by_columns: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-        for key, change in self._changes.items():
-            by_columns.setdefault(tuple(change), []).append((*change.values(), *key))
-        for columns, rows in by_columns.items():
-            self.db.executemany(_update_sql(columns), rows)
-        self._changes.clear()  # only once all are written: a failed commit keeps them
+            sets.append("commands=?")
+            values.append(json.dumps(e.detail["commands"]))
+        values += [e.run_id, e.host, e.step]
+        self.db.execute(f"UPDATE steps SET {', '.join(sets)} WHERE run_id=? AND host=? AND key=?",
+                        values)
 
     # -- reading ------------------------------------------------------------------------------
 
