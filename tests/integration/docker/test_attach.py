@@ -164,7 +164,10 @@ def lab(request, docker_host: DockerHost, runflow, tmp_path: Path):
 
 def test_attached_containers_ping_and_a_second_run_changes_nothing(lab: Lab) -> None:
     first, changed = lab.run("attach.toml")
-    assert changed == ["containers[0]", "containers[1]", "attach[0]", "attach[1]"]
+    # "ping" shows as applied too when its first try gets no answer within a second (a busy
+    # machine): it then tries again until its timeout, and holds.
+    assert [step for step in changed if step != "ping"] == \
+        ["containers[0]", "containers[1]", "attach[0]", "attach[1]"]
     assert lab.ping("b", "10.60.0.2") == 0
     assert len(lab.host_ends()) == 2
     if lab.kind == "ovs":
