@@ -468,11 +468,6 @@ def main() -> None:
     # collector's passes over them cost 15-60 ms of start-up for nothing: none is garbage.
     # _plugins() turns it back on once they are loaded.
     gc.disable()
-    # runflow's argument schemas are its own: pydantic's plugins (observability hooks found
-    # through entry points) have nothing to do in them, and looking for them took 6-7 ms of
-    # every command that validates a workflow. Whoever sets PYDANTIC_DISABLE_PLUGINS (even to
-    # "") keeps pydantic's own behaviour.
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
         cli()  # standalone click: always ends in SystemExit
     except SystemExit as exc:
