@@ -42,7 +42,7 @@ import shutil
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from runflow.core.actions import Action, Context, ShellStep, State
@@ -51,7 +51,7 @@ from runflow.core.export import command, indent, value_of, word
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
-from .rtnetlink import dump_links
+from .rtnetlink import LinkDump, dump_links
 from .linux_args import (ABSENT, HOME, ROUTE_DEFAULTS, AddAddr, AddBridge, AddrAbsentArgs,
                          AddrPresentArgs, AddVeth, Change, DelAddr, DelLink, DelRoute, Enslave,
                          LinkSetArgs, MoveLink, Netns, NetnsMoveArgs, Record, Release,
@@ -190,16 +190,28 @@ def read_link(name: str, *, full: bool = False) -> Record:
     return rec
 
 
-def read_links() -> dict[str, Record]:
+def read_links() -> Mapping[str, Record]:
     """Every link of the thread's namespace as read_link gives it (not `full`), from one
     netlink dump: observing a for_each step of hundreds of links, that costs what ten links
-    read from /sys cost."""
-    dumped = dump_links()
-    names = {d["ifindex"]: name for name, d in dumped.items()}
-    return {name: {"exists": True, "kind": _dumped_kind(d), "up": d["up"], "mtu": d["mtu"],
-                   "master": names.get(d["master_index"]), "ifindex": d["ifindex"],
-                   "iflink": d["iflink"]}
-            for name, d in dumped.items()}
+    read from /sys cost. Each link's record is made when it is looked up."""
+    return _DumpedLinks(dump_links())
+
+
+class _DumpedLinks(Mapping[str, Record]):
+    def __init__(self, dump: LinkDump) -> None:
+        self.dump = dump
+
+    def __getitem__(self, name: str) -> Record:
+        d = self.dump[name]
+        return {"exists": True, "kind": _dumped_kind(d), "up": d["up"], "mtu": d["mtu"],
+                "master": self.dump.names.get(d["master_index"]), "ifindex": d["ifindex"],
+                "iflink": d["iflink"]}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.dump)
+
+    def __len__(self) -> int:
+        return len(self.dump)
 
 
 def _dumped_kind(d: dict[str, Any]) -> str:
@@ -335,7 +347,7 @@ class View:
         self.ctx = ctx
         self.many = many > 1
         self._dumps = many >= self.DUMP_FROM
-        self._dumped: dict[str, Record] | None = None
+        self._dumped: Mapping[str, Record] | None = None
         self._addresses: dict[str, list[Record]] | None = None
         self._routes: dict[int, list[Record]] = {}
         self._links: dict[tuple[str, bool, bool], Record] = {}

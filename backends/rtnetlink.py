@@ -20,7 +20,7 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,12 +48,45 @@ _RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg: family, dst/src length, tos, tabl
 #                                       scope, type, flags
 
 
-def dump_links() -> dict[str, dict[str, Any]]:
-    """{name: {"name", "ifindex", "iflink", "up", "mtu", "master_index", "info_kind"}} of the
-    calling thread's namespace. "master_index" is None for a link without a master and
-    "info_kind" None for one whose kind the kernel does not report (a physical device, lo)."""
-    links = (_link(body) for body in _dump(_RTM_GETLINK, _IFINFO.pack(0, 0, 0, 0, 0)))
-    return {link["name"]: link for link in links}
+def dump_links() -> LinkDump:
+    """The links of the calling thread's namespace, by name (see LinkDump)."""
+    return LinkDump(_dump(_RTM_GETLINK, _IFINFO.pack(0, 0, 0, 0, 0)))
+
+
+class LinkDump(Mapping[str, dict[str, Any]]):
+    """{name: {"name", "ifindex", "iflink", "up", "mtu", "master_index", "info_kind"}} of one
+    RTM_GETLINK dump. "master_index" is None for a link without a master and "info_kind" None
+    for one whose kind the kernel does not report (a physical device, lo); `names` maps every
+    ifindex to its name.
+
+    A link is parsed when first looked up: a step wants some of a namespace's links, and
+    reading a link's ~50 attributes costs 10 µs where its name, the first of them, costs 0.5."""
+
+    def __init__(self, bodies: Iterable[memoryview]) -> None:
+        self._bodies: dict[str, memoryview] = {}
+        self._parsed: dict[str, dict[str, Any]] = {}
+        self.names: dict[int, str] = {}
+        for body in bodies:
+            length, kind = _ATTR.unpack_from(body, _IFINFO.size)
+            if kind == _IFLA_IFNAME:
+                name = _text(body[_IFINFO.size + _ATTR.size:_IFINFO.size + length])
+            else:  # not where the kernel puts it: read the whole message
+                link = _link(body)
+                name = link["name"]
+                self._parsed[name] = link
+            self._bodies[name] = body
+            self.names[_IFINFO.unpack_from(body)[2]] = name
+
+    def __getitem__(self, name: str) -> dict[str, Any]:
+        if name not in self._parsed:
+            self._parsed[name] = _link(self._bodies[name])
+        return self._parsed[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._bodies)
+
+    def __len__(self) -> int:
+        return len(self._bodies)
 
 
 def dump_addresses(index: int = 0) -> list[dict[str, Any]]:
