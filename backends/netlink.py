@@ -37,7 +37,8 @@ from .linux_args import (PROTOCOLS, SCOPES, AddAddr, AddBridge, AddVeth, Change,
                          DelLink, DelRoute, Enslave, MoveLink, Netns, Record, Release,
                          RenameLink, ReplaceRoute, SetLink)
 from .rtnetlink import (NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, Request, address_request,
-                        dump_addresses, dump_routes, link_request, route_request)
+                        attributes, dump_addresses, dump_routes, link_request, messages,
+                        route_request)
 
 # rtnetlink constants (linux/netlink.h, linux/rtnetlink.h)
 NLM_F_ACK_TLVS = 0x200  # in an acknowledgement: extended ack attributes follow
@@ -105,26 +106,16 @@ class Requests:
 
 def _acks(buf: bytes) -> Iterator[tuple[int, int, str]]:
     """(sequence number, error code, extended ack message) of each acknowledgement."""
-    offset = 0
-    while offset + 16 <= len(buf):
-        length, kind, flags, seq, _pid = struct.unpack_from("=IHHII", buf, offset)
-        if kind == NLMSG_ERROR:
-            (code,) = struct.unpack_from("=i", buf, offset + 16)
-            reason = ""
-            if flags & NLM_F_ACK_TLVS:
-                reason = _ack_message(buf[offset + 36:offset + length])
-            yield seq, code, reason
-        offset += (length + 3) & ~3
-
-
-def _ack_message(attrs: bytes) -> str:
-    offset = 0
-    while offset + 4 <= len(attrs):
-        length, kind = struct.unpack_from("=HH", attrs, offset)
-        if kind == NLMSGERR_ATTR_MSG:
-            return attrs[offset + 4:offset + length].split(b"\0")[0].decode(errors="replace")
-        offset += (length + 3) & ~3
-    return ""
+    for kind, flags, seq, body in messages(buf):
+        if kind != NLMSG_ERROR:
+            continue
+        (code,) = struct.unpack_from("=i", body)
+        reason = ""
+        if flags & NLM_F_ACK_TLVS:  # after the code and the request's header (NETLINK_CAP_ACK)
+            reason = next((bytes(payload).split(b"\0")[0].decode(errors="replace")
+                           for attr_kind, payload in attributes(body[20:])
+                           if attr_kind == NLMSGERR_ATTR_MSG), "")
+        yield seq, code, reason
 
 
 class Netlink(Linux):

@@ -98,7 +98,7 @@ def dump_addresses(index: int = 0) -> list[dict[str, Any]]:
     for body in _dump(_RTM_GETADDR, _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, index),
                       strict=bool(index)):
         family, prefixlen, _flags, scope, index = _IFADDR.unpack_from(body)
-        attrs = dict(_attributes(body[_IFADDR.size:]))
+        attrs = dict(attributes(body[_IFADDR.size:]))
         found.append({"index": index, "family": family, "prefixlen": prefixlen, "scope": scope,
                       **{key: _ip(family, attrs.get(kind)) for key, kind in
                          (("address", _IFA_ADDRESS), ("local", _IFA_LOCAL),
@@ -115,7 +115,7 @@ def dump_routes(family: int) -> list[dict[str, Any]]:
     for body in _dump(_RTM_GETROUTE, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)):
         family, dst_len, _src, _tos, table, protocol, scope, route_type, _flags = \
             _RTMSG.unpack_from(body)
-        attrs = dict(_attributes(body[_RTMSG.size:]))
+        attrs = dict(attributes(body[_RTMSG.size:]))
         number = {key: _U32.unpack(attrs[kind])[0] if kind in attrs else None
                   for key, kind in (("table", _RTA_TABLE), ("oif", _RTA_OIF),
                                     ("priority", _RTA_PRIORITY))}
@@ -145,7 +145,7 @@ def _dump(request_type: int, body: bytes, *, strict: bool = False) -> Iterator[m
                                   NLM_F_REQUEST | _NLM_F_DUMP, 1, 0) + body)
         while True:
             data = sock.recv(1 << 17)  # a dump comes in parts of at most 32 KiB
-            for kind, message in _messages(data):
+            for kind, _flags, _seq, message in messages(data):
                 if kind == _NLMSG_DONE:
                     return
                 if kind == _NLMSG_ERROR:
@@ -154,12 +154,13 @@ def _dump(request_type: int, body: bytes, *, strict: bool = False) -> Iterator[m
                 yield message
 
 
-def _messages(data: bytes) -> Iterator[tuple[int, memoryview]]:
+def messages(data: bytes) -> Iterator[tuple[int, int, int, memoryview]]:
+    """(type, flags, sequence number, body) of each netlink message in a received buffer."""
     view = memoryview(data)
     offset = 0
     while offset + _HEADER.size <= len(data):
-        length, kind, _flags, _seq, _port = _HEADER.unpack_from(data, offset)
-        yield kind, view[offset + _HEADER.size:offset + length]
+        length, kind, flags, seq, _port = _HEADER.unpack_from(data, offset)
+        yield kind, flags, seq, view[offset + _HEADER.size:offset + length]
         offset += (length + 3) & ~3
 
 
@@ -178,7 +179,7 @@ def _link(body: memoryview) -> dict[str, Any]:
             if kind == _IFLA_IFNAME:
                 link["name"] = _text(payload)
             elif kind == _IFLA_LINKINFO:
-                link["info_kind"] = next((_text(p) for k, p in _attributes(payload)
+                link["info_kind"] = next((_text(p) for k, p in attributes(payload)
                                           if k == _IFLA_INFO_KIND), None)
             else:
                 link[_WANTED[kind]] = _U32.unpack(payload)[0]
@@ -190,7 +191,7 @@ def _text(payload: memoryview) -> str:
     return bytes(payload).rstrip(b"\0").decode()
 
 
-def _attributes(body: memoryview) -> Iterator[tuple[int, memoryview]]:
+def attributes(body: memoryview) -> Iterator[tuple[int, memoryview]]:
     """(type, payload) of each attribute in a run of them."""
     offset, end = 0, len(body)
     while offset + _ATTR.size <= end:
