@@ -176,10 +176,18 @@ class Registered(NamedTuple):
 
 
 class Registry:
-    """Every action implementation, by action name and backend."""
+    """Every action implementation, by action name and backend.
 
-    def __init__(self) -> None:
+    `load(action)` is called before an action's implementations are looked up (with None
+    before all of them are listed), so that plugins can be imported on demand; `rank(plugin)`
+    orders each action's implementations the same way whatever order plugins were loaded in.
+    """
+
+    def __init__(self, load: Callable[[str | None], None] = lambda action: None,
+                 rank: Callable[[str], Any] = lambda plugin: 0) -> None:
         self._by_action: dict[str, dict[str, Registered]] = {}
+        self._load = load
+        self._rank = rank
 
     def register(self, impl: type[Action], plugin: str) -> None:
         for attr in ("name", "backend", "family", "Args"):
@@ -200,18 +208,23 @@ class Registry:
                     "must share its Args class"
                 )
         backends[impl.backend] = Registered(impl, plugin)
+        self._by_action[impl.name] = dict(sorted(backends.items(),
+                                                 key=lambda item: self._rank(item[1].plugin)))
 
     def names(self) -> list[str]:
+        self._load(None)
         return sorted(self._by_action)
 
     def backends(self) -> list[str]:
+        self._load(None)
         return sorted({b for impls in self._by_action.values() for b in impls})
 
     def implementations(self, action: str) -> dict[str, Registered]:
+        self._load(action)
         return self._by_action.get(action, {})
 
     def args_schema(self, action: str) -> type[Args]:
-        return next(iter(self._by_action[action].values())).impl.Args
+        return next(iter(self.implementations(action).values())).impl.Args
 
     def close_names(self, action: str) -> list[str]:
         return difflib.get_close_matches(action, self.names(), n=3, cutoff=0.6)

@@ -17,22 +17,33 @@ from . import hookspecs
 from .actions import Registry
 from .errors import InputError
 
-# Built-in backends, registered exactly like third-party plugins.
-DEFAULT_PLUGINS = (
-    "runflow.backends.shell",
-    "runflow.backends.verify",
-    "runflow.backends.iproute2",
-    "runflow.backends.brctl",
-    "runflow.backends.netlink",
-    "runflow.backends.procfs",
-    "runflow.backends.iptables",
-    "runflow.backends.docker",
-    "runflow.backends.pipework",
-    "runflow.backends.docker_daemon",
-    "runflow.backends.service",
-    "runflow.backends.ovs_vsctl",
-    "runflow.backends.ovsdb",
-)
+# The built-in backends and the actions each registers. They register exactly like third-party
+# plugins, through the same hook, but each is imported only when a command first needs one of
+# its actions: a workflow of Linux actions then never loads the docker and OVS backends and
+# their argument schemas (25-30 ms of start-up). tests/unit/test_plugins.py checks these
+# lists against what the modules register.
+BUILTIN_PLUGINS: dict[str, tuple[str, ...]] = {
+    "runflow.backends.shell": ("shell.run",),
+    "runflow.backends.verify": ("verify.command", "verify.ping"),
+    "runflow.backends.iproute2": ("link.set", "addr.present", "addr.absent", "veth.present",
+                                  "veth.absent", "netns.move", "route.present", "route.absent"),
+    "runflow.backends.brctl": ("bridge.present", "bridge.absent", "bridge.port"),
+    "runflow.backends.netlink": ("link.set", "addr.present", "addr.absent", "veth.present",
+                                 "veth.absent", "netns.move", "route.present", "route.absent",
+                                 "bridge.present", "bridge.absent", "bridge.port"),
+    "runflow.backends.procfs": ("sysctl.set",),
+    "runflow.backends.iptables": ("firewall.rule.present", "firewall.rule.absent",
+                                  "firewall.policy"),
+    "runflow.backends.docker": ("container.run", "container.absent", "container.attach",
+                                "container.detach"),
+    "runflow.backends.pipework": ("container.attach", "container.detach"),
+    "runflow.backends.docker_daemon": ("docker.daemon",),
+    "runflow.backends.service": ("service.restart", "service.present"),
+    "runflow.backends.ovs_vsctl": ("ovs.bridge.present", "ovs.bridge.absent", "ovs.port.present",
+                                   "ovs.port.absent", "ovs.set"),
+    "runflow.backends.ovsdb": ("ovs.bridge.present", "ovs.bridge.absent", "ovs.port.present",
+                               "ovs.port.absent", "ovs.set"),
+}
 
 ENTRY_POINT_GROUP = "runflow"
 
@@ -46,8 +57,6 @@ class Plugins:
         if os.environ.get("RUNFLOW_TRACE_HOOKS"):
             self.pm.trace.root.setwriter(sys.stderr.write)
             self.pm.enable_tracing()
-        for name in DEFAULT_PLUGINS:
-            self.pm.register(importlib.import_module(name), name=name)
         if entry_points:
             self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
         for path in files:
@@ -91,15 +100,34 @@ class Plugins:
     def registry(self) -> Registry:
         if self._registry is None:
             self.check()
-            registry = Registry()
-            # Called per plugin so the registry knows which plugin brought which action.
+            self._registry = Registry(load=self._load_builtins, rank=self._rank)
             for impl in self.pm.hook.runflow_register_actions.get_hookimpls():
-                try:
-                    impl.function(register=partial(registry.register, plugin=impl.plugin_name))
-                except TypeError as exc:
-                    raise InputError(f"plugin {impl.plugin_name!r}: {exc}", field="plugins")
-            self._registry = registry
+                self._register_actions(impl)
         return self._registry
+
+    def _register_actions(self, impl: pluggy.HookImpl) -> None:
+        assert self._registry is not None
+        # Called per plugin so the registry knows which plugin brought which action.
+        try:
+            impl.function(register=partial(self._registry.register, plugin=impl.plugin_name))
+        except TypeError as exc:
+            raise InputError(f"plugin {impl.plugin_name!r}: {exc}", field="plugins")
+
+    def _load_builtins(self, action: str | None) -> None:
+        """Import the built-in backends that implement `action` (None: all of them) and add
+        their actions to the registry, if not done yet."""
+        for name, actions in BUILTIN_PLUGINS.items():
+            if (action is None or action in actions) and not self.pm.has_plugin(name):
+                self.pm.register(importlib.import_module(name), name=name)
+                for impl in self.pm.hook.runflow_register_actions.get_hookimpls():
+                    if impl.plugin_name == name:
+                        self._register_actions(impl)
+
+    def _rank(self, plugin: str) -> tuple[int, int]:
+        """Built-in backends first, in BUILTIN_PLUGINS' order, then the others as loaded."""
+        if plugin in BUILTIN_PLUGINS:
+            return 0, list(BUILTIN_PLUGINS).index(plugin)
+        return 1, [name for name, _ in self.pm.list_name_plugin()].index(plugin)
 
     def emit(self, event: object) -> None:
         self.pm.hook.runflow_event(event=event)
