@@ -38,7 +38,7 @@ from .linux_args import (PROTOCOLS, SCOPES, AddAddr, AddBridge, AddVeth, Change,
                          RenameLink, ReplaceRoute, SetLink)
 from .rtnetlink import (NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, Request, address_request,
                         attributes, dump_addresses, dump_routes, link_request, messages,
-                        route_request)
+                        packed_address, route_request)
 
 # rtnetlink constants (linux/netlink.h, linux/rtnetlink.h)
 NLM_F_ACK_TLVS = 0x200  # in an acknowledgement: extended ack attributes follow
@@ -55,6 +55,7 @@ CHUNK = 64
 ANSWER_TIMEOUT = 60.0  # seconds without an acknowledgement: the socket is given up
 
 _SCOPE_NUMBERS = {v: k for k, v in SCOPES.items()}
+_IN6_LOOPBACK = socket.inet_pton(socket.AF_INET6, "::1")
 _PROTOCOL_NUMBERS = {v: k for k, v in PROTOCOLS.items()}
 
 
@@ -151,9 +152,12 @@ class Netlink(Linux):
                     names[index] = socket.if_indextoname(index)
                 except OSError:  # deleted since the dump
                     continue
-            local = found["local"] or found["address"]
+            address = f"{found['local'] or found['address']}/{found['prefixlen']}"
             result.setdefault(names[index], []).append({
-                "address": str(ipaddress.ip_interface(f"{local}/{found['prefixlen']}")),
+                # inet_ntop writes IPv4 as ipaddress does (the arguments' normal form); IPv6
+                # text can differ (an IPv4-mapped address), so it goes through ipaddress.
+                "address": address if found["family"] == socket.AF_INET
+                else str(ipaddress.ip_interface(address)),
                 "brd": found["brd"],
                 "scope": SCOPES.get(found["scope"], str(found["scope"])),
                 "label": found["label"]})
@@ -280,7 +284,8 @@ def _index(name: str) -> int:
 def _address(kind: int, flags: int, dev: str, address: str, brd: str | None = None,
              scope: str | None = None, label: str | None = None) -> Request:
     # as `ip addr add`: loopback addresses get host scope unless told otherwise
-    loopback = ipaddress.ip_interface(address).is_loopback
+    family, packed = packed_address(address)
+    loopback = packed[0] == 127 if family == socket.AF_INET else packed == _IN6_LOOPBACK
     number = _SCOPE_NUMBERS.get(scope or "", 0) if scope or not loopback \
         else _SCOPE_NUMBERS["host"]
     return address_request(kind, flags, _index(dev), address, number, brd, label)

@@ -260,17 +260,22 @@ def link_request(kind: int, flags: int = 0, *, name: str | None = None, index: i
     return Request(kind, flags, body)
 
 
+def packed_address(address: str) -> tuple[int, bytes]:
+    """The family (AF_INET or AF_INET6) and bytes of a validated address, without its prefix
+    length. socket.inet_pton takes 1 µs where ipaddress takes 10-20."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return family, socket.inet_pton(family, address.partition("/")[0])
+
+
 def address_request(kind: int, flags: int, index: int, address: str, scope: int,
                     brd: str | None = None, label: str | None = None) -> Request:
-    """RTM_NEWADDR / RTM_DELADDR of an address (with its prefix length) on a link."""
-    iface = ipaddress.ip_interface(address)
-    family = socket.AF_INET if iface.version == 4 else socket.AF_INET6
-    ip = iface.ip.packed
-    body = _IFADDR.pack(family, iface.network.prefixlen, 0, scope, index)
+    """RTM_NEWADDR / RTM_DELADDR of a validated address with its prefix length on a link."""
+    family, ip = packed_address(address)
+    body = _IFADDR.pack(family, int(address.partition("/")[2]), 0, scope, index)
     # as `ip addr add`: IPv4 gives the local address too, IPv6 only the address
-    body += (attr(_IFA_LOCAL, ip) if iface.version == 4 else b"") + attr(_IFA_ADDRESS, ip)
+    body += (attr(_IFA_LOCAL, ip) if family == socket.AF_INET else b"") + attr(_IFA_ADDRESS, ip)
     if brd:
-        body += attr(_IFA_BROADCAST, ipaddress.ip_address(brd).packed)
+        body += attr(_IFA_BROADCAST, packed_address(brd)[1])
     if label:
         body += text_attr(_IFA_LABEL, label)
     return Request(kind, flags, body)

@@ -96,6 +96,10 @@ CASES = [
          lambda s: addresses(s, "va") == ["10.3.0.1/24", "10.2.0.1/24"]),
     Case("addr-present-v6", 'action = "addr.present"\ndev = "va"\naddress = "fd00:2::1/64"',
          [VETH], lambda s: "fd00:2::1/64" in addresses(s, "va")),
+    # as `ip addr add`: a loopback address gets host scope
+    Case("addr-present-loopback", 'action = "addr.present"\ndev = "va"\naddress = "127.0.0.2/8"',
+         [VETH], lambda s: [(a["local"], a["scope"]) for a in s["addresses"]["va"]
+                            if a["family"] == "inet"] == [("127.0.0.2", "host")]),
     Case("addr-exclusive-secondary",
          'action = "addr.present"\ndev = "va"\naddress = "10.2.0.6/24"\nexclusive = true',
          [VETH, *up("va", "vb"), *addr("va", "10.2.0.5/24", "10.2.0.6/24", "10.3.0.1/16",
