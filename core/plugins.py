@@ -57,11 +57,11 @@ class Plugins:
         if os.environ.get("RUNFLOW_TRACE_HOOKS"):
             self.pm.trace.root.setwriter(sys.stderr.write)
             self.pm.enable_tracing()
+        self._registry: Registry | None = None
         if entry_points:
             self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
         for path in files:
             self.load_file(path)
-        self._registry: Registry | None = None
 
     def load_file(self, path: str | Path) -> None:
         """Load a plugin from a Python file (--plugin, or a workflow's `plugins`)."""
@@ -81,9 +81,16 @@ class Plugins:
         except Exception as exc:
             del sys.modules[spec.name]
             raise InputError(f"plugin file {str(path)!r} failed to load: {exc}", field="plugins")
-        self.pm.register(module, name=name)
-        self._registry = None
+        self._add(module, name)
+
+    def _add(self, plugin: object, name: str) -> None:
+        """Register a plugin; once the registry is built, add the plugin's actions to it."""
+        self.pm.register(plugin, name=name)
         self.check()
+        if self._registry is not None:
+            for impl in self.pm.hook.runflow_register_actions.get_hookimpls():
+                if impl.plugin_name == name:
+                    self._register_actions(self._registry, impl)
 
     def check(self) -> None:
         """Refuse hook implementations that match no spec (a typo would otherwise be ignored)."""
@@ -100,16 +107,17 @@ class Plugins:
     def registry(self) -> Registry:
         if self._registry is None:
             self.check()
-            self._registry = Registry(load=self._load_builtins, rank=self._rank)
+            registry = Registry(load=self._load_builtins, rank=self._rank)
             for impl in self.pm.hook.runflow_register_actions.get_hookimpls():
-                self._register_actions(impl)
+                self._register_actions(registry, impl)
+            self._registry = registry
         return self._registry
 
-    def _register_actions(self, impl: pluggy.HookImpl) -> None:
-        assert self._registry is not None
+    @staticmethod
+    def _register_actions(registry: Registry, impl: pluggy.HookImpl) -> None:
         # Called per plugin so the registry knows which plugin brought which action.
         try:
-            impl.function(register=partial(self._registry.register, plugin=impl.plugin_name))
+            impl.function(register=partial(registry.register, plugin=impl.plugin_name))
         except TypeError as exc:
             raise InputError(f"plugin {impl.plugin_name!r}: {exc}", field="plugins")
 
@@ -118,10 +126,7 @@ class Plugins:
         their actions to the registry, if not done yet."""
         for name, actions in BUILTIN_PLUGINS.items():
             if (action is None or action in actions) and not self.pm.has_plugin(name):
-                self.pm.register(importlib.import_module(name), name=name)
-                for impl in self.pm.hook.runflow_register_actions.get_hookimpls():
-                    if impl.plugin_name == name:
-                        self._register_actions(impl)
+                self._add(importlib.import_module(name), name)
 
     def _rank(self, plugin: str) -> tuple[int, int]:
         """Built-in backends first, in BUILTIN_PLUGINS' order, then the others as loaded."""

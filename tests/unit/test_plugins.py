@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from runflow.core.plugins import BUILTIN_PLUGINS, Plugins
+from tests.unit.conftest import FILES_PLUGIN
 
 
 @pytest.mark.parametrize("module", BUILTIN_PLUGINS)
@@ -36,6 +37,15 @@ def test_implementations_keep_one_order_whatever_loaded_first():
         piecemeal.implementations(action)
     for action in everything.names():
         assert list(piecemeal.implementations(action)) == list(everything.implementations(action))
+
+
+def test_a_plugin_file_loaded_later_joins_the_registry():
+    plugins = Plugins(entry_points=False)
+    registry = plugins.registry
+    assert not registry.implementations("file.present")
+    plugins.load_file(FILES_PLUGIN)
+    assert registry is plugins.registry
+    assert registry.implementations("file.present")
 
 
 def test_planning_linux_actions_imports_no_docker_or_ovs_backend(tmp_path):
