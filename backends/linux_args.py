@@ -345,9 +345,9 @@ HOME = Netns(home=True)
 # ---------------------------------------------------------------------------------------------
 
 # Netns and the changes are NamedTuples rather than frozen dataclasses: a frozen dataclass
-# generates its methods with exec when it is defined, ~1 ms each on CPython 3.11, and every
-# command loads this module. The backends take them apart with `match`, by type; none compares
-# two changes (a NamedTuple equals any tuple with the same values).
+# generates its methods with exec when it is defined, ~1 ms each on CPython 3.11, paid by every
+# command that loads this module. The backends take them apart with `match`, by type; none
+# compares two changes (a NamedTuple equals any tuple with the same values).
 
 
 class AddBridge(NamedTuple):

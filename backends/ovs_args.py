@@ -321,7 +321,7 @@ def _uuids(value: Any) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 # NamedTuples, like linux_args.py's changes (and for the same reason: a frozen dataclass costs
-# ~1 ms to define, on every command).
+# ~1 ms to define, in every command that loads this module).
 
 
 class AddBridge(NamedTuple):
