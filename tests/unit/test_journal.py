@@ -260,8 +260,8 @@ def step_row(key, state, before=None, error=None, commands=(), started=None, fin
 
 
 def test_the_journal_rows_follow_the_events(tmp_path):
-    """Step changes are written at the journal's commits (merged per step); the rows are those
-    one UPDATE per event gave."""
+    """Each step event is one UPDATE of the step's row; other readers see it at the journal's
+    next commit (an intent, a run change, or a read)."""
     journal = Journal(tmp_path / "home")
     sent = []
 
