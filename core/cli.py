@@ -169,7 +169,7 @@ def run(workflow, events_file, lock_timeout, quiet, no_rollback, **selection) ->
     try:
         _, code = session.run(plan, options)
     finally:
-        session.close()
+        session.close(process_exits=True)
     sys.exit(code)
 
 
@@ -372,7 +372,7 @@ def resume(run_ref, events_file, lock_timeout, quiet, no_rollback, use_current_f
                   multi_host=len(run_rec.hosts) > 1)
         code = session.resume(run_rec, options, use_current_file=use_current_file)
     finally:
-        session.close()
+        session.close(process_exits=True)
     sys.exit(code)
 
 
@@ -396,7 +396,7 @@ def rollback(run_ref, events_file, lock_timeout, quiet, plugin_files) -> None:
                   multi_host=len(run_rec.hosts) > 1)
         code = session.rollback(run_rec, options)
     finally:
-        session.close()
+        session.close(process_exits=True)
     sys.exit(code)
 
 

@@ -145,6 +145,11 @@ class Journal:
         self._events: list[tuple[Any, ...]] = []  # inserted together at the next commit
         self._started: dict[tuple[str, str | None, str | None], float] = {}
 
+    def commit(self) -> None:
+        """Write the events still pending (outcomes ride along with the next commit)."""
+        with self._lock:
+            self._commit()
+
     def close(self) -> None:
         with self._lock:
             self._commit()
