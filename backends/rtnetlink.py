@@ -215,10 +215,11 @@ class Request(NamedTuple):
     flags: int
     body: bytes
 
-    def encode(self, sequence: int) -> bytes:
-        """The message, asking for an acknowledgement."""
-        return _HEADER.pack(_HEADER.size + len(self.body), self.kind,
-                            self.flags | NLM_F_REQUEST | NLM_F_ACK, sequence, 0) + self.body
+    def encode(self, sequence: int, ack: bool = True) -> bytes:
+        """The message; ack: ask for an acknowledgement (a refusal is answered anyway)."""
+        flags = self.flags | NLM_F_REQUEST | (NLM_F_ACK if ack else 0)
+        return _HEADER.pack(_HEADER.size + len(self.body), self.kind, flags, sequence, 0) + \
+            self.body
 
 
 def attr(kind: int, payload: bytes) -> bytes:

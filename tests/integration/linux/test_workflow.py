@@ -125,8 +125,8 @@ peer = "vg{{ item }}"
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_a_large_batch_goes_through(lab: Lab, target: str) -> None:
-    """More requests than one netlink send carries (their acknowledgements would overflow
-    the socket's buffer), more lines than an `ip -batch` needs. (Rolling back is per
+    """More requests than one netlink send carries (the answers to as many refusals would
+    overflow the socket's buffer), more lines than an `ip -batch` needs. (Rolling back is per
     instance, and the kernel takes ~20 ms to delete a link: that is left to the smaller
     tests.)"""
     workflow = lab.workflow("""
