@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from precompile import compile_runflow
 from runflow.core.lab.dockerd import BUSYBOX_IMAGE, Dockerd, build_busybox_image
 from runflow.core.lab.namespaces import Namespace, unique_name
 from runflow.core.lab.ovs import OvsDaemons
@@ -94,6 +95,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("needs root (namespaces, dockerd, OVS)", file=sys.stderr)
         return 2
+    compile_runflow()
 
     import docker
 

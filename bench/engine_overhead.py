@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from precompile import compile_runflow
+
 REPO = Path(__file__).resolve().parent.parent
 NOOP_PLUGIN = REPO / "tests" / "plugins" / "files_backend.py"
 RUNFLOW = [sys.executable, "-m", "runflow.core.cli"]
@@ -44,11 +46,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     args = parser.parse_args()
     n = args.steps
+    compile_runflow()
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         tmpdir = Path(tmp)
         env = {**os.environ, "RUNFLOW_HOME": str(tmpdir / "home")}
-        # as installed: Python caches compiled modules (PYTHONDONTWRITEBYTECODE would not)
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
         separate = tmpdir / "separate.toml"
         separate.write_text('[workflow]\nname = "noop"\n' + "".join(
             f'\n[[steps]]\nid = "s{i}"\naction = "test.noop"\n' for i in range(n)))

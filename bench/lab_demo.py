@@ -21,6 +21,8 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from precompile import compile_runflow
+
 REPO = Path(__file__).resolve().parent.parent
 RUNFLOW = [sys.executable, "-m", "runflow.core.cli"]
 GRE = REPO / "workflows" / "multihost-gre.toml"
@@ -75,10 +77,9 @@ def shell_recipe(lab_dir: Path, mode: str, env: dict) -> float:
 
 
 def main() -> None:
+    compile_runflow()
     root = Path(tempfile.mkdtemp(prefix="rfb", dir="/tmp"))
     env = {**os.environ, "RUNFLOW_LAB": str(root / "lab"), "RUNFLOW_HOME": str(root / "home")}
-    # as installed: Python caches compiled modules (PYTHONDONTWRITEBYTECODE would not)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
     rows = []
     try:
         startup, _ = timed([*RUNFLOW, "--version"], env)

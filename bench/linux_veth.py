@@ -45,6 +45,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from precompile import compile_runflow  # noqa: E402
 from runflow.core.lab.namespaces import Namespace, unique_name  # noqa: E402
 
 SCRIPT = REPO / "bench" / "linux_veth.sh"
@@ -226,6 +227,7 @@ def main() -> None:
     sizes = [(int(s.split(":")[0]), not s.endswith(":noipv6")) for s in options.sizes.split(",")]
     if os.geteuid() != 0:
         raise SystemExit("needs root (network namespaces)")
+    compile_runflow(options.python)
     print(f"runflow runs under {options.python}")
     with tempfile.TemporaryDirectory(prefix="rfbench-") as tmp:
         for n, ipv6 in sizes:

@@ -37,6 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from precompile import compile_runflow  # noqa: E402
 from runflow.core.lab.namespaces import Namespace, unique_name  # noqa: E402
 from runflow.core.lab.ovs import OvsDaemons  # noqa: E402
 
@@ -129,6 +130,7 @@ def main() -> None:
     n = options.ports
     if os.geteuid() != 0:
         raise SystemExit("needs root (network namespaces, OVS daemons)")
+    compile_runflow()
     with tempfile.TemporaryDirectory(prefix="rfbench-") as tmp:
         files = {batch: Path(tmp, f"{'batch' if batch else 'steps'}.toml") for batch in (1, 0)}
         for batch, path in files.items():
