@@ -11,7 +11,9 @@ an address — compared in one run, each variant in a fresh bench namespace:
 The workflow has one step per phase (a bridge, then N veth pairs, N bridge ports, N links up,
 N addresses, N peers up), and the script runs the same phases in the same order. A runflow
 variant is timed from the start of the `runflow run` process to its exit (start-up, plan and
-journal included); its steps are timed from their first to their last event.
+journal included); its steps are timed from their first to their last event. Each round also
+times a process that only imports the libraries runflow is built on (click, Jinja2, pluggy,
+pydantic, transitions): the part of runflow's start-up that is not runflow's own.
 
 Sizes: 200 pairs as is; 200 and 1,000 pairs with IPv6 disabled in the namespace (the
 kernel's IPv6 work per bridge port grows faster than linearly), to see how cost grows.
@@ -52,6 +54,9 @@ SCRIPT = REPO / "bench" / "linux_veth.sh"
 PHASES = ("bridge", "veths", "ports", "ports-up", "addresses", "peers-up")
 BATCHED = ("veths", "ports-up", "addresses", "peers-up")  # through `ip -batch` on centos6
 SETTLE = 0.5  # seconds between variants (and 1 s per 1,000 pairs), for the kernel to tidy up
+# What any process built on runflow's libraries pays before doing anything: the floor under
+# runflow's own start-up, timed alone in each round.
+LIBRARIES = "import click, jinja2.sandbox, pluggy, pydantic.main, transitions"
 
 WORKFLOW = """
 [workflow]
@@ -171,6 +176,12 @@ def runflow(ns: Namespace, n: int, target: str, tmp: Path, python: str) -> dict[
     return times
 
 
+def libraries(python: str) -> dict[str, float]:
+    start = time.perf_counter()
+    subprocess.run([python, "-c", LIBRARIES], check=True)
+    return {"total": time.perf_counter() - start}
+
+
 def measure(n: int, ipv6: bool, repeat: int, tmp: Path,
             python: str) -> tuple[dict[str, dict[str, float]], list[float]]:
     """Median times of each variant, and how much faster modern was than the script in each
@@ -184,6 +195,7 @@ def measure(n: int, ipv6: bool, repeat: int, tmp: Path,
             with bench_namespace(ipv6, n) as ns:
                 samples.setdefault(label, []).append(run(ns))
                 check_built(ns, n)
+        samples.setdefault("libraries", []).append(libraries(python))
     medians = {label: {key: statistics.median(s[key] for s in runs) for key in runs[0]}
                for label, runs in samples.items()}
     return medians, [p["total"] / m["total"] for p, m in zip(samples["plain sh"],
@@ -202,9 +214,11 @@ def report(n: int, ipv6: bool, results: dict[str, dict[str, float]],
             row += f" {times[phase]:8.3f} ({times[phase] / base[phase]:4.2f}x)"
         mark = "  ip -batch on centos6" if phase in BATCHED else ""
         print(row + mark)
-    outside = {label: r["total"] - sum(r[p] for p in PHASES) for label, r in results.items()}
+    outside = {label: results[label]["total"] - sum(results[label][p] for p in PHASES)
+               for label in ("centos6", "modern")}
     print(f"  runflow outside the steps (start-up, plan, journal set-up): centos6 "
-          f"{outside['centos6']:.3f} s, modern {outside['modern']:.3f} s")
+          f"{outside['centos6']:.3f} s, modern {outside['modern']:.3f} s; of that, Python "
+          f"starting and importing runflow's libraries: {results['libraries']['total']:.3f} s")
     batched_c6 = sum(c6[p] for p in BATCHED)
     batched_base = sum(base[p] for p in BATCHED)
     print(f"  modern vs script, whole run: {base['total'] / modern['total']:.2f}x faster "
