@@ -56,7 +56,7 @@ BATCHED = ("veths", "ports-up", "addresses", "peers-up")  # through `ip -batch` 
 SETTLE = 0.5  # seconds between variants (and 1 s per 1,000 pairs), for the kernel to tidy up
 # What any process built on runflow's libraries pays before doing anything: the floor under
 # runflow's own start-up, timed alone in each round.
-LIBRARIES = "import click, jinja2.sandbox, pluggy, pydantic.main, transitions"
+LIBRARIES = "import click, jinja2.sandbox, pluggy, pydantic.fields, pydantic.main, transitions"
 
 WORKFLOW = """
 [workflow]

@@ -17,7 +17,6 @@ undo stay per instance.
 
 from __future__ import annotations
 
-import difflib
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -227,4 +226,6 @@ class Registry:
         return next(iter(self.implementations(action).values())).impl.Args
 
     def close_names(self, action: str) -> list[str]:
+        import difflib  # for a misspelt action only: it is 1-2 ms of every start-up
+
         return difflib.get_close_matches(action, self.names(), n=3, cutoff=0.6)
