@@ -8,24 +8,20 @@ and `for_each = "{{ ports }}"` work as expected.
 
 from __future__ import annotations
 
-import keyword
 import re
 from functools import lru_cache
 from typing import Any
 
+from . import arithmetic
+
 _SINGLE_EXPRESSION = re.compile(r"^\{\{(?P<expr>(?:(?!\}\}).)*)\}\}$", re.DOTALL)
 
-# `{{ name }}` alone or between plain text is by far the most common template ("veth{{ item }}",
-# "{{ bridge_name }}"). Filled in here as Jinja2 fills it in (the value itself when it is the
-# whole template, str() of it within text), it skips the context Jinja2 builds for every
-# render: 25-35 µs a template, most of the plan of a for_each over hundreds of items. Anything
-# else — filters, operators, other delimiters, a name that is not a variable — goes to Jinja2.
-# (Jinja2 also turns the text's \r\n into \n: text with \r is left to it.)
-_NAME_IN_TEXT = re.compile(r"([^{}\r]*)\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}([^{}\r]*)")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Names Jinja2 does not look up among the variables: its constants (like True, False and None,
-# which are keywords) and `self`, the template itself.
-_NOT_VARIABLES = {"true", "false", "none", "self"}
+# Plain text and `{{ expression }}`s ("va{{ item }}", "10.0.{{ item // 250 }}.1/24"), as most
+# templates are: core/arithmetic.py fills them in as Jinja2 would, or declines. Other syntax —
+# braces in the text, whitespace control ({{- and -}}), \r (which Jinja2 turns into \n) — goes
+# to Jinja2.
+_TEXT_PART = re.compile(r"([^{}\r]*)\{\{(?![-+])([^{}]*?)(?<![-+])\}\}")
+_PLAIN = re.compile(r"[^{}\r]*")
 
 
 class TemplateProblem(ValueError):
@@ -65,17 +61,12 @@ def _explain(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _is_variable(name: str, variables: dict[str, Any]) -> bool:
-    """Is `{{ name }}` the variable's value, as Jinja2 would resolve it?"""
-    return (name in variables and _NAME.fullmatch(name) is not None
-            and not keyword.iskeyword(name) and name not in _NOT_VARIABLES)
-
-
 def evaluate(expression: str, variables: dict[str, Any]) -> Any:
     """Evaluate a bare expression such as `ovs_datapath == 'netdev'` or `range(1, 201)`."""
-    name = expression.strip()
-    if _is_variable(name, variables):
-        return variables[name]
+    try:
+        return arithmetic.evaluate(expression, variables)
+    except arithmetic.Unsupported:
+        pass
     try:
         value = _expression(expression)(**variables)
     except _errors() as exc:
@@ -91,15 +82,13 @@ def render(value: Any, variables: dict[str, Any]) -> Any:
     if isinstance(value, str):
         if "{" not in value:
             return value
-        plain = _NAME_IN_TEXT.fullmatch(value)
-        if plain and _is_variable(plain[2], variables):
-            before, name, after = plain.groups()
-            if not before.strip() and not after.strip():  # the whole value: keeps its type
-                return variables[name]
-            return before + str(variables[name]) + after
         single = _SINGLE_EXPRESSION.match(value.strip())
-        if single:
+        if single:  # the whole value: keeps its type
             return evaluate(single.group("expr"), variables)
+        try:
+            return _fill_in(value, variables)
+        except arithmetic.Unsupported:
+            pass
         try:
             return _template(value).render(**variables)
         except _errors() as exc:
@@ -109,3 +98,20 @@ def render(value: Any, variables: dict[str, Any]) -> Any:
     if isinstance(value, dict):
         return {k: render(v, variables) for k, v in value.items()}
     return value
+
+
+def _fill_in(text: str, variables: dict[str, Any]) -> str:
+    """The text with each `{{ expression }}` replaced by str() of its value, as Jinja2 renders
+    it; arithmetic.Unsupported if that takes Jinja2."""
+    filled, at = [], 0
+    while part := _TEXT_PART.match(text, at):
+        value = arithmetic.evaluate(part[2], variables)
+        try:
+            filled += [part[1], str(value)]
+        except ValueError:  # an int too long for str(): Jinja2 says so
+            raise arithmetic.Unsupported(text) from None
+        at = part.end()
+    if not _PLAIN.fullmatch(text, at):
+        raise arithmetic.Unsupported(text)
+    filled.append(text[at:])
+    return "".join(filled)
