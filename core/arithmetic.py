@@ -47,7 +47,7 @@ class Unsupported(Exception):
     """Not certainly what Jinja2 would make of it: ask Jinja2."""
 
 
-def is_variable(name: str, variables: dict[str, Any]) -> bool:
+def _is_variable(name: str, variables: dict[str, Any]) -> bool:
     """Is `name` in an expression this variable's value, as Jinja2 resolves it?"""
     return (name in variables and _NAME.fullmatch(name) is not None
             and not keyword.iskeyword(name) and name not in _NOT_VARIABLES)
@@ -158,7 +158,7 @@ def _int(value: Any) -> int:
 
 def _variable(name: str) -> Node:
     def node(variables: dict[str, Any]) -> Any:
-        if not is_variable(name, variables):
+        if not _is_variable(name, variables):
             raise Unsupported(f"{name} is not a variable")
         return variables[name]
     return node
