@@ -30,9 +30,9 @@ from typing import Any
 
 # Jinja2's integer literals without underscores, bases or leading zeros; a literal followed by
 # a letter, digit or dot (1.5, 0x10, 1_000) is left to Jinja2.
-_TOKEN = re.compile(r"\s*(?:(?P<int>0|[1-9][0-9]*)(?![\w.])|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-                    r"|(?P<op>//|[-+*%|(),]))")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TOKEN = re.compile(r"\s*(?:(?P<int>0|[1-9][0-9]*)(?![\w.])|(?P<name>" + _NAME.pattern + ")"
+                    r"|(?P<op>//|[-+*%|(),]))")
 _DIGITS = re.compile(r"[+-]?[0-9]{1,100}")  # what int() reads as Jinja2's `int` filter does
 # Names Jinja2 does not look up among the variables: its constants (like True, False and None,
 # which are keywords) and `self`, the template itself.
@@ -45,12 +45,6 @@ Node = Callable[[dict[str, Any]], Any]
 
 class Unsupported(Exception):
     """Not certainly what Jinja2 would make of it: ask Jinja2."""
-
-
-def _is_variable(name: str, variables: dict[str, Any]) -> bool:
-    """Is `name` in an expression this variable's value, as Jinja2 resolves it?"""
-    return (name in variables and _NAME.fullmatch(name) is not None
-            and not keyword.iskeyword(name) and name not in _NOT_VARIABLES)
 
 
 def evaluate(expression: str, variables: dict[str, Any]) -> Any:
@@ -135,7 +129,8 @@ class _Parser:
             return node
         if token == "range" and self.peek() == "(":
             return self.range_call()
-        if _NAME.fullmatch(token):
+        if _NAME.fullmatch(token) and not keyword.iskeyword(token) and \
+                token not in _NOT_VARIABLES:
             return _variable(token)
         raise Unsupported(f"unexpected {token!r}")
 
@@ -158,7 +153,7 @@ def _int(value: Any) -> int:
 
 def _variable(name: str) -> Node:
     def node(variables: dict[str, Any]) -> Any:
-        if not _is_variable(name, variables):
+        if name not in variables:  # Jinja2 says which, and where
             raise Unsupported(f"{name} is not a variable")
         return variables[name]
     return node
