@@ -16,7 +16,7 @@ from . import inventory as inventory_mod
 from . import workflow as workflow_mod
 from .engine import Engine
 from .errors import EXIT_OK, EXIT_ROLLED_BACK, InputError, RunflowError
-from .journal import Journal, RunRecord
+from .journal import Journal, RunRecord, StepRecord
 from .locks import HostLocks
 from .plan import Plan, build
 from .plugins import Plugins
@@ -50,8 +50,10 @@ def plan_workflow(path: str, options: Options, plugins: Plugins, *, probe: bool 
                  plugin_files=options.plugin_files, probe=probe)
 
 
-def rebuild_plan(run: RunRecord, plugins: Plugins, *, file_changed: str) -> Plan:
-    """The plan of a journaled run, from the journaled workflow text and vars.
+def rebuild_plan(run: RunRecord, steps: list[StepRecord], plugins: Plugins, *,
+                 file_changed: str) -> Plan:
+    """The plan of a journaled run, from the journaled workflow text and vars; `steps` are the
+    run's journaled steps, which the rebuilt plan must expand to again.
 
     file_changed says what to do when the workflow file on disk differs from the journaled
     text: "refuse", "use-current" (resume --use-current-file) or "use-journaled" (rollback).
@@ -79,7 +81,9 @@ def rebuild_plan(run: RunRecord, plugins: Plugins, *, file_changed: str) -> Plan
     hosts = inv.select(record["hosts"])
     plan = build(wf, plugins, inv, hosts, target=record["target"], cli_vars=record["cli_vars"],
                  plugin_files=record["plugins"])
-    journaled = {h: [s["key"] for s in steps] for h, steps in record["steps"].items()}
+    journaled: dict[str, list[str]] = {h.name: [] for h in plan.hosts}
+    for step in steps:  # in (host, seq) order
+        journaled.setdefault(step.host, []).append(step.key)
     rebuilt = {h: [i.key for i in insts] for h, insts in plan.instances.items()}
     if journaled != rebuilt:
         raise InputError(f"the workflow no longer expands to the steps run {run.id} recorded "
@@ -155,11 +159,13 @@ class Session:
     def load(self, ref: str) -> RunRecord:
         return self.journal.find(ref)
 
-    def _restored_engine(self, run: RunRecord, plan: Plan, rollback: bool) -> Engine:
+    def _restored(self, run: RunRecord, rollback: bool, file_changed: str) -> tuple[Plan, Engine]:
+        """The run's plan rebuilt, and an engine with its steps in their journaled states."""
+        steps = self.journal.steps(run.id)
+        plan = rebuild_plan(run, steps, self.plugins, file_changed=file_changed)
         engine = Engine(self.plugins, run.id, plan.per_host(), rollback=rollback)
-        steps = {(s.host, s.key): (s.state, s.before) for s in self.journal.steps(run.id)}
-        engine.restore(run.state, steps)
-        return engine
+        engine.restore(run.state, {(s.host, s.key): (s.state, s.before) for s in steps})
+        return plan, engine
 
     def resume(self, run: RunRecord, options: Options, *, use_current_file: bool) -> int:
         if run.state == "succeeded":
@@ -167,9 +173,8 @@ class Session:
         if run.state in ("rolled_back", "rolling_back", "rollback_failed"):
             raise InputError(f"run {run.id} is {run.state.replace('_', ' ')}: it cannot be "
                              "resumed; start a new run (or `runflow rollback` it to finish)")
-        plan = rebuild_plan(run, self.plugins,
-                            file_changed="use-current" if use_current_file else "refuse")
-        engine = self._restored_engine(run, plan, options.rollback)
+        plan, engine = self._restored(run, options.rollback,
+                                      "use-current" if use_current_file else "refuse")
 
         def body() -> int:
             with _stop_on_signals(engine):
@@ -180,8 +185,7 @@ class Session:
     def rollback(self, run: RunRecord, options: Options) -> int:
         if run.state == "rolled_back":
             raise AlreadyDone(f"run {run.id} is already rolled back")
-        plan = rebuild_plan(run, self.plugins, file_changed="use-journaled")
-        engine = self._restored_engine(run, plan, True)
+        plan, engine = self._restored(run, True, "use-journaled")
         code = self._locked(plan, run.id, options.lock_timeout, engine.roll_back)
         # Asked for, a complete rollback is a success; exit 1 means "failed, rolled back".
         return EXIT_OK if code == EXIT_ROLLED_BACK else code
