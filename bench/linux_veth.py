@@ -23,12 +23,13 @@ step, and at least 3x faster on the steps that go through one `ip -batch`.
 
 Usage (root, iproute2 and bridge-utils installed):
     python3 bench/linux_veth.py [--sizes 200,200:noipv6,1000:noipv6] [--repeat 3]
-                                [--python INTERPRETER]
+                                [--base-python INTERPRETER | --python INTERPRETER]
 
-runflow runs under the interpreter running the bench unless --python names another one with
-runflow installed, e.g. a venv of the distribution's python3:
-    /usr/bin/python3 -m venv /tmp/rf-venv && /tmp/rf-venv/bin/pip install .
-    python3 bench/linux_veth.py --python /tmp/rf-venv/bin/python3
+runflow runs as a user installs it: the bench makes a venv of the interpreter running it (or
+of --base-python, e.g. the distribution's /usr/bin/python3) and pip-installs this checkout
+into it (bench/installed.py). --python runs runflow under an interpreter that has it installed
+already instead, e.g. a developer's editable install: python3 bench/linux_veth.py --python
+python3.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from installed import install_runflow  # noqa: E402
 from precompile import compile_runflow  # noqa: E402
 from runflow.core.lab.namespaces import Namespace, unique_name  # noqa: E402
 
@@ -236,17 +238,25 @@ def main() -> None:
     parser.add_argument("--sizes", default="200,200:noipv6,1000:noipv6",
                         help="comma-separated N or N:noipv6 (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each variant")
-    parser.add_argument("--python", default=sys.executable,
-                        help="the interpreter that runs runflow (default: this one)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--base-python", default=sys.executable,
+                       help="make the venv runflow is installed into of this interpreter "
+                       "(default: this one)")
+    which.add_argument("--python", help="run runflow under this interpreter, which has it "
+                       "installed (default: a venv made for the bench)")
     options = parser.parse_args()
     sizes = [(int(s.split(":")[0]), not s.endswith(":noipv6")) for s in options.sizes.split(",")]
     if os.geteuid() != 0:
         raise SystemExit("needs root (network namespaces)")
-    compile_runflow(options.python)
-    print(f"runflow runs under {options.python}")
     with tempfile.TemporaryDirectory(prefix="rfbench-") as tmp:
+        if options.python:
+            python = options.python
+            compile_runflow(python)
+        else:
+            python = install_runflow(Path(tmp) / "venv", options.base_python)
+        print(f"runflow runs under {python}")
         for n, ipv6 in sizes:
-            report(n, ipv6, *measure(n, ipv6, options.repeat, Path(tmp), options.python))
+            report(n, ipv6, *measure(n, ipv6, options.repeat, Path(tmp), python))
 
 
 if __name__ == "__main__":
