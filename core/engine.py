@@ -226,7 +226,7 @@ class Engine:
             if r.state in ("pending", "skipped", "failed", "undone"):
                 r.fire("check")
             now = impl.observe(ctx, r.instance.args)
-            if not self._needs_apply(impl, r, now):
+            if not self._needs_apply(impl, r, now, impl.check(r.instance.args, now)):
                 return None
             impl.apply(ctx, r.instance.args, now)
         except Exception as exc:
@@ -249,10 +249,11 @@ class Engine:
             return ActionError(f"{exc}; its partial changes could not be undone: {cleanup}")
         return ActionError(f"{exc} (its partial changes were undone)")
 
-    def _needs_apply(self, impl: Action, r: StepRun, now: State, durable: bool = True) -> bool:
-        """Decide from a fresh observation; sends the transition (and so the journal intent).
-        durable=False lets a batch's intents reach the disk together, with its last one."""
-        holds = impl.check(r.instance.args, now)
+    def _needs_apply(self, impl: Action, r: StepRun, now: State, holds: bool,
+                     durable: bool = True) -> bool:
+        """Decide from a fresh observation, in which the desired state holds or not; sends the
+        transition (and so the journal intent). durable=False lets a batch's intents reach the
+        disk together, with its last one."""
         if r.state == "checking":
             if holds:
                 r.fire("skip", message=impl.holds_message)
@@ -279,11 +280,10 @@ class Engine:
             if r.state in ("pending", "skipped", "failed", "undone"):
                 r.fire("check")
         observed = impl.observe_many(ctx, [r.instance.args for r in runs])
-        changing = [i for i, (r, now) in enumerate(zip(runs, observed))
-                    if not impl.check(r.instance.args, now)]
-        last = changing[-1] if changing else -1
+        holds = [impl.check(r.instance.args, now) for r, now in zip(runs, observed)]
+        last = max((i for i, h in enumerate(holds) if not h), default=-1)
         todo = [(r, now) for i, (r, now) in enumerate(zip(runs, observed))
-                if self._needs_apply(impl, r, now, durable=i == last)]
+                if self._needs_apply(impl, r, now, holds[i], durable=i == last)]
         if not todo:
             return None
         if self._stop_reason:
