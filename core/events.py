@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-_now = time.time
+_now = time.time  # inside Event.__init__, `time` is the field
 
 
 @dataclass(frozen=True)
