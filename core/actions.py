@@ -140,8 +140,9 @@ class Action:
         return cls.apply_many is not Action.apply_many
 
 
-@dataclass(frozen=True)
-class ShellStep:
+# ShellStep and Registered are NamedTuples, not frozen dataclasses: those generate their
+# methods with exec, ~1 ms of every command's start-up each.
+class ShellStep(NamedTuple):
     """A step as shell text, for `runflow export`. Every value in it must go through
     `sh()` (shlex quoting), so that nothing from a workflow can become shell syntax.
 
@@ -167,8 +168,6 @@ def sh(*argv: Any) -> str:
 RegisterActions = Callable[[type[Action]], None]
 
 
-# A NamedTuple, not a frozen dataclass: those generate their methods with exec, ~1 ms of
-# every command's start-up each.
 class Registered(NamedTuple):
     impl: type[Action]
     plugin: str  # the plugin that registered it, for `runflow backends`

@@ -17,14 +17,14 @@ import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import CommandError, InputError
 
 
-@dataclass(frozen=True)
-class Completed:
-    """What a command returned."""
+class Completed(NamedTuple):
+    """What a command returned. (A NamedTuple: a frozen dataclass generates its methods with
+    exec, ~1 ms of every command's start-up.)"""
 
     argv: list[str]
     returncode: int

@@ -12,9 +12,8 @@ import json
 import os
 import sqlite3
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import JournalError
 from .events import Event
@@ -79,8 +78,9 @@ def ensure_home(home: Path) -> Path:
     return home
 
 
-@dataclass
-class RunRecord:
+# Records read back are NamedTuples, not dataclasses: those generate their methods with exec,
+# ~1 ms of every command's start-up each.
+class RunRecord(NamedTuple):
     id: str
     workflow: str
     workflow_path: str
@@ -102,8 +102,7 @@ class RunRecord:
         return data
 
 
-@dataclass
-class StepRecord:
+class StepRecord(NamedTuple):
     host: str
     seq: int
     key: str
@@ -118,7 +117,7 @@ class StepRecord:
     finished: float | None
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return self._asdict()
 
 
 class Journal:
