@@ -27,8 +27,9 @@ _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STEPS_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*steps[ \t]*\]\]", re.MULTILINE)
 
 
-@dataclass(frozen=True)
-class StepSpec:
+# StepSpec and Workflow are NamedTuples, not frozen dataclasses: those generate their methods
+# with exec, ~1 ms of every command's start-up each.
+class StepSpec(NamedTuple):
     """A `[[steps]]` entry as written (templates not yet rendered)."""
 
     index: int
@@ -42,8 +43,6 @@ class StepSpec:
     description: str = ""
 
 
-# A NamedTuple, not a frozen dataclass: those generate their methods with exec, ~1 ms of
-# every command's start-up each.
 class Workflow(NamedTuple):
     path: str
     text: str
