@@ -38,7 +38,6 @@ from .ovs_args import setup_problem
 
 DEFAULT_DOCKER = "unix:///var/run/docker.sock"
 DEFAULT_OVSDB = "unix:/var/run/openvswitch/db.sock"
-OVS_TAGS = ("container_id", "container_iface")  # the external_ids ovs-docker sets
 
 
 def missing_modules(*names: str) -> str | None:

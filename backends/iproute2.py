@@ -1140,10 +1140,6 @@ def shell_exists(name: str) -> str:
     return f"[ -e {sys_path(name)} ]"
 
 
-def shell_is_up(name: str) -> str:
-    return f"{shell_exists(name)} && [ $(( $(cat {sys_path(name, 'flags')}) & 1 )) = 1 ]"
-
-
 def shell_is_port(bridge: str, name: str) -> str:
     return f"[ -e {sys_path(bridge, 'brif', name)} ]"
 

@@ -113,10 +113,6 @@ def service_argv(host: Host, backend: str, verb: str, service: str) -> list[str]
     return MANAGERS[backend].argv(verb, service)
 
 
-def restart_service(ctx: Context, backend: str, service: str) -> None:
-    ctx.run(service_argv(ctx.host, backend, "restart", service))
-
-
 class ServiceAction(Action):
     family = "service"
     manager: ClassVar[Manager]

@@ -30,7 +30,6 @@ RUN_TRANSITIONS = [
     {"trigger": "finish_rollback", "source": "rolling_back", "dest": "rolled_back"},
     {"trigger": "fail_rollback", "source": "rolling_back", "dest": "rollback_failed"},
 ]
-RUN_FINAL = {"succeeded", "failed", "rolled_back", "rollback_failed"}
 
 STEP_STATES = ["pending", "checking", "skipped", "applying", "applied", "failed", "undoing",
                "undone", "undo_failed"]
