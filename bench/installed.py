@@ -27,3 +27,18 @@ def install_runflow(venv: Path, base_python: str = sys.executable) -> str:
                          "runflow's dependencies; --python INTERPRETER runs an installed "
                          "runflow instead)")
     return python
+
+
+# sys._base_executable: for a venv's interpreter, the one the venv was made of.
+_WHICH = """
+import os, platform, sys
+base = getattr(sys, "_base_executable", sys.executable)
+print(f"Python {platform.python_version()} ({os.path.realpath(base)})")
+"""
+
+
+def interpreter(python: str) -> str:
+    """Which Python an interpreter is (its version and, for a venv's, the interpreter the venv
+    was made of): the build matters, see the README's "Tests and benchmarks"."""
+    return subprocess.run([python, "-c", _WHICH], capture_output=True, text=True,
+                          check=True).stdout.strip()

@@ -49,7 +49,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from installed import install_runflow  # noqa: E402
+from installed import install_runflow, interpreter  # noqa: E402
 from precompile import compile_runflow  # noqa: E402
 from runflow.core.lab.namespaces import Namespace, unique_name  # noqa: E402
 
@@ -261,7 +261,7 @@ def main() -> None:
             compile_runflow(python)
         else:
             python = install_runflow(Path(tmp) / "venv", options.base_python)
-        print(f"runflow runs under {python}")
+        print(f"runflow runs under {python}: {interpreter(python)}")
         for n, ipv6 in sizes:
             report(n, ipv6, *measure(n, ipv6, options.repeat, Path(tmp), python))
 
