@@ -1,9 +1,11 @@
-"""The journal: every run, its steps and its events in SQLite (WAL) under $RUNFLOW_HOME.
+"""The journal: every run, its plan and its events in SQLite (WAL) under $RUNFLOW_HOME.
 
-It is written as a subscriber of the `runflow_event` hook, like any plugin: the run is
-recorded from the event that creates it, a step's intent (with its observed "before" state)
-is committed on its "applying" event — which the engine sends before it calls apply — and
-its outcome on the next. Resume and rollback read it back with `load`.
+It is written as a subscriber of the `runflow_event` hook, like any plugin: the run and its
+plan are recorded from the event that creates the run, and every event after it is appended.
+A step's intent (its "applying" event, with the observed "before" state) is committed before
+the engine calls apply — the engine sends it durable — and its outcome with the next commit.
+The journal only ever appends events: a step's record (state, before, error, commands, times)
+is folded from them when read, which is what resume, rollback and `runflow show` do.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,21 +35,9 @@ CREATE TABLE IF NOT EXISTS runs (
     updated REAL NOT NULL,
     message TEXT NOT NULL DEFAULT ''
 );
-CREATE TABLE IF NOT EXISTS steps (
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    host TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    action TEXT NOT NULL,
-    backend TEXT,
-    args TEXT NOT NULL,
-    state TEXT NOT NULL,
-    before TEXT,
-    error TEXT,
-    commands TEXT,
-    started REAL,
-    finished REAL,
-    PRIMARY KEY (run_id, host, key)
+CREATE TABLE IF NOT EXISTS plans (
+    run_id TEXT PRIMARY KEY REFERENCES runs(id),
+    steps TEXT NOT NULL            -- JSON: {host: [[key, action, backend, args], ...]} in order
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,        -- in insertion order: events are never deleted
@@ -57,10 +48,18 @@ CREATE TABLE IF NOT EXISTS events (
     step TEXT,
     source TEXT,
     dest TEXT NOT NULL,
-    message TEXT NOT NULL
+    message TEXT NOT NULL,
+    detail TEXT                    -- JSON: a step event's "before" and "commands", if it has any
 );
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id, id);
 """
+# PRAGMA user_version of the layout above. Version 1 (no user_version) kept a row per step in a
+# table `steps`, inserted with the run and updated on every change: for 1,000 instances 1,000
+# INSERTs and 2,000 UPDATEs, 12% of such a run's instructions. `_upgrade` turns such a journal
+# into this layout when it is opened.
+VERSION = 2
+FINISHED = ("skipped", "applied", "failed", "undone", "undo_failed")
+FAILED = ("failed", "undo_failed")
 
 
 def default_home() -> Path:
@@ -136,12 +135,11 @@ class Journal:
             # commits, which resume then settles with `check` like any step in doubt.
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=5000")
-            self.db.executescript(SCHEMA)
+            if self.db.execute("PRAGMA user_version").fetchone()[0] != VERSION:
+                _upgrade(self.db)
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"journal {self.path} cannot be used: {exc}") from None
-        self._in_tx = False
         self._events: list[tuple[Any, ...]] = []  # inserted together at the next commit
-        self._started: dict[tuple[str, str | None, str | None], float] = {}
 
     def commit(self) -> None:
         """Write the events still pending (outcomes ride along with the next commit)."""
@@ -164,75 +162,57 @@ class Journal:
                 raise JournalError(f"journal {self.path}: cannot record an event: {exc}")
 
     def _record(self, e: Event) -> None:
-        if not self._in_tx:
-            self.db.execute("BEGIN")
-            self._in_tx = True
-        if e.kind == "run" and e.source is None:
-            self._create_run(e)
-        elif e.kind == "run":
-            attempts = "attempts + 1" if e.message == "resumed" else "attempts"
-            self.db.execute(f"UPDATE runs SET state=?, updated=?, message=?, attempts={attempts} "
-                            "WHERE id=?", (e.dest, e.time, e.message, e.run_id))
-        else:
-            self._update_step(e)
+        detail = None
+        if e.kind == "step":  # what a step's record is folded from besides state and message
+            kept = {"before": e.detail["before"]} if "before" in e.detail else {}
+            if e.detail.get("commands"):
+                kept["commands"] = e.detail["commands"]
+            detail = json.dumps(kept) if kept else None
         self._events.append((e.run_id, e.time, e.kind, e.host, e.step, e.source, e.dest,
-                             e.message))
-        # Intents (and run changes) are committed before the engine goes on. An outcome rides
+                             e.message, detail))
+        # Intents and run changes are committed before the engine goes on. An outcome rides
         # along with the next commit; if the process dies first, the step is "in doubt" and
         # resume settles it with `check`, as for a kill during apply.
-        if e.kind == "run" or e.durable:
+        if e.kind == "run":
+            self._commit(e)
+        elif e.durable:
             self._commit()
 
-    def _commit(self) -> None:
-        if self._in_tx:
+    def _commit(self, run: Event | None = None) -> None:
+        if not self._events:
+            return
+        try:
+            self.db.execute("BEGIN")
+            if run is not None and run.source is None:
+                self._create_run(run)
+            elif run is not None:
+                attempts = "attempts + 1" if run.message == "resumed" else "attempts"
+                self.db.execute(f"UPDATE runs SET state=?, updated=?, message=?, "
+                                f"attempts={attempts} WHERE id=?",
+                                (run.dest, run.time, run.message, run.run_id))
             self.db.executemany(
-                "INSERT INTO events (run_id, time, kind, host, step, source, dest, message) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._events)
-            self._events.clear()
+                "INSERT INTO events (run_id, time, kind, host, step, source, dest, message, "
+                "detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._events)
             self.db.execute("COMMIT")
-            self._in_tx = False
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+        self._events.clear()
 
     def _create_run(self, e: Event) -> None:
-        # The plan's steps go to the steps table, not into the run's record as well: the record
-        # is rewritten whole on every change of the run's state (180 KB at 1,000 instances).
+        # The plan goes to a table of its own, not into the run's record: the record is
+        # rewritten whole on every change of the run's state (180 KB at 1,000 instances).
         record = {key: value for key, value in e.detail.items() if key != "steps"}
         self.db.execute(
             "INSERT INTO runs (id, workflow, workflow_path, record, state, hosts, created, "
             "updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (e.run_id, record["workflow"]["name"], record["workflow"]["path"],
              json.dumps(record), e.dest, json.dumps(record["hosts"]), e.time, e.time))
-        self.db.executemany(
-            "INSERT INTO steps (run_id, host, seq, key, action, backend, args, state) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(e.run_id, host, seq, s["key"], s["action"], s["backend"], json.dumps(s["args"]),
-              "pending")
-             for host, steps in e.detail["steps"].items() for seq, s in enumerate(steps)])
-
-    def _update_step(self, e: Event) -> None:
-        key = (e.run_id, e.host, e.step)
-        if e.dest == "checking":  # written with the step's next change: one statement less
-            self._started[key] = e.time
-            return
-        sets = ["state=?"]
-        values: list[Any] = [e.dest]
-        if key in self._started:
-            sets.append("started=?")
-            values.append(self._started.pop(key))
-        if e.dest in ("skipped", "applied", "failed", "undone", "undo_failed"):
-            sets.append("finished=?")
-            values.append(e.time)
-        if "before" in e.detail:
-            sets.append("before=?")
-            values.append(json.dumps(e.detail["before"]))
-        if e.dest in ("failed", "undo_failed"):
-            sets.append("error=?")
-            values.append(e.message)
-        if e.detail.get("commands"):
-            sets.append("commands=?")
-            values.append(json.dumps(e.detail["commands"]))
-        values += [e.run_id, e.host, e.step]
-        self.db.execute(f"UPDATE steps SET {', '.join(sets)} WHERE run_id=? AND host=? AND key=?",
-                        values)
+        plan = {host: [[s["key"], s["action"], s["backend"], s["args"]] for s in steps]
+                for host, steps in e.detail["steps"].items()}
+        self.db.execute("INSERT INTO plans (run_id, steps) VALUES (?, ?)",
+                        (e.run_id, json.dumps(plan)))
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -267,12 +247,10 @@ class Journal:
         return self._run(rows[0])
 
     def steps(self, run_id: str) -> list[StepRecord]:
-        rows = self._query("SELECT host, seq, key, action, backend, args, state, before, error, "
-                           "commands, started, finished FROM steps WHERE run_id=? "
-                           "ORDER BY host, seq", (run_id,))
-        return [StepRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6],
-                           json.loads(r[7]) if r[7] else None, r[8],
-                           json.loads(r[9]) if r[9] else [], r[10], r[11]) for r in rows]
+        plan = self._query("SELECT steps FROM plans WHERE run_id=?", (run_id,))
+        events = self._query("SELECT time, host, step, dest, message, detail FROM events "
+                             "WHERE run_id=? AND kind='step' ORDER BY id", (run_id,))
+        return _fold(json.loads(plan[0][0]) if plan else {}, events)
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._query("SELECT time, kind, host, step, source, dest, message FROM events "
@@ -287,3 +265,92 @@ class Journal:
                              r[7], r[8], r[9])
         except (ValueError, TypeError) as exc:
             raise JournalError(f"run {r[0]} has a damaged record in the journal: {exc}") from None
+
+
+def _fold(plan: dict[str, list[list[Any]]], events: Iterable[Sequence[Any]]) -> list[StepRecord]:
+    """Each step's record, in (host, seq) order, from the run's plan and its step events
+    (time, host, step, dest, message, detail) in the order they happened. A step has the state
+    of its latest event but "checking": a step only looked at is where it was, and the check's
+    time becomes its start when it moves on. Its error is the message of its latest failure;
+    its before and commands are the latest any event carried."""
+    records = {(host, key): {"host": host, "seq": seq, "key": key, "action": action,
+                             "backend": backend, "args": args, "state": "pending",
+                             "before": None, "error": None, "commands": [], "started": None,
+                             "finished": None}
+               for host, steps in plan.items()
+               for seq, (key, action, backend, args) in enumerate(steps)}
+    checked: dict[tuple[str, str], float] = {}
+    for time, host, key, dest, message, detail in events:
+        record = records.get((host, key))
+        if record is None:
+            continue
+        if dest == "checking":
+            checked[host, key] = time
+            continue
+        record["state"] = dest
+        if (host, key) in checked:
+            record["started"] = checked.pop((host, key))
+        if dest in FINISHED:
+            record["finished"] = time
+        if dest in FAILED:
+            record["error"] = message
+        if detail:
+            record.update(json.loads(detail))
+    return [StepRecord(**r) for r in sorted(records.values(),
+                                             key=lambda r: (r["host"], r["seq"]))]
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Lay out a new journal, or turn a version 1 one into this layout, in one transaction
+    (another process may be doing the same: the second finds nothing left to do)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > VERSION:
+            raise sqlite3.DatabaseError(f"it was written by a newer runflow (layout {version}; "
+                                        f"this one knows layout {VERSION})")
+        old = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='steps'"
+                         ).fetchone()
+        if old:
+            db.execute("ALTER TABLE events ADD COLUMN detail TEXT")
+        for statement in SCHEMA.split(";"):  # executescript would commit first
+            if statement.strip():
+                db.execute(statement)
+        if old:
+            _from_version_1(db)
+        db.execute(f"PRAGMA user_version = {VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def _from_version_1(db: sqlite3.Connection) -> None:
+    """Version 1 kept a row per step in `steps`. The rows make the plans, and each step that
+    had moved gets events after its run's own that fold into the record its row held: a
+    "checking" at its start, then its state at its end (source NULL marks them). What is not
+    kept is the error of an earlier failure of a step that was applied later."""
+    plans: dict[str, dict[str, list[list[Any]]]] = {}
+    events = []
+    for (run_id, host, key, action, backend, args, state, before, error, commands, started,
+         finished) in db.execute("SELECT run_id, host, key, action, backend, args, state, "
+                                 "before, error, commands, started, finished FROM steps "
+                                 "ORDER BY run_id, host, seq"):
+        plans.setdefault(run_id, {}).setdefault(host, []).append(
+            [key, action, backend, json.loads(args)])
+        if state == "pending":
+            continue
+        if started is not None:
+            events.append((run_id, started, "step", host, key, None, "checking", "", None))
+        kept = {"before": json.loads(before)} if before else {}
+        if commands and json.loads(commands):
+            kept["commands"] = json.loads(commands)
+        events.append((run_id, finished if finished is not None else started, "step", host,
+                       key, None, state, error or "", json.dumps(kept) if kept else None))
+    db.executemany("INSERT INTO plans (run_id, steps) VALUES (?, ?)",
+                   [(run_id, json.dumps(plan)) for run_id, plan in plans.items()])
+    db.executemany("INSERT INTO events (run_id, time, kind, host, step, source, dest, message, "
+                   "detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", events)
+    db.execute("DROP TABLE steps")
+

@@ -259,9 +259,9 @@ def step_row(key, state, before=None, error=None, commands=(), started=None, fin
                       state, before, error, list(commands), started, finished)
 
 
-def test_the_journal_rows_follow_the_events(tmp_path):
-    """Each step event is one UPDATE of the step's row; other readers see it at the journal's
-    next commit (an intent, a run change, or a read)."""
+def test_the_journal_records_follow_the_events(tmp_path):
+    """A step's record is folded from its events; other readers see them at the journal's next
+    commit (an intent, a run change, or a read)."""
     journal = Journal(tmp_path / "home")
     sent = []
 
@@ -271,18 +271,21 @@ def test_the_journal_rows_follow_the_events(tmp_path):
             sent.append(e)
 
     def committed_row(key):  # what another process sees, without the journal committing first
-        with sqlite3.connect(journal.path) as db:
-            return db.execute("SELECT state, before, started, finished FROM steps "
-                              "WHERE run_id='r1' AND key=?", (key,)).fetchone()
+        other = Journal(journal.home)
+        try:
+            step = next(s for s in other.steps("r1") if s.key == key)
+        finally:
+            other.close()
+        return step.state, step.before, step.started, step.finished
 
     try:
         send(run_created(), Event("run", "r1", "pending", "running", time=2.0))
         # one step per commit, as the engine runs a step: the intent is committed before apply
         send(step_event("a", "pending", "checking", 10.0),
              step_event("a", "checking", "applying", 11.0, durable=True, before=ABSENT))
-        assert committed_row("a") == ("applying", json.dumps(ABSENT), 10.0, None)
+        assert committed_row("a") == ("applying", ABSENT, 10.0, None)
         send(step_event("a", "applying", "applied", 12.0, commands=["write a"]))
-        assert committed_row("a") == ("applying", json.dumps(ABSENT), 10.0, None)
+        assert committed_row("a") == ("applying", ABSENT, 10.0, None)
         # a failure: its error and commands
         send(step_event("b", "pending", "checking", 20.0),
              step_event("b", "checking", "applying", 21.0, durable=True,
@@ -302,7 +305,7 @@ def test_the_journal_rows_follow_the_events(tmp_path):
              step_event("c", "applying", "applied", 32.0, commands=["write c"]),
              step_event("e", "pending", "checking", 35.0),
              Event("run", "r1", "running", "failed", message="step b: b is in the way", time=36.0))
-        assert committed_row("c") == ("applied", json.dumps(ABSENT), 30.0, 32.0)
+        assert committed_row("c") == ("applied", ABSENT, 30.0, 32.0)
         # "checking" is written with the step's next change, here after a commit
         assert committed_row("e") == ("pending", None, None, None)
         assert journal.steps("r1")[4] == step_row("e", "pending")
@@ -316,7 +319,7 @@ def test_the_journal_rows_follow_the_events(tmp_path):
                         commands=["rm c"]),
              step_event("a", "applied", "undoing", 45.0, durable=True),
              step_event("a", "undoing", "undone", 46.0, commands=[]))
-        assert committed_row("a") == ("undoing", json.dumps(ABSENT), 10.0, 12.0)
+        assert committed_row("a") == ("undoing", ABSENT, 10.0, 12.0)
 
         assert journal.steps("r1") == [
             step_row("a", "undone", ABSENT, None, ["write a"], 10.0, 46.0),
@@ -328,7 +331,7 @@ def test_the_journal_rows_follow_the_events(tmp_path):
             step_row("f", "undone", {"v": 2}, "first try", ["rm f"], 27.0, 42.0),
         ]
         # a read commits: the undo's outcome is there for everyone now
-        assert committed_row("a") == ("undone", json.dumps(ABSENT), 10.0, 46.0)
+        assert committed_row("a") == ("undone", ABSENT, 10.0, 46.0)
         assert journal.events("r1") == [
             {"time": e.time, "kind": e.kind, "host": e.host, "step": e.step,
              "source": e.source, "dest": e.dest, "message": e.message} for e in sent]
@@ -336,6 +339,100 @@ def test_the_journal_rows_follow_the_events(tmp_path):
         assert (run.state, run.attempts, run.message) == ("rolling_back", 1, "")
     finally:
         journal.close()
+
+
+# The layout the first runflow wrote (a row per step, updated on every event).
+VERSION_1 = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    workflow_path TEXT NOT NULL,
+    record TEXT NOT NULL,          -- JSON: workflow text and hash, vars, target, inventory
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    hosts TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    message TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    host TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    action TEXT NOT NULL,
+    backend TEXT,
+    args TEXT NOT NULL,
+    state TEXT NOT NULL,
+    before TEXT,
+    error TEXT,
+    commands TEXT,
+    started REAL,
+    finished REAL,
+    PRIMARY KEY (run_id, host, key)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,        -- in insertion order: events are never deleted
+    run_id TEXT NOT NULL,
+    time REAL NOT NULL,
+    kind TEXT NOT NULL,
+    host TEXT,
+    step TEXT,
+    source TEXT,
+    dest TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_run ON events(run_id, id);
+"""
+
+
+def test_a_version_1_journal_is_upgraded_with_its_records(tmp_path):
+    """Its step rows become the plan, and events that fold into what the rows held."""
+    (tmp_path / "home").mkdir()
+    with sqlite3.connect(tmp_path / "home" / "journal.sqlite") as db:
+        db.executescript(VERSION_1)
+        db.execute("INSERT INTO runs (id, workflow, workflow_path, record, state, hosts, "
+                   "created, updated) VALUES ('r1', 'wf', '/wf.toml', '{}', 'failed', "
+                   "'[\"h1\"]', 1.0, 9.0)")
+        rows = [("a", "applied", json.dumps(ABSENT), None, '["write a"]', 10.0, 12.0),
+                ("b", "failed", json.dumps(ABSENT), "b is in the way", "[]", 20.0, 22.0),
+                ("c", "applying", json.dumps(ABSENT), None, None, 30.0, None),
+                ("d", "pending", None, None, None, None, None),
+                ("e", "skipped", None, None, None, 35.0, 37.0),
+                ("f", "pending", None, None, None, None, None)]
+        db.executemany("INSERT INTO steps (run_id, host, seq, key, action, backend, args, "
+                       "state, before, error, commands, started, finished) VALUES "
+                       "('r1', 'h1', ?, ?, 'file.present', 'files', ?, ?, ?, ?, ?, ?, ?)",
+                       [(STEP_KEYS.index(k), k, json.dumps({"name": k}), *rest)
+                        for k, *rest in rows])
+        db.execute("INSERT INTO events (run_id, time, kind, host, step, source, dest, message) "
+                   "VALUES ('r1', 1.0, 'run', NULL, NULL, NULL, 'pending', '')")
+    journal = Journal(tmp_path / "home")
+    try:
+        assert journal.steps("r1") == [
+            step_row("a", "applied", ABSENT, None, ["write a"], 10.0, 12.0),
+            step_row("b", "failed", ABSENT, "b is in the way", [], 20.0, 22.0),
+            step_row("c", "applying", ABSENT, None, [], 30.0, None),
+            step_row("d", "pending"),
+            step_row("e", "skipped", None, None, [], 35.0, 37.0),
+            step_row("f", "pending"),
+        ]
+        assert journal.events("r1")[0]["dest"] == "pending"  # the run's own events come first
+        assert journal.db.execute("PRAGMA user_version").fetchone() == (2,)
+        journal.runflow_event(step_event("c", "applying", "applied", 40.0))
+        assert journal.steps("r1")[2] == step_row("c", "applied", ABSENT, None, [], 30.0, 40.0)
+    finally:
+        journal.close()
+
+
+def test_a_journal_of_a_newer_layout_is_refused(runflow, runflow_home):
+    runflow_home.mkdir(parents=True)
+    with sqlite3.connect(runflow_home / "journal.sqlite") as db:
+        db.execute("PRAGMA user_version = 99")
+    result = runflow("runs")
+    assert result.returncode == 2
+    assert "newer runflow" in result.stderr
+    assert str(runflow_home / "journal.sqlite") in result.stderr
 
 
 def test_close_writes_what_the_journal_holds(tmp_path):
