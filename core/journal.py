@@ -344,8 +344,8 @@ def _from_version_1(db: sqlite3.Connection) -> None:
         if started is not None:
             events.append((run_id, started, "step", host, key, None, "checking", "", None))
         kept = {"before": json.loads(before)} if before else {}
-        if commands and json.loads(commands):
-            kept["commands"] = json.loads(commands)
+        if commands := json.loads(commands or "[]"):
+            kept["commands"] = commands
         events.append((run_id, finished if finished is not None else started, "step", host,
                        key, None, state, error or "", json.dumps(kept) if kept else None))
     db.executemany("INSERT INTO plans (run_id, steps) VALUES (?, ?)",
