@@ -140,6 +140,16 @@ def _print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Aligned columns under a header, each as wide as its longest value (the last one
+    unpadded). Nothing when there are no rows."""
+    if not rows:
+        return
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        click.echo("  ".join([*(f"{v:<{w}}" for v, w in zip(row, widths)), str(row[-1])]))
+
+
 @click.group(cls=DefaultRunGroup, epilog=EPILOG,
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="runflow")
@@ -295,11 +305,10 @@ def backends(as_json, **selection) -> None:
     if as_json:
         _print_json(rows)
         return
-    for r in rows:
-        status = "usable" if r["usable"] else f"not usable: {r['why_not']}"
-        targets = ",".join(r["targets"]) or "-"
-        click.echo(f"{r['action']:<24} {r['backend']:<12} {r['family']:<10} {targets:<15} "
-                   f"{r['plugin']:<28} {status}")
+    _print_table(("ACTION", "BACKEND", "FAMILY", "TARGETS", "PLUGIN", "STATUS"),
+                 [(r["action"], r["backend"], r["family"], ",".join(r["targets"]) or "-",
+                   r["plugin"], "usable" if r["usable"] else f"not usable: {r['why_not']}")
+                  for r in rows])
 
 
 @cli.command()
@@ -312,13 +321,17 @@ def runs(as_json, limit) -> None:
 
     from .journal import Journal
 
-    records = Journal(_home()).runs(limit)
+    journal = Journal(_home())
+    records = journal.runs(limit)
     if as_json:
         _print_json([r.to_json() for r in records])
         return
-    for r in records:
-        started = datetime.datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M:%S")
-        click.echo(f"{r.id}  {r.state:<16} {started}  {r.workflow:<24} {','.join(r.hosts)}")
+    if not records:
+        click.echo(f"runflow: no runs in the journal ({journal.path})", err=True)
+    _print_table(("RUN", "STATE", "STARTED", "WORKFLOW", "HOSTS"),
+                 [(r.id, r.state,
+                   datetime.datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M:%S"),
+                   r.workflow, ",".join(r.hosts)) for r in records])
 
 
 @cli.command()

@@ -179,9 +179,15 @@ def test_a_second_run_on_a_locked_host_exits_4(runflow_home, rf, fw, tmp_path):
         proc.wait()
 
 
-def test_runs_and_show(rf, runflow, fw):
+def test_runs_and_show(rf, runflow, fw, runflow_home):
+    empty = runflow("runs")
+    assert empty.returncode == 0 and empty.stdout == ""
+    assert f"no runs in the journal ({runflow_home / 'journal.sqlite'})" in empty.stderr
     wf = fw.write([fw.step("a"), fw.step("b")])
     assert rf("run", wf).returncode == 0
+    header, row = runflow("runs").stdout.splitlines()
+    assert header.split() == ["RUN", "STATE", "STARTED", "WORKFLOW", "HOSTS"]
+    assert row.index("succeeded") == header.index("STATE")
     runs = json.loads(runflow("runs", "--json").stdout)
     assert runs[0]["state"] == "succeeded" and runs[0]["hosts"] == ["local"]
     prefix = runs[0]["id"][:17]
