@@ -482,7 +482,13 @@ class LinkAction(Action):
                     pass
 
     def undo(self, ctx: Context, args: Any, before: State) -> None:
-        self.linux.of(ctx).execute(ctx, self.restore(args, before, self.observe(ctx, args)))
+        self.undo_many(ctx, [(args, before)])
+
+    def undo_many(self, ctx: Context, items: Sequence[tuple[Any, State]]) -> None:
+        # restore works from what is seen now: an instance restored already needs nothing
+        now = self.observe_many(ctx, [args for args, _ in items])
+        self.linux.of(ctx).execute(ctx, [c for (args, before), seen in zip(items, now)
+                                         for c in self.restore(args, before, seen)])
 
     def describe(self, args: Any, before: State | None = None) -> list[list[str]]:
         return self.linux.describe(self.changes(args, before or self.look(Unobserved(), args)))

@@ -357,9 +357,13 @@ class OvsAction(Action):
         raise ActionError("; ".join(problems.values()))
 
     def undo(self, ctx: Context, args: Any, before: State) -> None:
-        now = self.observe(ctx, args)
+        self.undo_many(ctx, [(args, before)])
+
+    def undo_many(self, ctx: Context, items: Sequence[tuple[Any, State]]) -> None:
+        nows = self.observe_many(ctx, [args for args, _ in items])
         # What undo puts back may have been broken before too: it is not read back.
-        self.client(ctx).execute(ctx, self.restore(args, before, now, ctx.run_id),
+        self.client(ctx).execute(ctx, [op for (args, before), now in zip(items, nows)
+                                       for op in self.restore(args, before, now, ctx.run_id)],
                                  read_back=False)
 
     def describe(self, args: Any, before: State | None = None) -> list[list[str]]:

@@ -120,6 +120,13 @@ class Action:
     def undo(self, ctx: Context, args: Any, before: State) -> None:
         raise NotImplementedError
 
+    def undo_many(self, ctx: Context, items: Sequence[tuple[Any, State]]) -> None:
+        """Undo several instances of one step, in the order given (the reverse of the run's).
+        On failure raise: the engine then undoes each instance on its own with `undo`, so an
+        override needs an `undo` that restores only what a fresh observation shows changed."""
+        for args, before in items:
+            self.undo(ctx, args, before)
+
     def describe(self, args: Any, before: State | None = None) -> list[list[str]]:
         """The commands apply would run (given the observed state when known)."""
         return []
@@ -138,6 +145,11 @@ class Action:
     def batches(cls) -> bool:
         """True when the backend serves for_each instances together (overrides apply_many)."""
         return cls.apply_many is not Action.apply_many
+
+    @classmethod
+    def batches_undo(cls) -> bool:
+        """True when the backend undoes for_each instances together (overrides undo_many)."""
+        return cls.undo_many is not Action.undo_many
 
 
 # ShellStep and Registered are NamedTuples, not frozen dataclasses: those generate their

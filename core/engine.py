@@ -11,6 +11,7 @@ event after. A step with the first and not the second is "in doubt" and settled 
 
 from __future__ import annotations
 
+import itertools
 import threading
 import traceback
 from collections.abc import Sequence
@@ -353,22 +354,46 @@ class Engine:
         return EXIT_ROLLED_BACK
 
     def _undo_host(self, rt: HostRuntime, runs: list[StepRun]) -> list[str]:
-        """Undo this host's changed steps in reverse; an undo that fails does not stop the rest."""
+        """Undo this host's changed steps in reverse, a for_each step's instances together
+        where the backend can; an undo that fails does not stop the rest."""
         errors = []
-        for r in reversed(runs):
-            if r.state not in STEP_CHANGED:
-                continue
-            ctx = self._context(rt, r)
-            r.fire("undo", durable=True)
-            try:
-                self._impl(rt, r.instance).undo(ctx, r.instance.args, r.before or {})
-            except Exception as exc:
-                r.error = str(exc) or type(exc).__name__
-                r.fire("fail_undo", message=r.error, detail={"commands": ctx.commands})
-                errors.append(self._fail_message(r, exc))
-                continue
-            r.fire("finish_undo", detail={"commands": ctx.commands})
+        changed = [r for r in reversed(runs) if r.state in STEP_CHANGED]
+        for _, same_step in itertools.groupby(changed, key=lambda r: r.instance.step_index):
+            group = list(same_step)
+            impl = self._impl(rt, group[0].instance)
+            if len(group) > 1 and impl.batches_undo():
+                errors += self._undo_batch(rt, impl, group)
+            else:
+                errors += [e for r in group
+                           if (e := self._undo_one(impl, r, self._context(rt, r)))]
         return errors
+
+    def _undo_batch(self, rt: HostRuntime, impl: Action, runs: list[StepRun]) -> list[str]:
+        ctx = self._context(rt, runs[0])
+        for i, r in enumerate(runs):  # the intents reach the disk together, with the last one
+            r.fire("undo", durable=i == len(runs) - 1)
+        try:
+            impl.undo_many(ctx, [(r.instance.args, r.before or {}) for r in runs])
+        except Exception:
+            # Which instances the batch undid is not known: undo each one again on its own,
+            # from a fresh observation (one restored already needs nothing), so that each
+            # failure is its instance's. The first one journals the batch's commands.
+            contexts = [ctx] + [self._context(rt, r) for r in runs[1:]]
+            return [e for r, c in zip(runs, contexts) if (e := self._undo_one(impl, r, c))]
+        for i, r in enumerate(runs):
+            r.fire("finish_undo", detail=self._batch_commands(ctx, i))
+        return []
+
+    def _undo_one(self, impl: Action, r: StepRun, ctx: Context) -> str | None:
+        r.fire("undo", durable=True)
+        try:
+            impl.undo(ctx, r.instance.args, r.before or {})
+        except Exception as exc:
+            r.error = str(exc) or type(exc).__name__
+            r.fire("fail_undo", message=r.error, detail={"commands": ctx.commands})
+            return self._fail_message(r, exc)
+        r.fire("finish_undo", detail={"commands": ctx.commands})
+        return None
 
     # -- plumbing ----------------------------------------------------------------------------
 
