@@ -83,7 +83,8 @@ def change_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Append every event to FILE as one JSON line."),
         click.option("--lock-timeout", default=0.0, show_default=True, metavar="SECONDS",
                      help="Wait this long for a host locked by another run, then exit 4."),
-        click.option("-q", "--quiet", is_flag=True, help="No progress lines."),
+        click.option("-q", "--quiet", is_flag=True,
+                     help="No progress lines; a failure still says why."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -124,6 +125,19 @@ def _plugins(options) -> Any:
     gc.set_threshold(50_000)
     gc.enable()
     return plugins
+
+
+def _say_why(session, run_id: str, code: int, quiet: bool) -> None:
+    """--quiet leaves out the progress lines, not the reason a command failed: say it on
+    stderr, from the journal (without --quiet the progress lines have said it)."""
+    if not (quiet and code):
+        return
+    run = session.journal.find(run_id)
+    click.echo(f"runflow: run {run.id}: {run.state.replace('_', ' ')}", err=True)
+    for step in session.journal.steps(run_id):
+        if step.state in ("failed", "undo_failed"):
+            click.echo(f"runflow: step {step.key} on {step.host}: "
+                       f"{step.state.replace('_', ' ')}: {step.error}", err=True)
 
 
 def _home():
@@ -181,7 +195,8 @@ def run(workflow, events_file, lock_timeout, quiet, no_rollback, **selection) ->
     add_views(plugins, quiet=quiet, events_file=events_file, multi_host=len(plan.hosts) > 1)
     session = Session(plugins, _home())
     try:
-        _, code = session.run(plan, options)
+        run_id, code = session.run(plan, options)
+        _say_why(session, run_id, code, quiet)
     finally:
         session.close(process_exits=True)
     sys.exit(code)
@@ -388,6 +403,7 @@ def resume(run_ref, events_file, lock_timeout, quiet, no_rollback, use_current_f
         add_views(plugins, quiet=quiet, events_file=events_file,
                   multi_host=len(run_rec.hosts) > 1)
         code = session.resume(run_rec, options, use_current_file=use_current_file)
+        _say_why(session, run_rec.id, code, quiet)
     finally:
         session.close(process_exits=True)
     sys.exit(code)
@@ -412,6 +428,7 @@ def rollback(run_ref, events_file, lock_timeout, quiet, plugin_files) -> None:
         add_views(plugins, quiet=quiet, events_file=events_file,
                   multi_host=len(run_rec.hosts) > 1)
         code = session.rollback(run_rec, options)
+        _say_why(session, run_rec.id, code, quiet)
     finally:
         session.close(process_exits=True)
     sys.exit(code)

@@ -65,6 +65,17 @@ def test_undo_failure_exits_3_and_the_other_undos_still_run(rf, fw, tmp_path):
     assert set(fw.files()) == {"b", "boom", "stuck"}
 
 
+def test_quiet_leaves_out_the_progress_but_not_why_it_failed(rf, fw):
+    fw.fault("boom")
+    wf = fw.write([fw.step("a"), fw.step("b", fail_marker="boom")])
+    result = rf("run", "-q", wf)
+    assert result.returncode == 1 and result.stdout == ""
+    run, step = result.stderr.splitlines()
+    assert run.startswith("runflow: run ") and run.endswith(": rolled back")
+    assert step == "runflow: step b on local: failed: boom is in the way"
+    assert rf("run", "-q", fw.write([fw.step("c")])).stderr == ""
+
+
 def test_a_step_that_fails_half_way_leaves_nothing_half_done(rf, fw):
     (fw.dir / "b").write_text("old b")
     fw.fault("broken")
