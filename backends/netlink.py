@@ -19,10 +19,11 @@ here (one dump socket and one request socket per run and host) belong to it.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import socket
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
 
@@ -37,8 +38,8 @@ from .linux_args import (PROTOCOLS, SCOPES, AddAddr, AddBridge, AddVeth, Change,
                          DelLink, DelRoute, Enslave, MoveLink, Netns, Record, Release,
                          RenameLink, ReplaceRoute, SetLink)
 from .rtnetlink import (NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, Request, address_request,
-                        attributes, dump_addresses, dump_routes, link_request, messages,
-                        packed_address, route_request)
+                        attributes, dump_addresses, dump_links, dump_routes, link_request,
+                        messages, packed_address, route_request)
 
 # rtnetlink constants (linux/netlink.h, linux/rtnetlink.h)
 NLM_F_ACK_TLVS = 0x200  # in an acknowledgement: extended ack attributes follow
@@ -191,37 +192,82 @@ class Netlink(Linux):
 
     def execute(self, ctx: Context, changes: Sequence[Change]) -> None:
         """Send the changes' requests; those that must run in another namespace, or name a
-        link an earlier request creates, wait for the requests before them."""
+        link an earlier request creates, wait for the requests before them. Links deleted one
+        after another go together (_delete_links)."""
         batch: list[tuple[Request, str]] = []
         sent: list[str] = []
         try:
             with ExitStack() as files:
-                for change in changes:
-                    what = " ".join(render(change, centos6=False, host=ctx.host)[-1])
-                    sent.append(what)
-                    inside = getattr(change, "inside", None)
-                    if inside is not None:
+                for deleting, same in itertools.groupby(changes, lambda c: type(c) is DelLink):
+                    run = list(same)
+                    if deleting and len(run) > 1:
                         self._send(None, batch)
-                        self._send(inside, [(self._message(change, files, ctx, inside), what)])
-                        continue
-                    try:
-                        msg = self._message(change, files, ctx, None)
-                    except Unresolved:
-                        self._send(None, batch)  # the link may be created by a request in it
-                        try:
-                            msg = self._message(change, files, ctx, None)
-                        except Unresolved as exc:
-                            raise ActionError(f"{what}: there is no link {exc}") from None
-                    if isinstance(change, Enslave):
-                        # Read the link first, as `ip link set ... master` does: that makes the
-                        # kernel settle the link's pending link-watch event now
-                        # (linkwatch_sync_dev). Enslaved with it pending, the link-ups that
-                        # followed took 2-3x longer at 1,000 fresh ports (bench/linux_veth.py).
-                        batch.append((link_request(RTM_GETLINK, name=change.name), what))
-                    batch.append((msg, what))
+                        self._delete_links(ctx, run, sent, files)
+                    else:
+                        self._queue(ctx, run, batch, sent, files)
                 self._send(None, batch)
         finally:
             ctx.commands += [f"netlink: {what}" for what in abridged(sent)]
+
+    def _queue(self, ctx: Context, changes: Sequence[Change], batch: list[tuple[Request, str]],
+               sent: list[str], files: ExitStack) -> None:
+        """Add the changes' requests to the batch, sending first what must go before them."""
+        for change in changes:
+            what = " ".join(render(change, centos6=False, host=ctx.host)[-1])
+            sent.append(what)
+            inside = getattr(change, "inside", None)
+            if inside is not None:
+                self._send(None, batch)
+                self._send(inside, [(self._message(change, files, ctx, inside), what)])
+                continue
+            try:
+                msg = self._message(change, files, ctx, None)
+            except Unresolved:
+                self._send(None, batch)  # the link may be created by a request in it
+                try:
+                    msg = self._message(change, files, ctx, None)
+                except Unresolved as exc:
+                    raise ActionError(f"{what}: there is no link {exc}") from None
+            if isinstance(change, Enslave):
+                # Read the link first, as `ip link set ... master` does: that makes the kernel
+                # settle the link's pending link-watch event now (linkwatch_sync_dev).
+                # Enslaved with it pending, the link-ups that followed took 2-3x longer at
+                # 1,000 fresh ports (bench/linux_veth.py).
+                batch.append((link_request(RTM_GETLINK, name=change.name), what))
+            batch.append((msg, what))
+
+    def _delete_links(self, ctx: Context, deletions: Sequence[DelLink], sent: list[str],
+                      files: ExitStack) -> None:
+        """Delete links together: put them in a link group of their own and delete the group.
+        The kernel then waits for an RCU grace period once, not once a link: 200 veth pairs
+        went in 0.12 s, against 4.7 s one at a time (`ip -batch`). If the group's deletion is
+        refused, the links go back to their groups and are deleted one at a time, so that
+        each error is its link's, as it would have been."""
+        links = dump_links()
+        one_by_one: Sequence[DelLink] = deletions
+        together = [d.name for d in deletions if d.name in links]
+        if len(together) > 1:
+            group = _unused_group(links)
+            requests = [(link_request(RTM_NEWLINK, name=name, group=group),
+                         f"ip link set {name} group {group}") for name in together]
+            requests.append((link_request(RTM_DELLINK, group=group),
+                             f"ip link delete group {group}"))
+            sent += [what for _, what in requests]
+            try:
+                self._send(None, requests)
+                # a name not found is deleted on its own below, and fails as it always did
+                one_by_one = [d for d in deletions if d.name not in links]
+            except ActionError:
+                now = dump_links()
+                back = [(link_request(RTM_NEWLINK, name=name, group=links[name]["group"]),
+                         f"ip link set {name} group {links[name]['group']}")
+                        for name in together if name in now and now[name]["group"] == group]
+                sent += [what for _, what in back]
+                self._send(None, back)
+                one_by_one = [d for d in deletions if d.name in now or d.name not in links]
+        batch: list[tuple[Request, str]] = []
+        self._queue(ctx, one_by_one, batch, sent, files)
+        self._send(None, batch)
 
     def _send(self, ns: Netns | None, batch: list[tuple[Request, str]]) -> None:
         if not batch:
@@ -276,6 +322,16 @@ class Netlink(Linux):
             case DelRoute(route):
                 return _route(RTM_DELROUTE, 0, route)
         raise TypeError(f"unknown change {change!r}")
+
+
+def _unused_group(links: Mapping[str, dict[str, Any]]) -> int:
+    """A link group that no link of the namespace is in: a random 31-bit number above the
+    small ones that /etc/iproute2/group names."""
+    taken = {links[name]["group"] for name in links}
+    while True:
+        group = int.from_bytes(os.urandom(4), "little") >> 1
+        if group > 255 and group not in taken:
+            return group
 
 
 def _index(name: str) -> int:

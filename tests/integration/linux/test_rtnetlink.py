@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 
 from runflow.backends.iproute2 import Centos6, read_link, read_links
+from runflow.backends.linux_args import DelLink
 from runflow.backends.netlink import Netlink
 from runflow.core.actions import Context, Resources
+from runflow.core.errors import ActionError
 from runflow.core.hosts import NetnsHost
 from runflow.core.lab.namespaces import Namespace
 
@@ -73,3 +75,35 @@ def test_netlink_reads_addresses_and_routes_as_ip_shows_them(
     assert addresses[:2] == ["10.9.0.1/24", "10.9.0.9/32"] and "fd00:9::1/64" in addresses
     assert netlink[4] == [{"family": 4, "to": "10.7.0.0/16", "via": "10.9.0.2", "dev": "br0",
                            "metric": 5, "proto": "boot", "scope": "global", "src": None}]
+
+
+def test_links_deleted_together_go_as_a_group_or_one_at_a_time(
+        namespaces: Callable[[], Namespace]) -> None:
+    """The netlink backend deletes several links as a link group of their own. A group the
+    kernel refuses to delete (lo cannot be deleted) goes back to the links' own groups, and the
+    links are deleted one at a time: each error is its link's, the others still go."""
+    ns = namespaces()
+    for argv in SETUP:
+        ns.run(argv)
+    ns.run(["ip", "link", "set", "lo", "group", "7"])
+
+    def delete(names: list[str]) -> Callable[[Context], list[str]]:
+        def run(ctx: Context) -> list[str]:
+            netlink = Netlink()
+            try:
+                netlink.execute(ctx, [DelLink(name, "veth") for name in names])
+            finally:
+                netlink.close()
+            return ctx.commands
+        return run
+
+    commands = in_host(ns, delete(["va0", "va1"]))
+    assert commands[-1].startswith("netlink: ip link delete group ")
+    links = ns.run(["ip", "-o", "link"]).stdout
+    assert "va0" not in links and "vb1" not in links and "va2" in links
+
+    with pytest.raises(ActionError, match="ip link delete lo.*Operation not supported"):
+        in_host(ns, delete(["va2", "lo"]))
+    shown = ns.run(["ip", "-d", "-o", "link"]).stdout
+    assert "va2" not in shown
+    assert " group 7 " in next(line for line in shown.splitlines() if ": lo:" in line)

@@ -155,7 +155,7 @@ name = "vh{{ item }}"
 def test_a_large_batch_goes_through(lab: Lab, target: str) -> None:
     """More requests than one netlink send carries (the answers to as many refusals would
     overflow the socket's buffer), more lines than an `ip -batch` needs. (Rolling back is left
-    to the smaller tests: the kernel takes ~20 ms to delete a link.)"""
+    to the smaller tests: centos6 deletes links one at a time, ~20 ms each in the kernel.)"""
     workflow = lab.workflow("""
 [[steps]]
 id = "veths"
