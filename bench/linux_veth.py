@@ -21,8 +21,11 @@ kernel's IPv6 work per bridge port grows faster than linearly), to see how cost 
 Goals: modern at least 3x faster than the script; centos6 at most 1.3x the script step by
 step, and at least 3x faster on the steps that go through one `ip -batch`.
 
+With --rollback, each round also times undoing what each variant built: `runflow rollback`,
+and for the script a teardown that deletes each pair, then the bridge.
+
 Usage (root, iproute2 and bridge-utils installed):
-    python3 bench/linux_veth.py [--sizes 200,200:noipv6,1000:noipv6] [--repeat 3]
+    python3 bench/linux_veth.py [--sizes 200,200:noipv6,1000:noipv6] [--repeat 3] [--rollback]
                                 [--base-python INTERPRETER | --python INTERPRETER]
 
 runflow runs as a user installs it: the bench makes a venv of the interpreter running it (or
@@ -147,6 +150,13 @@ def check_built(ns: Namespace, n: int) -> None:
         raise SystemExit(f"built {len(links)} ports and {addrs} addresses, not {n}")
 
 
+def check_gone(ns: Namespace) -> None:
+    """Nothing left but lo, whatever undid it."""
+    links = ns.run(["ip", "-o", "link"]).stdout.splitlines()
+    if len(links) != 1:
+        raise SystemExit(f"{len(links) - 1} links left after undoing")
+
+
 def plain(ns: Namespace, n: int) -> dict[str, float]:
     times = {}
     start = time.perf_counter()
@@ -158,12 +168,23 @@ def plain(ns: Namespace, n: int) -> dict[str, float]:
     return times
 
 
+def plain_undo(ns: Namespace, n: int) -> float:
+    """The script's teardown: what a hand-written rollback does."""
+    start = time.perf_counter()
+    ns.run(["sh", str(SCRIPT), "teardown", str(n)])
+    return time.perf_counter() - start
+
+
+def journal_env(tmp: Path) -> dict[str, str]:
+    return {**os.environ, "RUNFLOW_HOME": str(tmp / "journal")}
+
+
 def runflow(ns: Namespace, n: int, target: str, tmp: Path, python: str) -> dict[str, float]:
     inventory = tmp / "inventory.toml"
     inventory.write_text(f'[hosts.bench]\nnetns = "{ns.name}"\n')
     workflow = tmp / "linux-veth.toml"
     workflow.write_text(WORKFLOW)
-    env = {**os.environ, "RUNFLOW_HOME": str(tmp / "journal")}
+    env = journal_env(tmp)
     command = [python, "-m", "runflow.core.cli"]
     argv = [*command, "run", "-q", "-i", str(inventory), "-t", target, "--var", f"count={n}",
             str(workflow)]
@@ -186,25 +207,40 @@ def runflow(ns: Namespace, n: int, target: str, tmp: Path, python: str) -> dict[
     return times
 
 
+def runflow_undo(tmp: Path, python: str) -> float:
+    """`runflow rollback` of the run just made."""
+    start = time.perf_counter()
+    subprocess.run([python, "-m", "runflow.core.cli", "rollback", "-q", "last"], check=True,
+                   env=journal_env(tmp))
+    return time.perf_counter() - start
+
+
 def libraries(python: str) -> dict[str, float]:
     start = time.perf_counter()
     subprocess.run([python, "-c", LIBRARIES], check=True)
     return {"total": time.perf_counter() - start}
 
 
-def measure(n: int, ipv6: bool, repeat: int, tmp: Path,
-            python: str) -> tuple[dict[str, dict[str, float]], list[float]]:
+def measure(n: int, ipv6: bool, repeat: int, tmp: Path, python: str,
+            undo: bool) -> tuple[dict[str, dict[str, float]], list[float]]:
     """Median times of each variant, and how much faster modern was than the script in each
     round; the variants take turns, so that a busy moment of the machine does not fall on one
-    of them only."""
+    of them only. undo: also time undoing what each variant built."""
+    variants = (("plain sh", lambda ns: plain(ns, n), lambda ns: plain_undo(ns, n)),
+                ("centos6", lambda ns: runflow(ns, n, "centos6", tmp, python),
+                 lambda ns: runflow_undo(tmp, python)),
+                ("modern", lambda ns: runflow(ns, n, "modern", tmp, python),
+                 lambda ns: runflow_undo(tmp, python)))
     samples: dict[str, list[dict[str, float]]] = {}
     for _ in range(repeat):
-        for label, run in (("plain sh", lambda ns: plain(ns, n)),
-                           ("centos6", lambda ns: runflow(ns, n, "centos6", tmp, python)),
-                           ("modern", lambda ns: runflow(ns, n, "modern", tmp, python))):
+        for label, build, unbuild in variants:
             with bench_namespace(ipv6, n) as ns:
-                samples.setdefault(label, []).append(run(ns))
+                times = build(ns)
                 check_built(ns, n)
+                if undo:
+                    times["rollback"] = unbuild(ns)
+                    check_gone(ns)
+                samples.setdefault(label, []).append(times)
         samples.setdefault("libraries", []).append(libraries(python))
     medians = {label: {key: statistics.median(s[key] for s in runs) for key in runs[0]}
                for label, runs in samples.items()}
@@ -238,6 +274,11 @@ def report(n: int, ipv6: bool, results: dict[str, dict[str, float]],
           f"ip -batch steps together: {batched_base / batched_c6:.2f}x faster (goal >= 3x)")
     print(f"  per pair: script {base['total'] / n * 1000:.2f} ms, centos6 "
           f"{c6['total'] / n * 1000:.2f} ms, modern {modern['total'] / n * 1000:.2f} ms")
+    if "rollback" in base:
+        print(f"  undoing it (the script: `ip link del` each pair, then the bridge; runflow "
+              f"rollback): script {base['rollback']:.3f} s, centos6 {c6['rollback']:.3f} s "
+              f"({c6['rollback'] / base['rollback']:.2f}x), modern {modern['rollback']:.3f} s "
+              f"({modern['rollback'] / base['rollback']:.2f}x)")
 
 
 def main() -> None:
@@ -245,6 +286,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="200,200:noipv6,1000:noipv6",
                         help="comma-separated N or N:noipv6 (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each variant")
+    parser.add_argument("--rollback", action="store_true",
+                        help="also time undoing each build: `runflow rollback` against the "
+                        "script's teardown (about 10 s more a round at 200 pairs)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--base-python", default=sys.executable,
                        help="make the venv runflow is installed into of this interpreter "
@@ -263,7 +307,8 @@ def main() -> None:
             python = install_runflow(Path(tmp) / "venv", options.base_python)
         print(f"runflow runs under {python}: {interpreter(python)}")
         for n, ipv6 in sizes:
-            report(n, ipv6, *measure(n, ipv6, options.repeat, Path(tmp), python))
+            report(n, ipv6, *measure(n, ipv6, options.repeat, Path(tmp), python,
+                                     options.rollback))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 # The baseline of bench/linux_veth.py: what a hand-written recipe does, one ip or brctl process
 # per command, one phase per call so that phases can be timed like runflow's steps.
 # Usage: linux_veth.sh PHASE N   (inside the bench namespace)
-# PHASE: bridge | veths | ports | ports-up | addresses | peers-up
+# PHASE: bridge | veths | ports | ports-up | addresses | peers-up, or teardown (what a hand-written
+# rollback does: each pair deleted, then the bridge)
 set -eu
 phase=$1
 n=$2
@@ -19,7 +20,12 @@ while [ "$i" -lt "$n" ]; do
         ports-up) ip link set "va$i" up ;;
         addresses) ip addr add "10.77.$((i / 250)).$((i % 250 + 1))/32" dev "vb$i" ;;
         peers-up) ip link set "vb$i" up ;;
+        teardown) ip link del "va$i" ;;
         *) echo "unknown phase $phase" >&2; exit 2 ;;
     esac
     i=$((i + 1))
 done
+if [ "$phase" = teardown ]; then
+    ip link set br0 down
+    brctl delbr br0
+fi
