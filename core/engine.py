@@ -145,22 +145,30 @@ class Engine:
 
     def _preview_host(self, rt: HostRuntime, runs: list[StepRun]) -> list[dict[str, Any]]:
         rows = []
-        for r in runs:
-            inst = r.instance
-            row = {"host": rt.host.name, "step": inst.key, "action": inst.action,
-                   "backend": inst.backend, "verdict": "skip", "reason": inst.skip_reason,
-                   "commands": []}
-            if not inst.skip_reason:
-                impl = self._impl(rt, inst)
-                ctx = self._context(rt, r)
-                before = impl.observe(ctx, inst.args)
-                if impl.check(inst.args, before):
-                    row["reason"] = impl.holds_message
-                else:
-                    row["verdict"] = "change"
-                    row["commands"] = [rt.host.describe(argv)
-                                       for argv in impl.describe(inst.args, before)]
-            rows.append(row)
+        for _, same_step in itertools.groupby(runs, key=lambda r: r.instance.step_index):
+            group = list(same_step)
+            # a step's instances are observed together, as a run observes them
+            todo = [r for r in group if not r.instance.skip_reason]
+            observed = {}
+            if todo:
+                impl = self._impl(rt, todo[0].instance)
+                states = impl.observe_many(self._context(rt, todo[0]),
+                                           [r.instance.args for r in todo])
+                observed = {r.key: before for r, before in zip(todo, states)}
+            for r in group:
+                inst = r.instance
+                row = {"host": rt.host.name, "step": inst.key, "action": inst.action,
+                       "backend": inst.backend, "verdict": "skip", "reason": inst.skip_reason,
+                       "commands": []}
+                if r.key in observed:
+                    before = observed[r.key]
+                    if impl.check(inst.args, before):
+                        row["reason"] = impl.holds_message
+                    else:
+                        row["verdict"] = "change"
+                        row["commands"] = [rt.host.describe(argv)
+                                           for argv in impl.describe(inst.args, before)]
+                rows.append(row)
         return rows
 
     # -- forward -----------------------------------------------------------------------------
