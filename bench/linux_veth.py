@@ -14,7 +14,9 @@ variant is timed from the start of the `runflow run` process to its exit (start-
 journal included); its steps are timed from their first to their last event. Each round also
 times a process that only loads the libraries such a run of runflow needs (click, pluggy,
 pydantic with one model validated, transitions; its templates need no Jinja2): the part of
-runflow's start-up that is not runflow's own.
+runflow's start-up that is not runflow's own; and, in a namespace of its own, a process that
+loads them and then sends the workflow's requests over netlink with nothing else (LEAST): the
+least any Python tool on these libraries could take, the bound under --target modern.
 
 Sizes: 200 pairs as is; 200 and 1,000 pairs with IPv6 disabled in the namespace (the
 kernel's IPv6 work per bridge port grows faster than linearly), to see how cost grows.
@@ -69,6 +71,31 @@ import click, pluggy, pydantic, transitions
 class Floor(pydantic.BaseModel):
     name: str
 Floor(name="floor")
+"""
+# The least any Python tool on those libraries could do for the workflow: load them, then
+# send the same requests over netlink in batches (runflow's encoder), one link dump per step,
+# with no plan, events or journal. Run in the bench namespace: argv is its name and N.
+LEAST = "import gc\ngc.disable()\n" + LIBRARIES + """\
+import ctypes, os, sys
+from runflow.backends.netlink import Requests
+from runflow.backends.rtnetlink import (NLM_F_CREATE, NLM_F_EXCL, address_request, dump_links,
+                                        link_request)
+NEWLINK, NEWADDR, CREATE = 16, 20, NLM_F_CREATE | NLM_F_EXCL
+ctypes.CDLL(None).setns(os.open(f"/run/netns/{sys.argv[1]}", os.O_RDONLY), 0x40000000)
+n, send = int(sys.argv[2]), Requests().send
+send([(link_request(NEWLINK, CREATE, name="br0", info_kind="bridge"), "")])
+send([(link_request(NEWLINK, name="br0", up=True), "")])
+send([(link_request(NEWLINK, CREATE, name=f"va{i}", info_kind="veth", veth_peer=f"vb{i}"), "")
+      for i in range(n)])
+bridge = dump_links()["br0"]["ifindex"]
+send([(link_request(NEWLINK, name=f"va{i}", master=bridge), "") for i in range(n)])
+dump_links()
+send([(link_request(NEWLINK, name=f"va{i}", up=True), "") for i in range(n)])
+links = dump_links()
+send([(address_request(NEWADDR, CREATE, links[f"vb{i}"]["ifindex"],
+                       f"10.77.{i // 250}.{i % 250 + 1}/32", 0), "") for i in range(n)])
+dump_links()
+send([(link_request(NEWLINK, name=f"vb{i}", up=True), "") for i in range(n)])
 """
 
 WORKFLOW = """
@@ -215,6 +242,12 @@ def runflow_undo(tmp: Path, python: str) -> float:
     return time.perf_counter() - start
 
 
+def least(ns: Namespace, n: int, python: str) -> dict[str, float]:
+    start = time.perf_counter()
+    subprocess.run([python, "-c", LEAST, ns.name, str(n)], check=True)
+    return {"total": time.perf_counter() - start}
+
+
 def libraries(python: str) -> dict[str, float]:
     start = time.perf_counter()
     subprocess.run([python, "-c", LIBRARIES], check=True)
@@ -242,6 +275,9 @@ def measure(n: int, ipv6: bool, repeat: int, tmp: Path, python: str,
                     check_gone(ns)
                 samples.setdefault(label, []).append(times)
         samples.setdefault("libraries", []).append(libraries(python))
+        with bench_namespace(ipv6, n) as ns:
+            samples.setdefault("least", []).append(least(ns, n, python))
+            check_built(ns, n)
     medians = {label: {key: statistics.median(s[key] for s in runs) for key in runs[0]}
                for label, runs in samples.items()}
     return medians, [p["total"] / m["total"] for p, m in zip(samples["plain sh"],
@@ -269,6 +305,10 @@ def report(n: int, ipv6: bool, results: dict[str, dict[str, float]],
     batched_base = sum(base[p] for p in BATCHED)
     print(f"  modern vs script, whole run: {base['total'] / modern['total']:.2f}x faster "
           f"(rounds {min(rounds):.2f}-{max(rounds):.2f}x; goal >= 3x)")
+    least_total = results["least"]["total"]
+    print(f"  the least a Python tool on these libraries could do (load them, send the requests "
+          f"over netlink; no plan, events or journal): {least_total:.3f} s, "
+          f"{base['total'] / least_total:.2f}x faster than the script")
     print(f"  centos6 vs script, worst step: "
           f"{max(c6[p] / base[p] for p in PHASES if p != 'bridge'):.2f}x (goal <= 1.3x); "
           f"ip -batch steps together: {batched_base / batched_c6:.2f}x faster (goal >= 3x)")
