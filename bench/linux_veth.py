@@ -80,7 +80,7 @@ import ctypes, os, sys
 from runflow.backends.netlink import Requests
 from runflow.backends.rtnetlink import (NLM_F_CREATE, NLM_F_EXCL, address_request, dump_links,
                                         link_request)
-NEWLINK, NEWADDR, CREATE = 16, 20, NLM_F_CREATE | NLM_F_EXCL
+NEWLINK, GETLINK, NEWADDR, CREATE = 16, 18, 20, NLM_F_CREATE | NLM_F_EXCL
 ctypes.CDLL(None).setns(os.open(f"/run/netns/{sys.argv[1]}", os.O_RDONLY), 0x40000000)
 n, send = int(sys.argv[2]), Requests().send
 send([(link_request(NEWLINK, CREATE, name="br0", info_kind="bridge"), "")])
@@ -88,7 +88,9 @@ send([(link_request(NEWLINK, name="br0", up=True), "")])
 send([(link_request(NEWLINK, CREATE, name=f"va{i}", info_kind="veth", veth_peer=f"vb{i}"), "")
       for i in range(n)])
 bridge = dump_links()["br0"]["ifindex"]
-send([(link_request(NEWLINK, name=f"va{i}", master=bridge), "") for i in range(n)])
+send([(request, "") for i in range(n)  # each read first, as the netlink backend does
+      for request in (link_request(GETLINK, name=f"va{i}"),
+                      link_request(NEWLINK, name=f"va{i}", master=bridge))])
 dump_links()
 send([(link_request(NEWLINK, name=f"va{i}", up=True), "") for i in range(n)])
 links = dump_links()
