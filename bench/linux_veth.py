@@ -91,7 +91,7 @@ bridge = dump_links()["br0"]["ifindex"]
 send([(request, "") for i in range(n)  # each read first, as the netlink backend does
       for request in (link_request(GETLINK, name=f"va{i}"),
                       link_request(NEWLINK, name=f"va{i}", master=bridge))])
-dump_links()
+dump_links()  # each step observes before it changes, as runflow's do
 send([(link_request(NEWLINK, name=f"va{i}", up=True), "") for i in range(n)])
 links = dump_links()
 send([(address_request(NEWADDR, CREATE, links[f"vb{i}"]["ifindex"],
