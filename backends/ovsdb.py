@@ -16,6 +16,7 @@ replacing a map is clear + set); failures log a traceback unless `log_errors=Fal
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import logging
 import shlex
 import uuid
@@ -132,9 +133,8 @@ class OvsdbClient:
         ctx.commands.append(self.summary(ops))
         try:
             with self.api.transaction(check_error=True, log_errors=False) as txn:
-                for op in ops:
-                    for command in self._commands(op):
-                        txn.add(command)
+                for command in self._all_commands(ops):
+                    txn.add(command)
         except ActionError:
             raise
         except Exception as exc:
@@ -152,6 +152,40 @@ class OvsdbClient:
         return (f"ovsdb transaction on {self.endpoint}, as ovs-vsctl: {shown}"
                 + (f" -- ... ({more} more commands)" if more > 0 else ""))
 
+    def _all_commands(self, ops: Sequence[Op]) -> list[Any]:
+        """The ovsdbapp commands of ops, in order; consecutive DelPorts go together."""
+        commands = []
+        for deleting, group in itertools.groupby(ops, key=lambda op: isinstance(op, DelPort)):
+            if deleting:
+                commands += self._del_ports(list(group))
+            else:
+                commands += [command for op in group for command in self._commands(op)]
+        return commands
+
+    def _del_ports(self, ops: Sequence[DelPort]) -> list[Any]:
+        """Take the ports off their bridges: one db_remove per bridge, and ovsdb-server
+        drops the Port and Interface rows no bridge refers to any more. ovsdbapp's del_port
+        reads the bridge's whole port list for each port it deletes: rolling back 500 ports
+        was a 5 s commit that way, and is 0.3 s this way. As `ovs-vsctl --if-exists
+        del-port` does, a port that does not exist is no error, one on another bridge is."""
+        from ovsdbapp.backend.ovs_idl import idlutils
+
+        idl = self.api.idl
+        ports: dict[str, list[uuid.UUID]] = {}
+        with self.connection.lock:
+            bridge_of = {port: bridge.name for bridge in idl.tables["Bridge"].rows.values()
+                         for port in _refs(bridge, "ports")}
+            for op in ops:
+                row = idlutils.row_by_value(idl, "Port", "name", op.name, None)
+                bridge = bridge_of.get(str(row.uuid)) if row is not None else None
+                if bridge is None:
+                    continue
+                if op.bridge and bridge != op.bridge:
+                    raise ActionError(f"port {op.name} is on bridge {bridge}, not {op.bridge}")
+                ports.setdefault(bridge, []).append(row.uuid)
+        return [self.api.db_remove("Bridge", bridge, "ports", *uuids)
+                for bridge, uuids in ports.items()]
+
     def _commands(self, op: Op) -> list[Any]:
         api = self.api
         if isinstance(op, AddBridge):
@@ -166,8 +200,6 @@ class OvsdbClient:
             return [api.add_port(op.bridge, op.name, may_exist=False,
                                  **self._typed("Interface", op.interface)),
                     *self._set("Port", op.name, self._typed("Port", op.port), new=True)]
-        if isinstance(op, DelPort):
-            return [api.del_port(op.name, bridge=op.bridge, if_exists=True)]
         if isinstance(op, SetColumns):
             return self._set(op.table, op.record, self._typed(op.table, op.columns))
         if isinstance(op, SetKeys):

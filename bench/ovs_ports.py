@@ -16,8 +16,13 @@ Goals: each backend's for_each at least 10x faster than the loop; step by step n
 the median of its ratios to the loop of the same round: on a shared machine the load changes
 between runs by more than the differences measured. --only keeps some variants (and the loop).
 
+With --rollback, each variant's ports are also removed again, and that is timed too: the loop
+runs one `ovs-vsctl del-port` a port, the chained variant one ovs-vsctl deleting them all, and
+runflow `runflow rollback` of the run. Most of that time is ovs-vswitchd's: it deletes each
+internal port's tap device, and the kernel waits for RCU for each.
+
 Usage (root, Open vSwitch installed):
-    python3 bench/ovs_ports.py [--ports N] [--repeat R] [--only "ovs-vsctl, 500"]
+    python3 bench/ovs_ports.py [--ports N] [--repeat R] [--only "ovs-vsctl, 500"] [--rollback]
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from runflow.core.lab.ovs import OvsDaemons  # noqa: E402
 
 RUNFLOW = [sys.executable, "-m", "runflow.core.cli"]
 LOOP = REPO / "bench" / "ovs_ports_loop.sh"
-LOOP_LABEL = "plain loop of ovs-vsctl add-port"
+LOOP_LABEL = "plain loop, one ovs-vsctl a port"
 
 
 @contextmanager
@@ -72,8 +77,8 @@ def timed(run: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def loop(ovs: OvsDaemons, n: int) -> None:
-    subprocess.run(["sh", str(LOOP), ovs.endpoint, str(n)], check=True, env=ovs.env)
+def loop(ovs: OvsDaemons, n: int, command: str = "add") -> None:
+    subprocess.run(["sh", str(LOOP), ovs.endpoint, str(n), command], check=True, env=ovs.env)
 
 
 def chained(ovs: OvsDaemons, n: int) -> None:
@@ -81,6 +86,13 @@ def chained(ovs: OvsDaemons, n: int) -> None:
     for i in range(n):
         argv += ["--", "add-port", "br0", f"p{i}", "--", "set", "Interface", f"p{i}",
                  "type=internal"]
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+def chained_del(ovs: OvsDaemons, n: int) -> None:
+    argv = ["ovs-vsctl", f"--db={ovs.endpoint}"]
+    for i in range(n):
+        argv += ["--", "del-port", "br0", f"p{i}"]
     subprocess.run(argv, check=True, capture_output=True)
 
 
@@ -108,15 +120,14 @@ def runflow(ovs: OvsDaemons, target: str, wf: Path, home: Path) -> Callable[[], 
     inventory = home / "inventory.toml"
     inventory.write_text(f'[hosts.h1]\nnetns = "{ovs.namespace.name}"\n'
                          f'ovsdb = "{ovs.endpoint}"\n')
-    argv = [*RUNFLOW, "run", "-q", "-i", str(inventory), "-t", target, str(wf)]
+    return lambda: call_runflow(home, "run", "-q", "-i", str(inventory), "-t", target, str(wf))
 
-    def run() -> None:
-        done = subprocess.run(argv, capture_output=True, text=True,
-                              env={**os.environ, "RUNFLOW_HOME": str(home / "journal")})
-        if done.returncode != 0:
-            raise SystemExit(f"runflow failed ({done.returncode}): {done.stderr}")
 
-    return run
+def call_runflow(home: Path, *args: str) -> None:
+    done = subprocess.run([*RUNFLOW, *args], capture_output=True, text=True,
+                          env={**os.environ, "RUNFLOW_HOME": str(home / "journal")})
+    if done.returncode != 0:
+        raise SystemExit(f"runflow {args[0]} failed ({done.returncode}): {done.stderr}")
 
 
 def main() -> None:
@@ -126,6 +137,9 @@ def main() -> None:
     parser.add_argument("--only", action="append", default=[], metavar="TEXT",
                         help="run only the variants whose label contains TEXT (repeatable; "
                              "the plain loop always runs)")
+    parser.add_argument("--rollback", action="store_true",
+                        help="also time removing the ports again (the loop: one del-port a "
+                             "port; runflow: `runflow rollback`)")
     options = parser.parse_args()
     n = options.ports
     if os.geteuid() != 0:
@@ -135,32 +149,50 @@ def main() -> None:
         files = {batch: Path(tmp, f"{'batch' if batch else 'steps'}.toml") for batch in (1, 0)}
         for batch, path in files.items():
             path.write_text(workflow(n, bool(batch)))
-        variants: list[tuple[str, Callable[[OvsDaemons, Path], Callable[[], None]]]] = [
-            (LOOP_LABEL, lambda o, h: lambda: loop(o, n)),
-            ("one chained ovs-vsctl (no runflow)", lambda o, h: lambda: chained(o, n)),
+        # label → (what makes the ports, what removes them), each given the host and a home
+        Make = Callable[[OvsDaemons, Path], Callable[[], None]]
+        rollback: Make = lambda o, h: lambda: call_runflow(h, "rollback", "-q", "last")
+        variants: list[tuple[str, Make, Make]] = [
+            (LOOP_LABEL, lambda o, h: lambda: loop(o, n), lambda o, h: lambda: loop(o, n, "del")),
+            ("one chained ovs-vsctl (no runflow)", lambda o, h: lambda: chained(o, n),
+             lambda o, h: lambda: chained_del(o, n)),
         ]
         for backend, target in (("ovs-vsctl", "centos6"), ("ovsdb", "modern")):
             for batch, label in ((1, "one for_each step"), (0, f"{n} separate steps")):
                 variants.append((f"runflow {backend}, {label}",
-                                 lambda o, h, t=target, b=batch: runflow(o, t, files[b], h)))
-        variants = [(label, make) for label, make in variants
-                    if label == LOOP_LABEL or not options.only
-                    or any(text in label for text in options.only)]
-        times: dict[str, list[float]] = {label: [] for label, _ in variants}
+                                 lambda o, h, t=target, b=batch: runflow(o, t, files[b], h),
+                                 rollback))
+        variants = [variant for variant in variants
+                    if variant[0] == LOOP_LABEL or not options.only
+                    or any(text in variant[0] for text in options.only)]
+        times: dict[str, list[float]] = {label: [] for label, _, _ in variants}
+        undo_times: dict[str, list[float]] = {label: [] for label, _, _ in variants}
         for round_ in range(options.repeat):
-            for i, (label, make) in enumerate(variants):
+            for i, (label, make, unmake) in enumerate(variants):
                 home = Path(tmp, f"home-{round_}-{i}")
                 home.mkdir()
                 with lab_host() as ovs:
                     seconds = timed(make(ovs, home))
                     count = port_count(ovs)
                     assert count == n, f"{label}: {count} ports, not {n}"
+                    line = f"round {round_ + 1}: {label:<42} {seconds:8.2f} s"
+                    if options.rollback:
+                        undo_times[label].append(timed(unmake(ovs, home)))
+                        count = port_count(ovs)
+                        assert count == 0, f"{label}: {count} ports left after removing them"
+                        line += f", removing them {undo_times[label][-1]:7.2f} s"
                 times[label].append(seconds)
-                print(f"round {round_ + 1}: {label:<42} {seconds:8.2f} s", flush=True)
+                print(line, flush=True)
+    report(f"{n} ports", times, options.repeat)
+    if options.rollback:
+        report(f"removing the {n} ports", undo_times, options.repeat)
+
+
+def report(what: str, times: dict[str, list[float]], repeat: int) -> None:
     results = {label: statistics.median(values) for label, values in times.items()}
     base = results[LOOP_LABEL]
-    print(f"\n{n} ports, medians of {options.repeat}; relative to the plain loop ({base:.2f} s), "
-          "then the median of each round's ratio to that round's loop:")
+    print(f"\n{what}, medians of {repeat}; relative to the plain loop ({base:.2f} s), then the "
+          "median of each round's ratio to that round's loop:")
     for label, seconds in results.items():
         ratio = (f"{base / seconds:5.1f}x faster" if seconds < base
                  else f"{seconds / base:5.2f}x the loop's time")

@@ -313,3 +313,28 @@ for_each = "range(20)"
     else:
         writes = [c for c in commands if c.startswith("ovsdb transaction")]
         assert len(writes) == 1 and "add-port br0 p0" in writes[0], commands
+
+
+def test_rolling_back_ports_of_two_bridges_together(lab: Lab) -> None:
+    # The ports' undo is one batch: the ovsdb backend takes them off each bridge in one go.
+    # A port someone removed meanwhile is no error, as with `ovs-vsctl --if-exists del-port`.
+    before = lab.host.snapshot()
+    run_id, _, _ = lab.run(lab.workflow(BRIDGE + '''
+[[steps]]
+id = "br1"
+action = "ovs.bridge.present"
+name = "br1"
+datapath_type = "netdev"
+
+[[steps]]
+id = "ports"
+action = "ovs.port.present"
+bridge = "{{ 'br0' if item % 2 else 'br1' }}"
+name = "p{{ item }}"
+type = "internal"
+for_each = "range(6)"
+'''))
+    assert set(lab.host.vsctl("list-ports", "br0").split()) == {"p1", "p3", "p5"}
+    lab.host.vsctl("del-port", "br0", "p3")
+    lab.rollback(run_id)  # exit 0: every instance undone
+    assert_same(before, lab.host.snapshot())
