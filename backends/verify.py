@@ -93,7 +93,7 @@ class VerifyPing(Verification):
 
     def attempt(self, ctx: Context, args: VerifyPingArgs) -> tuple[bool, str]:
         if args.container:
-            from runflow.backends.docker import exec_in_container
+            from runflow.backends.docker.client import exec_in_container
 
             code, output = exec_in_container(ctx, args.container, self.argv(args))
             return code == 0, output

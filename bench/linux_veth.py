@@ -77,8 +77,8 @@ Floor(name="floor")
 # with no plan, events or journal. Run in the bench namespace: argv is its name and N.
 LEAST = "import gc\ngc.disable()\n" + LIBRARIES + """\
 import ctypes, os, sys
-from runflow.backends.netlink import Requests
-from runflow.backends.rtnetlink import (NLM_F_CREATE, NLM_F_EXCL, address_request, dump_links,
+from runflow.backends.linux.netlink import Requests
+from runflow.backends.linux.rtnetlink import (NLM_F_CREATE, NLM_F_EXCL, address_request, dump_links,
                                         link_request)
 NEWLINK, GETLINK, NEWADDR, CREATE = 16, 18, 20, NLM_F_CREATE | NLM_F_EXCL
 ctypes.CDLL(None).setns(os.open(f"/run/netns/{sys.argv[1]}", os.O_RDONLY), 0x40000000)

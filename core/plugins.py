@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import pluggy
 
@@ -17,32 +18,45 @@ from . import hookspecs
 from .actions import Registry
 from .errors import InputError
 
-# The built-in backends and the actions each registers. They register exactly like third-party
-# plugins, through the same hook, but each is imported only when a command first needs one of
-# its actions: a workflow of Linux actions then never loads the docker and OVS backends and
-# their argument schemas (25-30 ms of start-up). tests/unit/test_plugins.py checks these
-# lists against what the modules register.
-BUILTIN_PLUGINS: dict[str, tuple[str, ...]] = {
-    "runflow.backends.shell": ("shell.run",),
-    "runflow.backends.verify": ("verify.command", "verify.ping"),
-    "runflow.backends.iproute2": ("link.set", "addr.present", "addr.absent", "veth.present",
-                                  "veth.absent", "netns.move", "route.present", "route.absent"),
-    "runflow.backends.brctl": ("bridge.present", "bridge.absent", "bridge.port"),
-    "runflow.backends.netlink": ("link.set", "addr.present", "addr.absent", "veth.present",
-                                 "veth.absent", "netns.move", "route.present", "route.absent",
-                                 "bridge.present", "bridge.absent", "bridge.port"),
-    "runflow.backends.procfs": ("sysctl.set",),
-    "runflow.backends.iptables": ("firewall.rule.present", "firewall.rule.absent",
-                                  "firewall.policy"),
-    "runflow.backends.docker": ("container.run", "container.absent", "container.attach",
-                                "container.detach"),
-    "runflow.backends.pipework": ("container.attach", "container.detach"),
-    "runflow.backends.docker_daemon": ("docker.daemon",),
-    "runflow.backends.service": ("service.restart", "service.present"),
-    "runflow.backends.ovs_vsctl": ("ovs.bridge.present", "ovs.bridge.absent", "ovs.port.present",
-                                   "ovs.port.absent", "ovs.set"),
-    "runflow.backends.ovsdb": ("ovs.bridge.present", "ovs.bridge.absent", "ovs.port.present",
-                               "ovs.port.absent", "ovs.set"),
+# The built-in backends: each plugin's name (what `runflow backends` shows), the module that
+# implements it (backends/FAMILY/BACKEND.py) and the actions it registers. They register exactly
+# like third-party plugins, through the same hook, but each is imported only when a command
+# first needs one of its actions: a workflow of Linux actions then never loads the docker and
+# OVS backends and their argument schemas (25-30 ms of start-up).
+# tests/unit/test_plugins.py checks these lists against what the modules register.
+class Builtin(NamedTuple):
+    module: str
+    actions: tuple[str, ...]
+
+
+_LINK_ACTIONS = ("link.set", "addr.present", "addr.absent", "veth.present", "veth.absent",
+                 "netns.move", "route.present", "route.absent")
+_BRIDGE_ACTIONS = ("bridge.present", "bridge.absent", "bridge.port")
+_OVS_ACTIONS = ("ovs.bridge.present", "ovs.bridge.absent", "ovs.port.present", "ovs.port.absent",
+                "ovs.set")
+_ATTACH_ACTIONS = ("container.attach", "container.detach")
+
+BUILTIN_PLUGINS: dict[str, Builtin] = {
+    "runflow.backends.shell": Builtin("runflow.backends.shell", ("shell.run",)),
+    "runflow.backends.verify": Builtin("runflow.backends.verify",
+                                       ("verify.command", "verify.ping")),
+    "runflow.backends.iproute2": Builtin("runflow.backends.linux.iproute2", _LINK_ACTIONS),
+    "runflow.backends.brctl": Builtin("runflow.backends.linux.brctl", _BRIDGE_ACTIONS),
+    "runflow.backends.netlink": Builtin("runflow.backends.linux.netlink",
+                                        _LINK_ACTIONS + _BRIDGE_ACTIONS),
+    "runflow.backends.procfs": Builtin("runflow.backends.system.procfs", ("sysctl.set",)),
+    "runflow.backends.iptables": Builtin("runflow.backends.system.iptables",
+                                         ("firewall.rule.present", "firewall.rule.absent",
+                                          "firewall.policy")),
+    "runflow.backends.docker": Builtin("runflow.backends.docker.engine",
+                                       ("container.run", "container.absent", *_ATTACH_ACTIONS)),
+    "runflow.backends.pipework": Builtin("runflow.backends.docker.pipework", _ATTACH_ACTIONS),
+    "runflow.backends.docker_daemon": Builtin("runflow.backends.docker.daemon",
+                                              ("docker.daemon",)),
+    "runflow.backends.service": Builtin("runflow.backends.system.service",
+                                        ("service.restart", "service.present")),
+    "runflow.backends.ovs_vsctl": Builtin("runflow.backends.ovs.vsctl", _OVS_ACTIONS),
+    "runflow.backends.ovsdb": Builtin("runflow.backends.ovs.ovsdb", _OVS_ACTIONS),
 }
 
 ENTRY_POINT_GROUP = "runflow"
@@ -124,9 +138,9 @@ class Plugins:
     def _load_builtins(self, action: str | None) -> None:
         """Import the built-in backends that implement `action` (None: all of them) and add
         their actions to the registry, if not done yet."""
-        for name, actions in BUILTIN_PLUGINS.items():
-            if (action is None or action in actions) and not self.pm.has_plugin(name):
-                self._add(importlib.import_module(name), name)
+        for name, builtin in BUILTIN_PLUGINS.items():
+            if (action is None or action in builtin.actions) and not self.pm.has_plugin(name):
+                self._add(importlib.import_module(builtin.module), name)
 
     def _rank(self, plugin: str) -> tuple[int, int]:
         """Built-in backends first, in BUILTIN_PLUGINS' order, then the others as loaded."""

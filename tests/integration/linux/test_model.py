@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from runflow.backends.iproute2 import parse_addresses, parse_routes, render
-from runflow.backends.iptables import canonical, parse_save
-from runflow.backends.linux_args import (AddAddr, AddBridge, AddrPresentArgs, BridgePortArgs,
-                                         DelAddr, DelLink, Enslave, FirewallRuleArgs,
-                                         LinkSetArgs, NetnsMoveArgs, Release, RoutePresentArgs,
-                                         SetLink, SysctlArgs, VethAbsentArgs, fresh,
-                                         restore_addresses, restore_link)
-from runflow.backends.netlink import Netlink
+from runflow.backends.linux.iproute2 import parse_addresses, parse_routes, render
+from runflow.backends.system.args import FirewallRuleArgs, SysctlArgs
+from runflow.backends.system.iptables import canonical, parse_save
+from runflow.backends.linux.args import (AddAddr, AddBridge, AddrPresentArgs, BridgePortArgs,
+                                         DelAddr, DelLink, Enslave, LinkSetArgs, NetnsMoveArgs,
+                                         Release, RoutePresentArgs, SetLink, VethAbsentArgs,
+                                         fresh, restore_addresses, restore_link)
+from runflow.backends.linux.netlink import Netlink
 from runflow.core.plugins import Plugins
 
 
@@ -109,7 +109,7 @@ def test_iptables_save_and_rules_written_differently_but_equal() -> None:
 
 
 def test_an_exclusive_address_that_is_a_secondary_goes_and_comes_back() -> None:
-    from runflow.backends.iproute2 import AddrPresent
+    from runflow.backends.linux.iproute2 import AddrPresent
 
     before = {"links": {"va": {"exists": True, "addresses": [
         {"address": "10.2.0.5/24"}, {"address": "10.2.0.6/24"}, {"address": "10.3.0.1/16"},

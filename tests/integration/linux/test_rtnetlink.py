@@ -1,4 +1,4 @@
-"""The rtnetlink dumps (backends/rtnetlink.py) read what /sys and `ip` show: links of a large
+"""The rtnetlink dumps (backends/linux/rtnetlink.py) read what /sys and `ip` show: links of a large
 step, and the netlink backend's addresses and routes, against the iproute2 backend's."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from runflow.backends.iproute2 import Centos6, read_link, read_links
-from runflow.backends.linux_args import DelLink
-from runflow.backends.netlink import Netlink
+from runflow.backends.linux.iproute2 import Centos6, read_link, read_links
+from runflow.backends.linux.args import DelLink
+from runflow.backends.linux.netlink import Netlink
 from runflow.core.actions import Context, Resources
 from runflow.core.errors import ActionError
 from runflow.core.hosts import NetnsHost

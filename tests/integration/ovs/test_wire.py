@@ -1,4 +1,4 @@
-"""Reading OVSDB in-process (backends/ovsdb_wire.py), against a real ovsdb-server: the rows
+"""Reading OVSDB in-process (backends/ovs/wire.py), against a real ovsdb-server: the rows
 and columns asked for come back in normal form, and each way a read can fail says what went
 wrong and where."""
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from runflow.backends.ovsdb_wire import OvsdbWire, where_named
+from runflow.backends.ovs.wire import OvsdbWire, where_named
 from runflow.core.errors import ActionError
 from runflow.core.hosts import NetnsHost
 

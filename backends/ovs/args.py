@@ -320,7 +320,7 @@ def _uuids(value: Any) -> list[str]:
 # Ops: the changes an action makes, executed together by a backend's client
 # ---------------------------------------------------------------------------------------------
 
-# NamedTuples, like linux_args.py's changes (and for the same reason: a frozen dataclass costs
+# NamedTuples, like args.py's changes (and for the same reason: a frozen dataclass costs
 # ~1 ms to define, in every command that loads this module).
 
 

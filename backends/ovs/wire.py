@@ -25,7 +25,7 @@ from runflow.core.actions import Context
 from runflow.core.errors import ActionError
 from runflow.core.hosts import Host
 
-from .ovs_args import from_json
+from .args import from_json
 
 DATABASE = "Open_vSwitch"
 TIMEOUT = 30  # seconds: for connecting, and for each answer
@@ -107,7 +107,7 @@ class OvsdbWire:
 
     def select(self, selects: Sequence[Select]) -> list[list[dict[str, Any]]]:
         """The rows of each (table, where, columns), with their _uuid, values in normal form
-        (backends/ovs_args.py), all read in one transaction."""
+        (backends/ovs/args.py), all read in one transaction."""
         ops = [{"op": "select", "table": table, "where": where, "columns": ["_uuid", *columns]}
                for table, where, columns in selects]
         return [[{c: from_json(v) for c, v in row.items()} for row in result["rows"]]

@@ -19,7 +19,7 @@ from runflow.core.hosts import Host
 from .iproute2 import (ALL_KEYS, Centos6, LinkAction, ShellLinux, ShellVar, View, backend_actions,
                        bridge_problem, link_record, master_changes, shell_exists, shell_is_port,
                        shell_master, sys_path, tools_missing)
-from .linux_args import AddBridge, BridgeArgs, BridgePortArgs, Change, DelLink, Enslave, Release
+from .args import AddBridge, BridgeArgs, BridgePortArgs, Change, DelLink, Enslave, Release
 
 
 class BridgePresent(LinkAction):

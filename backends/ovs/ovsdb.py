@@ -1,6 +1,6 @@
 """The `ovsdb` backend of the ovs.* actions (target modern): ovsdbapp over the OVSDB protocol.
 
-The actions are those of backends/ovs_vsctl.py with another client. One connection per run and
+The actions are those of backends/ovs/vsctl.py with another client. One connection per run and
 host (the inventory's `ovsdb` entry, or the default socket) keeps a replica of the database, so
 observing costs no round trip; the ops of a step, or of all the instances of a for_each step,
 are one OVSDB transaction. ovsdbapp's Open_vSwitch transactions bump next_cfg and wait until
@@ -28,8 +28,8 @@ from runflow.core.errors import ActionError
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
-from . import ovs_vsctl
-from .ovs_args import (READ_BACK_COLUMNS, VIEW_COLUMNS, AddBridge, AddPort, DelBridge, DelPort,
+from . import vsctl as ovs_vsctl
+from .args import (READ_BACK_COLUMNS, VIEW_COLUMNS, AddBridge, AddPort, DelBridge, DelPort,
                        Op, RemoveKeys, SetColumns, SetKeys, View, normal, set_up_interfaces,
                        text)
 

@@ -17,7 +17,7 @@ from runflow.core.errors import ActionError
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host, NetnsHost
 
-from .linux_args import SysctlArgs
+from .args import SysctlArgs
 
 PROC_SYS = "/proc/sys"
 

@@ -1,15 +1,15 @@
 """The ovs.* actions, and their `ovs-vsctl` backend (target centos6).
 
 Each action observes a view of the database, decides the ops that make its desired state hold
-(backends/ovs_args.py), and hands them to its backend's client; the `ovsdb` backend
-(backends/ovsdb.py) plugs another client into the same actions, as neutron does with its vsctl
+(backends/ovs/args.py), and hands them to its backend's client; the `ovsdb` backend
+(backends/ovs/ovsdb.py) plugs another client into the same actions, as neutron does with its vsctl
 and native OVSDB drivers. Both describe their changes as the ovs-vsctl commands below.
 
 This client sticks to commands Open vSwitch 1.9 (CentOS 6) has. It writes with ovs-vsctl
 (add-br, del-br, add-port, del-port, set, remove, --if-exists): the ops of one step, or of all
 the instances of a for_each step, go into one invocation chained with `--`, which ovs-vsctl
 runs as one transaction. It reads in-process, with select operations over the OVSDB protocol
-(backends/ovsdb_wire.py, one connection per run and host): no process per read, and the server
+(backends/ovs/wire.py, one connection per run and host): no process per read, and the server
 returns only the rows asked for, where ovs-vsctl fetches whole tables before it looks at one row
 (with 500 ports a `find` costs as much as the `add-port` it precedes). ovs.set finds its record
 as `ovs-vsctl set` does (by UUID, or by name through the same table of row ids).
@@ -35,12 +35,12 @@ from runflow.core.export import command, indent, value_of, word
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
-from .ovs_args import (BRIDGE_COLUMNS, READ_BACK_COLUMNS, RUN_TAG, STEP_TAG, VIEW_COLUMNS,
+from .args import (BRIDGE_COLUMNS, READ_BACK_COLUMNS, RUN_TAG, STEP_TAG, VIEW_COLUMNS,
                        AddBridge, AddPort, DelBridge, DelPort, Op, OvsBridgeAbsentArgs,
                        OvsBridgeArgs, OvsPortAbsentArgs, OvsPortArgs, OvsSetArgs, RemoveKeys,
                        SetColumns, SetKeys, View, inserted_interfaces, is_empty,
                        same, set_up_interfaces, setup_problem, text, vsctl_atom, vsctl_value)
-from .ovsdb_wire import OvsdbWire, connection, where_named, where_uuid
+from .wire import OvsdbWire, connection, where_named, where_uuid
 
 TIMEOUT = 30  # seconds ovs-vsctl waits for ovsdb-server and ovs-vswitchd
 _SELECT_LIMIT = 8  # beyond this many ports, reading whole tables is cheaper than a select each
@@ -100,7 +100,7 @@ def vsctl_argv(db: str | None, commands: Sequence[Sequence[str]], *,
 
 
 class VsctlClient:
-    """Reads one host's database in-process (backends/ovsdb_wire.py) and writes it with
+    """Reads one host's database in-process (backends/ovs/wire.py) and writes it with
     ovs-vsctl (the inventory's `ovsdb` entry is passed as --db; without one, both use the
     default socket)."""
 

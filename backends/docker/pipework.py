@@ -6,7 +6,7 @@ container's namespace, `nsenter -t PID -n ip ...` inside the container, `brctl a
 Reading starts no command where the host can be read without one: the container's PID comes
 from one docker inspect through the API, the host end from /sys, whether the container has the
 interface yet from /proc/PID/net/dev, and Open vSwitch (tagged ports, their bridge, a bridge's
-existence, a new port's ofport and error) from OVSDB in-process (backends/ovsdb_wire.py, the
+existence, a new port's ofport and error) from OVSDB in-process (backends/ovs/wire.py, the
 connection the ovs-vsctl backend's steps use too).
 """
 
@@ -21,10 +21,11 @@ from runflow.core.errors import ActionError
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
-from .docker import (Attachment, ContainerAttach, ContainerDetach, Plumbing, attach_commands,
-                     detach_commands, global_addresses, missing_modules, vsctl_argv)
-from .ovs_vsctl import VsctlClient
-from .ovsdb_wire import connection, where_named
+from .attachment import (Attachment, ContainerAttach, ContainerDetach, Plumbing, attach_commands,
+                         detach_commands, global_addresses, vsctl_argv)
+from .client import missing_modules
+from ..ovs.vsctl import VsctlClient
+from ..ovs.wire import connection, where_named
 
 TOOLS = ("ip", "nsenter", "brctl")
 

@@ -1,7 +1,7 @@
 """Links, bridges, addresses, veth pairs, namespaces and routes over netlink (backend
 `netlink`, target modern).
 
-The actions are iproute2.py's and brctl.py's, the records and changes linux_args.py's, and
+The actions are iproute2.py's and brctl.py's, the records and changes args.py's, and
 links are read as there. This module reads addresses and routes with rtnetlink dumps and
 carries out the changes as rtnetlink requests, written down one socket in one go — a whole
 for_each batch in a few system calls — the kernel acknowledging each one in order; an error
@@ -34,7 +34,7 @@ from runflow.core.hosts import Host
 
 from .brctl import BRIDGE_ACTIONS
 from .iproute2 import LINK_ACTIONS, Linux, abridged, backend_actions, in_netns, render
-from .linux_args import (PROTOCOLS, SCOPES, AddAddr, AddBridge, AddVeth, Change, DelAddr,
+from .args import (PROTOCOLS, SCOPES, AddAddr, AddBridge, AddVeth, Change, DelAddr,
                          DelLink, DelRoute, Enslave, MoveLink, Netns, Record, Release,
                          RenameLink, ReplaceRoute, SetLink)
 from .rtnetlink import (NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, Request, address_request,

@@ -1,10 +1,10 @@
-"""Argument schemas of the container, docker daemon and service actions, shared by every backend
-that implements them (docker, pipework, daemon-json, sysconfig, systemd, service, command)."""
+"""Argument schemas of the container and docker daemon actions, shared by every backend that
+implements them (docker, pipework, daemon-json, sysconfig)."""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -121,15 +121,3 @@ class DockerDaemonArgs(Args):
                for key in ("bridge", "bip", "fixed_cidr", "mtu", "iptables")):
             raise ValueError("give at least one of bridge, bip, fixed_cidr, mtu, iptables")
         return self
-
-
-# -- services -----------------------------------------------------------------------------------
-
-
-class ServiceRestartArgs(Args):
-    name: Name
-
-
-class ServicePresentArgs(Args):
-    name: Name
-    state: Literal["running", "stopped"] = "running"

@@ -29,7 +29,7 @@ from runflow.core.errors import ActionError
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
-from .docker_args import ServicePresentArgs, ServiceRestartArgs
+from .args import ServicePresentArgs, ServiceRestartArgs
 
 VERBS = ("restart", "start", "stop", "status")
 

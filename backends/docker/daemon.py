@@ -9,7 +9,7 @@ refuses both), so setting one drops the other from the file. A `bridge` that is 
 bridge fails the step before anything changes: dockerd cannot attach containers to it.
 
 With `restart = "docker"` the step restarts that service right after the file changed, and
-again after undo restored it (see backends/service.py for why service.restart's undo cannot).
+again after undo restored it (see backends/system/service.py for why service.restart's undo cannot).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from runflow.core.errors import ActionError
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
-from .docker import linux_bridge, vsctl_argv
-from .docker_args import DockerDaemonArgs
-from .service import service_argv
+from .attachment import linux_bridge, vsctl_argv
+from .args import DockerDaemonArgs
+from ..system.service import service_argv
 
 SETTINGS = ("bridge", "bip", "fixed_cidr", "mtu", "iptables")
 EXCLUSIVE = {"bridge": "bip", "bip": "bridge"}

@@ -25,8 +25,8 @@ from runflow.core.errors import ActionError
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
-from .iproute2 import tools_missing
-from .linux_args import FirewallPolicyArgs, FirewallRuleAbsentArgs, FirewallRuleArgs
+from ..linux.iproute2 import tools_missing
+from .args import FirewallPolicyArgs, FirewallRuleAbsentArgs, FirewallRuleArgs
 
 # -- reading iptables-save ----------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 and what every Linux link backend shares: reading links from /sys, looking into other
 namespaces, and the actions themselves, written once (`LinkAction`) over a `Linux` backend
 that reads addresses and routes and carries out changes. brctl.py (the bridge actions) and
-netlink.py build on it; the records and changes are linux_args.py's.
+netlink.py build on it; the records and changes are args.py's.
 
 A step, for every link action and backend:
 
@@ -52,7 +52,7 @@ from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
 from .rtnetlink import LinkDump, dump_links
-from .linux_args import (ABSENT, HOME, ROUTE_DEFAULTS, AddAddr, AddBridge, AddrAbsentArgs,
+from .args import (ABSENT, HOME, ROUTE_DEFAULTS, AddAddr, AddBridge, AddrAbsentArgs,
                          AddrPresentArgs, AddVeth, Change, DelAddr, DelLink, DelRoute, Enslave,
                          LinkSetArgs, MoveLink, Netns, NetnsMoveArgs, Record, Release,
                          RenameLink, ReplaceRoute, RouteArgs, RoutePresentArgs, SetLink,
@@ -856,7 +856,7 @@ class NetnsMove(LinkAction):
             return Netns(pid=args.pid)
         if view.ctx is None:  # not observed: the container's process is not known
             return None
-        from .docker import inspect  # only a move into a container needs docker
+        from ..docker.client import inspect  # only a move into a container needs docker
 
         info = inspect(view.ctx, args.container) or {}
         pid = info.get("State", {}).get("Pid") or 0
