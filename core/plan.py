@@ -10,6 +10,7 @@ from typing import Any
 from .errors import InputError
 from .hosts import Host
 from .inventory import Inventory
+from .limits import MAX_VALUE_SIZE, too_large
 from .plugins import Plugins
 from .workflow import Instance, Workflow, expand, merge_vars
 
@@ -50,10 +51,32 @@ def parse_vars(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.isidentifier():
-            raise InputError(f"--var {pair!r}: expected KEY=VALUE with KEY an identifier",
+            raise InputError(f"--var {pair[:40]!r}: expected KEY=VALUE with KEY an identifier",
                              field="--var")
+        if too_large(value):
+            raise InputError(f"--var {key}: {_TOO_LARGE}", field="--var")
         result[key] = value
     return result
+
+
+_TOO_LARGE = (f"the value holds more than {MAX_VALUE_SIZE:,} characters, the most a var may hold "
+              "(a list or table counts the text of its items)")
+
+
+def _check_var_sizes(workflow: Workflow, inventory: Inventory, hosts: list[Host]) -> None:
+    """Every var of the workflow and of the hosts' inventory entries within the limit: each is
+    journaled, and may be copied into every step's arguments."""
+    tables = [("vars", workflow.vars)]
+    tables += [(f"targets.{name}", table) for name, table in workflow.targets.items()]
+    for where, table in tables:
+        for name, value in table.items():
+            if too_large(value):
+                raise workflow.error(_TOO_LARGE, field=f"{where}.{name}")
+    for host in hosts:
+        for name, value in host.vars.items():
+            if too_large(value):
+                raise InputError(_TOO_LARGE, file=inventory.path,
+                                 field=f"hosts.{host.name}.vars.{name}")
 
 
 def build(workflow: Workflow, plugins: Plugins, inventory: Inventory, hosts: list[Host], *,
@@ -75,6 +98,7 @@ def build(workflow: Workflow, plugins: Plugins, inventory: Inventory, hosts: lis
             except InputError as exc:
                 exc.file = exc.file or inventory.path
                 raise
+    _check_var_sizes(workflow, inventory, hosts)
     variables = {h.name: merge_vars(workflow, target, h.vars, cli_vars) for h in hosts}
     instances = {
         h.name: expand(workflow, plugins.registry, target=target, host=h,
