@@ -79,6 +79,24 @@ def _check_var_sizes(workflow: Workflow, inventory: Inventory, hosts: list[Host]
                                  field=f"hosts.{host.name}.vars.{name}")
 
 
+def _check_host_vars(workflow: Workflow, inventory: Inventory,
+                     variables: dict[str, dict[str, Any]]) -> None:
+    """Every host has the vars the workflow expects from the inventory ([workflow] host_vars)."""
+    for host, merged in variables.items():
+        missing = [name for name in workflow.host_vars if name not in merged]
+        if not missing:
+            continue
+        if inventory.path is None:
+            where = "there is no inventory: give one (--inventory FILE, or --lab for the lab's)"
+        else:
+            where = (f"host {host!r} of {inventory.path} does not give {missing[0]!r}: add it to "
+                     f"[hosts.{host}.vars]")
+        raise workflow.error(
+            f"the workflow expects {', '.join(map(repr, missing))} from each host's vars in the "
+            f"inventory, and {where}, or give --var {missing[0]}=VALUE",
+            field="workflow.host_vars")
+
+
 def build(workflow: Workflow, plugins: Plugins, inventory: Inventory, hosts: list[Host], *,
           target: str, cli_vars: dict[str, str], plugin_files: list[str],
           probe: bool = True) -> Plan:
@@ -91,6 +109,9 @@ def build(workflow: Workflow, plugins: Plugins, inventory: Inventory, hosts: lis
                 raise workflow.error(
                     f"host {name!r} is not in the inventory (hosts: {', '.join(sorted(hosts_by_name))})",
                     step=step.index, field="on")
+    _check_var_sizes(workflow, inventory, hosts)
+    variables = {h.name: merge_vars(workflow, target, h.vars, cli_vars) for h in hosts}
+    _check_host_vars(workflow, inventory, variables)
     if probe:
         for host in hosts:
             try:
@@ -98,8 +119,6 @@ def build(workflow: Workflow, plugins: Plugins, inventory: Inventory, hosts: lis
             except InputError as exc:
                 exc.file = exc.file or inventory.path
                 raise
-    _check_var_sizes(workflow, inventory, hosts)
-    variables = {h.name: merge_vars(workflow, target, h.vars, cli_vars) for h in hosts}
     instances = {
         h.name: expand(workflow, plugins.registry, target=target, host=h,
                        variables=variables[h.name], probe=probe)

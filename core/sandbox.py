@@ -11,8 +11,7 @@ from __future__ import annotations
 import math
 import os
 import resource
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from itertools import islice
 from typing import Any
@@ -33,8 +32,8 @@ class LimitExceeded(SecurityError):
 
 def _check_size(size: int, what: str) -> None:
     if size > MAX_VALUE_SIZE:
-        raise LimitExceeded(f"{what} would hold {size:,} characters; a value may hold at most "
-                            f"{MAX_VALUE_SIZE:,}")
+        raise LimitExceeded(f"{what} would hold at least {size:,} characters; a value may hold "
+                            f"at most {MAX_VALUE_SIZE:,}")
 
 
 def _check_int(bits: int, what: str) -> None:
@@ -61,7 +60,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        del self.globals["lipsum"]
+        self.globals.pop("lipsum", None)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "+" and isinstance(left, _SEQUENCES):
@@ -114,17 +113,47 @@ def _expression(text: str) -> Any:
 
 
 def render(text: str, variables: dict[str, Any]) -> str:
-    return _template(text).render(variables)
+    return _capped(lambda: _template(text).render(variables))
 
 
 def evaluate(expression: str, variables: dict[str, Any]) -> Any:
-    value = _expression(expression)(variables)
+    return _capped(lambda: _value(_expression(expression)(variables)))
+
+
+def _value(value: Any) -> Any:
     if isinstance(value, Undefined):
         str(value)  # a StrictUndefined raises the UndefinedError that names the variable
     if isinstance(value, Iterator):  # a filter's lazy result (map, select...): its items, now
         value = list(islice(value, MAX_VALUE_SIZE + 1))
     _check_size(text_size(value), "the value")
     return value
+
+
+def _capped(evaluation: Callable[[], Any]) -> Any:
+    """Compile and evaluate a template while the process may map at most MAX_TEMPLATE_MEMORY
+    more than it has: beyond it an allocation fails with MemoryError (that of 'a' * 10 ** 10
+    fails at once, without touching memory). The limit is the process's, which is why it is
+    set only for the moment of one evaluation."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = _mapped() + MAX_TEMPLATE_MEMORY
+    if soft != resource.RLIM_INFINITY and soft <= cap:  # already tighter: keep it
+        return evaluation()
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        return evaluation()
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _mapped() -> int:
+    """The bytes the process maps (VmSize)."""
+    return int(os.pread(_statm(os.getpid()), 32, 0).split()[0]) * _PAGE_SIZE
+
+
+@lru_cache(maxsize=1)
+def _statm(pid: int) -> int:
+    # Kept open, it is read in 3-4 us. By pid: a forked child must read its own.
+    return os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
 
 
 def explain(exc: Exception, template: str,
@@ -149,23 +178,3 @@ def _undefined_names(template: str, variables: dict[str, Any]) -> tuple[str, ...
     """The variables a template uses that are neither given nor Jinja2's own (range, dict...)."""
     used = meta.find_undeclared_variables(_env().parse(template))
     return tuple(sorted(n for n in used if n not in variables and n not in _env().globals))
-
-
-@contextmanager
-def memory_cap() -> Iterator[None]:
-    """While a template is compiled and evaluated, the process may map at most
-    MAX_TEMPLATE_MEMORY more: beyond it an allocation fails with MemoryError (the allocation
-    of 'a' * 10 ** 10 fails at once, without touching memory). The limit is the process's,
-    which is why it is set only for the moment of one evaluation."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    with open("/proc/self/statm", "rb") as statm:
-        mapped = int(statm.read().split()[0]) * _PAGE_SIZE
-    cap = mapped + MAX_TEMPLATE_MEMORY
-    if soft != resource.RLIM_INFINITY and soft <= cap:  # already tighter: keep it
-        yield
-        return
-    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

@@ -266,7 +266,7 @@ def _expand_step(workflow: Workflow, registry: Registry, step: StepSpec, target:
         return workflow.error(message, step=step.index, field=field)
 
     def cannot(problem: TemplateProblem, field: str | None) -> InputError:
-        return fail(_explained(problem, workflow, step), field)
+        return fail(_explained(problem, step), field)
 
     if not registry.implementations(step.action):
         close = registry.close_names(step.action)
@@ -340,18 +340,13 @@ def _when_false(step: StepSpec, scope: dict[str, Any]) -> str | None:
     return None if value else f"when: {step.when} is false"
 
 
-def _explained(problem: TemplateProblem, workflow: Workflow, step: StepSpec) -> str:
+def _explained(problem: TemplateProblem, step: StepSpec) -> str:
     """The problem, and for a variable that is not set, where it could come from."""
     missing = problem.undefined
     if not missing:
         return str(problem)
     if step.for_each is None and {"item", "index"} & set(missing):
         return f"{problem}; `item` and `index` are set only in a step with for_each"
-    expected = [name for name in missing if name in workflow.host_vars]
-    if expected:
-        return (f"{problem}; the workflow expects it from each host's vars in the inventory: "
-                f"give one (--inventory FILE, or --lab for the lab's) or --var "
-                f"{expected[0]}=VALUE")
     return (f"{problem}; vars come from the workflow's [vars] or [targets.NAME] (with --target "
             f"NAME), the inventory's host vars (--inventory FILE, --lab) or --var "
             f"{missing[0]}=VALUE")

@@ -115,9 +115,20 @@ def test_every_shipped_workflow_validates_or_says_what_it_expects(runflow):
     result = runflow("validate", *sorted((REPO / "workflows").glob("*.toml")))
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert [e for e in errors if "cross-host-ping.toml" not in e] == []
-    assert errors == [e for e in errors if "expects it from each host's vars in the inventory: "
-                      "give one (--inventory FILE, or --lab for the lab's) or --var "
-                      "peer_container_address=VALUE" in e]
+    assert errors == [e for e in errors if "expects 'peer_container_address' from each host's "
+                      "vars in the inventory, and there is no inventory: give one (--inventory "
+                      "FILE, or --lab for the lab's), or give --var peer_container_address=VALUE"
+                      in e]
     with_var = runflow("validate", REPO / "workflows" / "cross-host-ping.toml",
                        "--var", "peer_container_address=172.16.42.64")
     assert with_var.returncode == 0, with_var.stderr
+
+
+def test_a_host_that_does_not_give_a_host_var_is_named(rf, tmp_path):
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text('[hosts.h1]\nvars = { peer = "a" }\n[hosts.h2]\nvars = {}\n')
+    result = rf("validate", REPO / "tests" / "invalid" / "43-host-var-not-given.toml",
+                "--inventory", inventory, "--var", f"dir={tmp_path}")
+    assert result.returncode == 2
+    assert (f"host 'h2' of {inventory} does not give 'peer': add it to [hosts.h2.vars], or "
+            "give --var peer=VALUE") in result.stderr
