@@ -133,7 +133,8 @@ def _capped(evaluation: Callable[[], Any]) -> Any:
     """Compile and evaluate a template while the process may map at most MAX_TEMPLATE_MEMORY
     more than it has: beyond it an allocation fails with MemoryError (that of 'a' * 10 ** 10
     fails at once, without touching memory). The limit is the process's, which is why it is
-    set only for the moment of one evaluation."""
+    set only for the moment of one evaluation: templates are evaluated while a plan is built,
+    before any step runs, so no other thread is at work then."""
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     cap = _mapped() + MAX_TEMPLATE_MEMORY
     if soft != resource.RLIM_INFINITY and soft <= cap:  # already tighter: keep it
