@@ -15,16 +15,21 @@ from pydantic.fields import FieldInfo
 from .actions import Args, Registry
 from .errors import InputError
 
-# The argument types of core/fields.py by their validator: what `Annotated[str, ...]` means.
+# runflow's own argument types (core/fields.py, the backends' args modules) by their
+# validator: what an `Annotated[str, AfterValidator(...)]` means.
 _NAMED = {"_ifname": "interface name", "_ip": "IP address", "_interface": "address/prefix",
-          "_network": "network/prefix", "_name": "name", "_argv": "argv list"}
+          "_network": "network/prefix", "_name": "name", "_argv": "argv list",
+          "_argv_list": "argv list", "_mac": "MAC address", "_image": "image reference",
+          "_path": "absolute path", "_netns": "namespace name", "_chain": "chain name",
+          "_sysctl_name": "sysctl name", "_table": "table name", "_record": "record name",
+          "_string_map": "table of string"}
 _BASIC = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "none"}
 
 
 def _validator_name(metadata: list[Any]) -> str | None:
     for item in metadata:
         func = getattr(item, "func", None)
-        if func is not None and getattr(func, "__module__", "") == "runflow.core.fields":
+        if func is not None and getattr(func, "__module__", "").startswith("runflow."):
             return _NAMED.get(func.__name__)
     return None
 
