@@ -50,7 +50,8 @@ def on_host(host: Host, work: Callable[[], T]) -> T:
 
 
 def roundtrip(action: type[Action] | str, args: Mapping[str, Any] | Args, host: Host, *,
-              backend: str | None = None, plugins: Any = None) -> Roundtrip:
+              backend: str | None = None, plugins: Any = None,
+              ignore: Sequence[str] = ()) -> Roundtrip:
     """Check one action implementation on host, from a state where its desired state does not
     hold yet:
 
@@ -65,11 +66,35 @@ def roundtrip(action: type[Action] | str, args: Mapping[str, Any] | Args, host: 
     action: an Action subclass, or an action's name (then `backend` picks one of its
     implementations, from `plugins` — a runflow.core.plugins.Plugins — or from the built-ins
     and installed plugins). args: the step's arguments, validated by the action's schema.
+    ignore: parts of the observed state that cannot come back as they were and do not
+    matter, as dotted paths with `*` for any key — e.g. "links.*.ifindex" for a link that
+    undo recreates (the kernel numbers it anew).
     Raises RoundtripFailure naming the stage that broke; returns what it saw.
     """
     impl_class = _implementation(action, backend, plugins)
     parsed = args if isinstance(args, Args) else impl_class.Args.model_validate(dict(args))
-    return on_host(host, lambda: _trip(impl_class, parsed, host))
+    return on_host(host, lambda: _trip(impl_class, parsed, host, ignore))
+
+
+def apply(action: type[Action] | str, args: Mapping[str, Any] | Args, host: Host, *,
+          backend: str | None = None, plugins: Any = None) -> State:
+    """Make an action's desired state hold on host (observe, apply unless it holds), to set a
+    host up with runflow's own actions; returns what was observed before."""
+    impl_class = _implementation(action, backend, plugins)
+    parsed = args if isinstance(args, Args) else impl_class.Args.model_validate(dict(args))
+
+    def work() -> State:
+        commands = _Commands(host)
+        try:
+            impl, ctx = impl_class(), commands.context()
+            before = impl.observe(ctx, parsed)
+            if not impl.check(parsed, before):
+                impl.apply(ctx, parsed, before)
+            return before
+        finally:
+            commands.close()
+
+    return on_host(host, work)
 
 
 def _implementation(action: type[Action] | str, backend: str | None,
@@ -115,9 +140,13 @@ class _Commands:
             resources.close()
 
 
-def _trip(impl_class: type[Action], args: Args, host: Host) -> Roundtrip:
+def _trip(impl_class: type[Action], args: Args, host: Host, ignore: Sequence[str]
+          ) -> Roundtrip:
     impl = impl_class()
     what = f"{impl.name} (backend {impl.backend})"
+
+    def same(a: State, b: State) -> bool:
+        return _without(a, ignore) == _without(b, ignore)
 
     def fail(stage: str, problem: str) -> RoundtripFailure:
         return RoundtripFailure(f"{what}: {stage}: {problem}")
@@ -151,9 +180,9 @@ def _trip(impl_class: type[Action], args: Args, host: Host) -> Roundtrip:
         impl.undo(rollback, args, before)
         undone = list(rollback.commands)
         restored = _through_json(impl.observe(rollback, args), fail)
-        if restored != before:
+        if not same(restored, before):
             raise fail("undo", "the host is not as it was before apply:\n"
-                       + _differences(before, restored))
+                       + _differences(_without(before, ignore), _without(restored, ignore)))
 
         again_ctx = commands.context()
         try:
@@ -162,8 +191,9 @@ def _trip(impl_class: type[Action], args: Args, host: Host) -> Roundtrip:
             raise fail("undo again", f"raised {type(exc).__name__}: {exc} (undo must act "
                                      "only on what is still changed)") from exc
         final = _through_json(impl.observe(again_ctx, args), fail)
-        if final != before:
-            raise fail("undo again", "changed the host:\n" + _differences(before, final))
+        if not same(final, before):
+            raise fail("undo again", "changed the host:\n"
+                       + _differences(_without(before, ignore), _without(final, ignore)))
         return Roundtrip(before, after, restored, applied, undone, commands.logs)
     finally:
         commands.close()
@@ -179,6 +209,22 @@ def _through_json(state: State, fail: Callable[[str, str], RoundtripFailure]) ->
         raise fail("observe", "the state changes on its way through JSON (tuples, sets or "
                               f"non-string keys?): {state!r} comes back as {kept!r}")
     return kept
+
+
+def _without(state: Any, patterns: Sequence[str]) -> Any:
+    """state without the parts the dotted patterns name ("links.*.ifindex")."""
+    for pattern in patterns:
+        state = _drop(state, pattern.split("."))
+    return state
+
+
+def _drop(value: Any, path: list[str]) -> Any:
+    if not isinstance(value, dict) or not path:
+        return value
+    head, rest = path[0], path[1:]
+    if not rest:
+        return {k: v for k, v in value.items() if not (head == "*" or k == head)}
+    return {k: _drop(v, rest) if head in ("*", k) else v for k, v in value.items()}
 
 
 def _describes(impl: Action, args: Args, before: State,
