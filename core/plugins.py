@@ -282,7 +282,8 @@ class Plugins:
             return
         classes: list[Any] = []
         try:
-            impls[0].function(register=classes.append)
+            for impl in impls:
+                impl.function(register=classes.append)
         except Exception as exc:  # plugin code
             raise PluginError.raised(exc, method="runflow_register_actions", plugin=name) from exc
         if not classes:
