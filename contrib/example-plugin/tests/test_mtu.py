@@ -55,3 +55,23 @@ def test_the_arguments_are_described():
     assert shown.returncode == 0, shown.stderr
     args = {a["name"]: a for a in json.loads(shown.stdout)["arguments"]}
     assert args["mtu"]["type"] == "integer (68-65535)" and args["mtu"]["description"]
+
+
+def test_the_exported_script_does_and_undoes_it(veth_host, tmp_path):
+    workflow = tmp_path / "mtu.toml"
+    workflow.write_text('[workflow]\nname = "mtu"\n\n[[steps]]\nid = "v0-mtu"\n'
+                        'action = "mylab.mtu"\nname = "v0"\nmtu = 1400\n')
+    script = tmp_path / "mtu.sh"
+    exported = runflow("export", str(workflow), "--plugin", str(PLUGIN), "--target", "centos6",
+                       "-o", str(script))
+    assert exported.returncode == 0, exported.stderr
+    sh = ["env", f"RUNFLOW_JOURNAL={tmp_path / 'mtu.journal'}", "sh", str(script)]
+
+    def mtu() -> str:
+        return run_on(veth_host, ["cat", "/sys/class/net/v0/mtu"]).stdout.strip()
+
+    run_on(veth_host, sh)
+    assert mtu() == "1400"
+    assert "already so" in run_on(veth_host, sh).stdout  # a second run changes nothing
+    run_on(veth_host, [*sh, "--rollback"])
+    assert mtu() == "1500"
