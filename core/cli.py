@@ -330,7 +330,7 @@ def export(workflow, fmt, output, load_plugins, **selection) -> None:
     click.echo(f"runflow: wrote {output}", err=True)
 
 
-@cli.command()
+@cli.command(short_help="Backends: targets served, usable here, the one chosen.")
 @selection_options
 @click.option("--json", "as_json", is_flag=True, help="Print the listing as JSON.")
 @handles_errors
@@ -380,7 +380,7 @@ def _backend_status(row: dict[str, Any]) -> str:
     return status
 
 
-@cli.command()
+@cli.command(short_help="Every action, its backends; an action's arguments.")
 @click.argument("action", required=False)
 @click.option("--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False),
               help="Also load a plugin from a Python file, relative to the current directory "
