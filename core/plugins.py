@@ -9,10 +9,8 @@ point) and as a file is one plugin: the file wins, with a notice.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
-import inspect
 import os
 import re
 import sys
@@ -77,8 +75,10 @@ def _stderr(text: str) -> None:
     print(f"runflow: {text}", file=sys.stderr, flush=True)
 
 
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def _sha256(data: bytes) -> str:
+    import hashlib  # for plugin files only: 1-3 ms of start-up otherwise
+
+    return hashlib.sha256(data).hexdigest()
 
 
 class PluginFile(NamedTuple):
@@ -151,7 +151,7 @@ class Plugins:
         if not os.path.isfile(key):
             raise InputError(f"plugin file {key!r} does not exist", field="plugins")
         stem = re.sub(r"\W", "_", Path(key).stem)
-        module_name = f"runflow_plugin_{stem}_{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+        module_name = f"runflow_plugin_{stem}_{_sha256(key.encode())[:8]}"
         spec = importlib.util.spec_from_file_location(module_name, key)
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
@@ -162,7 +162,7 @@ class Plugins:
         except Exception as exc:  # plugin code
             del sys.modules[module_name]
             raise PluginError.raised(exc, method="loading", plugin=name) from exc
-        self._files[name] = PluginFile(key, file_sha256(key))
+        self._files[name] = PluginFile(key, _sha256(Path(key).read_bytes()))
         self._add(module, name, f"file {key}")
         return name
 
@@ -191,11 +191,6 @@ class Plugins:
                    for impl in caller.get_hookimpls()):
                 raise PluginError(f"plugin {name}: @hookimpl {hook_name} matches no hook of "
                                   f"runflow{_nearest_hook(hook_name)}", plugin=name)
-
-    def check(self) -> None:
-        """Refuse hook implementations that match no spec, in every plugin."""
-        for name, _ in self.pm.list_name_plugin():
-            self._check_hook_names(name)
 
     def add_subscriber(self, obj: object, name: str | None = None) -> None:
         """Register an object with hook implementations (e.g. an event sink) for this command."""
@@ -370,6 +365,7 @@ def _forgotten_marker(plugin: object) -> str:
 
 def _hook_mismatch(plugin: object, name: str, exc: pluggy.PluginValidationError) -> str:
     """pluggy's multi-line complaint about a hook implementation's arguments, as one line."""
+    import inspect
     for attr in dir(plugin):
         spec = getattr(hookspecs, attr, None)
         func = getattr(plugin, attr, None)
