@@ -175,6 +175,9 @@ class Toy(Action):
     def check(self, args, before):
         raise ValueError("cannot say")
 
+    def shell(self, host, args, var):
+        raise RuntimeError("no form today")
+
 
 class PickyToy(Toy):
     name, Args = "toy.picky", Picky
@@ -211,3 +214,7 @@ def test_a_validator_or_check_that_raises_is_one_line(runflow, tmp_path):
     assert after.startswith("after") and "would change" in after
     assert "1 step(s) could not be observed here" in planned.stderr
     assert "Traceback" not in planned.stdout + planned.stderr
+
+    line = one_line_error(runflow("export", wf, "--plugin", plugin))
+    assert "shell of toy.broken in backend toy-sh (plugin file:" in line
+    assert "raised RuntimeError: no form today" in line
