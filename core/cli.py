@@ -31,9 +31,11 @@ class DefaultRunGroup(click.Group):
 
 
 def fail_with(exc: Exception) -> None:
-    from .errors import RunflowError
+    from .errors import RunflowError, debugging, traceback_text
 
     code = exc.exit_code if isinstance(exc, RunflowError) else 1
+    if debugging() and exc.__cause__ is not None:
+        click.echo(traceback_text(exc).rstrip(), err=True)
     if code:
         click.echo(f"runflow: error: {exc}", err=True)
     else:
@@ -67,13 +69,26 @@ def selection_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      type=click.Choice(["auto", "centos6", "modern"]),
                      help="Which backends serve the actions."),
         click.option("--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False),
-                     help="Load a plugin from a Python file (repeatable)."),
+                     help="Load a plugin from a Python file, relative to the current "
+                          "directory (repeatable)."),
+        click.option("--allow-outside-plugins", "plugins_outside", is_flag=True,
+                     help="Let the workflow's plugins = [...] name files outside its "
+                          "directory."),
         click.option("--lab", "use_lab", is_flag=True,
                      help="Use the inventory of the lab (runflow lab up)."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
+
+
+def load_plugins_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Commands that change nothing run a workflow's plugin code only when asked."""
+    return click.option(
+        "--load-plugins", is_flag=True,
+        help="Load the plugin files the workflow names (plugins = [...]): they are Python "
+             "code and run when loaded. Without it, a workflow that names plugins is refused."
+    )(func)
 
 
 def change_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -114,7 +129,8 @@ def _options(cli_vars=(), inventory=None, hosts=(), target="auto", plugin_files=
 def _plugins(options) -> Any:
     from .plugins import Plugins
 
-    plugins = Plugins(options.plugin_files)
+    plugins = Plugins(options.plugin_files, workflow_plugins=options.load_plugins,
+                      plugins_outside=options.plugins_outside)
     # What is loaded by now (modules, argument schemas) lives as long as the process: keep it
     # out of the collector's full passes from now on (main() held the collector off while it
     # loaded). pydantic-core's validators are slow to traverse: a full pass took 60-100 ms.
@@ -167,15 +183,21 @@ def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 @click.group(cls=DefaultRunGroup, epilog=EPILOG,
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="runflow")
-def cli() -> None:
+@click.option("--debug", is_flag=True, envvar="RUNFLOW_DEBUG",
+              help="Print the traceback of a failure in plugin or backend code (also "
+                   "RUNFLOW_DEBUG=1).")
+def cli(debug: bool) -> None:
     """Run network-plumbing workflows (Linux bridges, Open vSwitch, docker, iptables)
     step by step: journaled, rolled back on failure, resumable.
 
     \b
     runflow WORKFLOW.toml            run it (same as: runflow run WORKFLOW.toml)
     runflow plan WORKFLOW.toml       what would change, with the commands
+    runflow actions [ACTION]         the actions, their backends and arguments
     runflow runs / show / resume / rollback
     """
+    if debug:  # read where failures are reported, in threads as well (errors.debugging)
+        os.environ["RUNFLOW_DEBUG"] = "1"
 
 
 @cli.command()
@@ -205,14 +227,17 @@ def run(workflow, events_file, lock_timeout, quiet, no_rollback, **selection) ->
 @cli.command()
 @click.argument("workflow", type=click.Path(dir_okay=False))
 @selection_options
+@load_plugins_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @handles_errors
-def plan(workflow, as_json, **selection) -> None:
-    """Show, step by step, what a run would change and the commands it would run."""
+def plan(workflow, as_json, load_plugins, **selection) -> None:
+    """Show, step by step, what a run would change and the commands it would run. A step
+    that cannot be observed here (a daemon down, a socket missing) is shown as unknown, with
+    the cause, and the others are still planned."""
     from .engine import Engine
     from .session import plan_workflow
 
-    options = _options(**selection)
+    options = _options(**selection, load_plugins=load_plugins)
     plugins = _plugins(options)
     the_plan = plan_workflow(workflow, options, plugins)
     rows = Engine(plugins, "plan", the_plan.per_host()).preview()
@@ -222,25 +247,34 @@ def plan(workflow, as_json, **selection) -> None:
     multi = len(the_plan.hosts) > 1
     for row in rows:
         where = f"[{row['host']}] " if multi else ""
-        verdict = {"change": "would change", "skip": "would skip"}[row["verdict"]]
+        verdict = {"change": "would change", "skip": "would skip",
+                   "unknown": "cannot tell"}[row["verdict"]]
         reason = f"  ({row['reason']})" if row.get("reason") else ""
         click.echo(f"{where}{row['step']:<24} {row['action']:<22} {row['backend'] or '-':<10} "
                    f"{verdict}{reason}")
         for command in row["commands"]:
             click.echo(f"    $ {command}")
+        if row.get("traceback"):
+            click.echo(row["traceback"].rstrip(), err=True)
+    unknown = sum(row["verdict"] == "unknown" for row in rows)
+    if unknown:
+        click.echo(f"runflow: warning: {unknown} step(s) could not be observed here, so the plan "
+                   "is incomplete (runflow --debug plan ... shows the tracebacks)", err=True)
 
 
 @cli.command()
 @click.argument("workflows", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @selection_options
+@load_plugins_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handles_errors
-def validate(workflows, as_json, **selection) -> None:
-    """Check workflow files (syntax, actions, arguments, vars) without touching anything."""
+def validate(workflows, as_json, load_plugins, **selection) -> None:
+    """Check workflow files (syntax, actions, arguments, vars) without touching anything.
+    Plugin files a workflow names are code: they are loaded only with --load-plugins."""
     from .errors import InputError
     from .session import plan_workflow
 
-    options = _options(**selection)
+    options = _options(**selection, load_plugins=load_plugins)
     results = []
     for path in workflows:
         try:
@@ -272,17 +306,19 @@ def validate(workflows, as_json, **selection) -> None:
               help="The script language (POSIX sh).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the script here (mode 0755) instead of to standard output.")
+@load_plugins_option
 @handles_errors
-def export(workflow, fmt, output, **selection) -> None:
+def export(workflow, fmt, output, load_plugins, **selection) -> None:
     """Write WORKFLOW as a standalone POSIX sh script for one host (default target centos6):
     checks, the commands, a journal, and a trap that undoes the applied steps on failure.
-    For hosts without Python 3. The script takes --dry-run and --rollback."""
+    For hosts without Python 3. The script takes --dry-run and --rollback. Each step's
+    backend is chosen as `runflow backends --target` shows, without probing this host."""
     from .export import script
     from .session import plan_workflow
 
     if selection["target"] == "auto":  # API backends have no shell form
         selection["target"] = "centos6"
-    options = _options(**selection)
+    options = _options(**selection, load_plugins=load_plugins)
     plugins = _plugins(options)
     text = script(plugins, plan_workflow(workflow, options, plugins, probe=False))
     if output is None:
@@ -294,15 +330,17 @@ def export(workflow, fmt, output, **selection) -> None:
     click.echo(f"runflow: wrote {output}", err=True)
 
 
-@cli.command()
+@cli.command(short_help="Backends: targets served, usable here, the one chosen.")
 @selection_options
 @click.option("--json", "as_json", is_flag=True, help="Print the listing as JSON.")
 @handles_errors
 def backends(as_json, **selection) -> None:
-    """List the plugins, the actions they implement, and whether each can run here."""
+    """List the plugins, the actions they implement, the targets each backend serves, whether
+    each can run here, and which one a step of each action gets with --target (default auto)
+    on this host (or --host of --inventory), and why."""
     from .inventory import LOCAL
     from .inventory import load as load_inventory
-    from .targets import TARGETS
+    from .targets import BackendChoiceError, choose, unusable
 
     options = _options(**selection)
     plugins = _plugins(options)
@@ -310,20 +348,73 @@ def backends(as_json, **selection) -> None:
     host = inv.select(options.hosts)[0]
     rows = []
     for action in plugins.registry.names():
-        for backend, reg in sorted(plugins.registry.implementations(action).items()):
-            reason = reg.impl.unusable(host)
+        impls = plugins.registry.implementations(action)
+        chosen = why = refused = None
+        try:
+            chosen, why = choose(plugins.registry, action, options.target, host)
+        except BackendChoiceError as exc:
+            refused = str(exc)
+        for number, (backend, reg) in enumerate(sorted(impls.items())):
+            reason = unusable(reg, host)
             rows.append({"action": action, "backend": backend, "family": reg.impl.family,
                          "plugin": reg.plugin, "usable": reason is None, "why_not": reason,
-                         "targets": [t for t, m in TARGETS.items()
-                                     if m.get(reg.impl.family) == backend],
-                         "summary": reg.impl.summary})
+                         "targets": list(reg.impl.targets), "summary": reg.impl.summary,
+                         "chosen": backend == chosen, "why_chosen": why,
+                         "refused": refused if number == 0 else None})
     if as_json:
         _print_json(rows)
         return
     _print_table(("ACTION", "BACKEND", "FAMILY", "TARGETS", "PLUGIN", "STATUS"),
-                 [(r["action"], r["backend"], r["family"], ",".join(r["targets"]) or "-",
-                   r["plugin"], "usable" if r["usable"] else f"not usable: {r['why_not']}")
-                  for r in rows])
+                 [(r["action"], r["backend"], r["family"], ",".join(r["targets"]) or "all",
+                   r["plugin"], _backend_status(r)) for r in rows])
+    click.echo(f"(* the backend a step gets with --target {options.target} on {host.name})",
+               err=True)
+
+
+def _backend_status(row: dict[str, Any]) -> str:
+    status = "usable" if row["usable"] else f"not usable: {row['why_not']}"
+    if row["chosen"]:
+        return f"{status} * {row['why_chosen']}"
+    if row["refused"]:  # on the action's first backend
+        return f"{status} (steps refused: {row['refused']})"
+    return status
+
+
+@cli.command(short_help="Every action, its backends; an action's arguments.")
+@click.argument("action", required=False)
+@click.option("--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Also load a plugin from a Python file, relative to the current directory "
+                   "(repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the listing as JSON.")
+@handles_errors
+def actions(action, plugin_files, as_json) -> None:
+    """List every action with its family, backends (and the targets each serves) and summary;
+    with ACTION, its arguments: type, default and meaning."""
+    from . import catalog
+    from .plugins import Plugins
+
+    registry = Plugins(plugin_files).registry
+    if action is None:
+        rows = catalog.listing(registry)
+        if as_json:
+            _print_json(rows)
+            return
+        _print_table(("ACTION", "FAMILY", "BACKENDS", "SUMMARY"),
+                     [(r["action"], r["family"], catalog.backends_text(r["backends"]),
+                       r["summary"]) for r in rows])
+        return
+    info = catalog.detail(registry, action)
+    if as_json:
+        _print_json(info)
+        return
+    click.echo(f"{info['action']}: {info['summary']}" if info["summary"] else info["action"])
+    click.echo(f"  family {info['family']}; backends {catalog.backends_text(info['backends'])}")
+    if info["description"]:
+        click.echo(f"  {info['description']}")
+    click.echo()
+    _print_table(("ARGUMENT", "TYPE", "DEFAULT", "MEANING"),
+                 [(a["name"], a["type"], a["default_text"], a["description"])
+                  for a in info["arguments"]])
 
 
 @cli.command()

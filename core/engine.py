@@ -19,7 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .actions import Action, Context, Resources, State
-from .errors import EXIT_NEEDS_ATTENTION, EXIT_OK, EXIT_ROLLED_BACK, ActionError
+from .errors import (EXIT_NEEDS_ATTENTION, EXIT_OK, EXIT_ROLLED_BACK, ActionError, debugging,
+                     failure_line)
 from .events import Event
 from .hosts import Host
 from .lifecycle import STEP_CHANGED, Lifecycles, StepMachine
@@ -149,27 +150,51 @@ class Engine:
             group = list(same_step)
             # a step's instances are observed together, as a run observes them
             todo = [r for r in group if not r.instance.skip_reason]
-            observed = {}
+            observed: dict[str, State] = {}
+            unknown: dict[str, str] = {}  # cannot be observed (daemon down...): said, not fatal
             if todo:
-                impl = self._impl(rt, todo[0].instance)
-                states = impl.observe_many(self._context(rt, todo[0]),
-                                           [r.instance.args for r in todo])
-                observed = {r.key: before for r, before in zip(todo, states)}
+                method = "observe"
+                try:
+                    impl = self._impl(rt, todo[0].instance)
+                    states = impl.observe_many(self._context(rt, todo[0]),
+                                               [r.instance.args for r in todo])
+                    observed = {r.key: before for r, before in zip(todo, states)}
+                except Exception as exc:
+                    unknown = self._plugin_failure(todo[0].instance, method, exc)
             for r in group:
                 inst = r.instance
                 row = {"host": rt.host.name, "step": inst.key, "action": inst.action,
                        "backend": inst.backend, "verdict": "skip", "reason": inst.skip_reason,
                        "commands": []}
-                if r.key in observed:
+                if unknown and not inst.skip_reason:
+                    row.update(unknown)
+                elif r.key in observed:
                     before = observed[r.key]
-                    if impl.check(inst.args, before):
-                        row["reason"] = impl.holds_message
+                    try:
+                        method = "check"
+                        holds = impl.check(inst.args, before)
+                        method = "describe"
+                        commands = [] if holds else impl.describe(inst.args, before)
+                    except Exception as exc:
+                        row.update(self._plugin_failure(inst, method, exc))
                     else:
-                        row["verdict"] = "change"
-                        row["commands"] = [rt.host.describe(argv)
-                                           for argv in impl.describe(inst.args, before)]
+                        if holds:
+                            row["reason"] = impl.holds_message
+                        else:
+                            row["verdict"] = "change"
+                            row["commands"] = [rt.host.describe(argv) for argv in commands]
                 rows.append(row)
         return rows
+
+    def _plugin_failure(self, inst: Instance, method: str, exc: Exception) -> dict[str, str]:
+        """A preview row's verdict when plugin code raised: one line naming the plugin,
+        backend and method and the exception (and its traceback under --debug)."""
+        plugin = self.registry.owner(inst.action, inst.backend or "")
+        row = {"verdict": "unknown", "reason": failure_line(
+            exc, method=method, action=inst.action, backend=inst.backend, plugin=plugin)}
+        if debugging():
+            row["traceback"] = traceback.format_exc()
+        return row
 
     # -- forward -----------------------------------------------------------------------------
 
@@ -420,7 +445,7 @@ class Engine:
         return rt.impls[key]
 
     def _context(self, rt: HostRuntime, r: StepRun) -> Context:
-        return Context(rt.host, self.run.id, r.key, rt.resources)
+        return Context(rt.host, self.run.id, r.key, rt.resources, emit=self._emit)
 
     def _close(self) -> None:
         for rt in self._runtimes.values():

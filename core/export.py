@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .actions import ShellStep, sh
-from .errors import InputError
+from .errors import InputError, PluginError
 from .plan import Plan
 from .plugins import Plugins
 
@@ -232,8 +232,13 @@ def script(plugins: Plugins, plan: Plan) -> str:
         if inst.skip_reason:
             parts.append(_comment(f"{inst.key}: skipped ({inst.skip_reason})"))
             continue
-        impl = registry.implementations(inst.action)[inst.backend].impl()
-        form = impl.shell(host, inst.args, StepVariables(step, inst.key.split("[")[0]))
+        registered = registry.implementations(inst.action)[inst.backend]
+        try:
+            form = registered.impl().shell(host, inst.args,
+                                           StepVariables(step, inst.key.split("[")[0]))
+        except Exception as exc:  # plugin code: one line naming it (--debug: the traceback)
+            raise PluginError.raised(exc, method="shell", action=inst.action,
+                                     backend=inst.backend, plugin=registered.plugin) from exc
         if form is None:
             raise plan.workflow.error(
                 f"{inst.action} (backend {inst.backend}) has no shell form, so this workflow "

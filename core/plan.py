@@ -4,6 +4,7 @@ rebuilt from the journal for resume and rollback."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,7 @@ from .errors import InputError
 from .hosts import Host
 from .inventory import Inventory
 from .limits import MAX_VALUE_SIZE, too_large
-from .plugins import Plugins
+from .plugins import PluginFile, Plugins
 from .workflow import Instance, Workflow, expand, merge_vars
 
 
@@ -22,7 +23,7 @@ class Plan:
     inventory: Inventory
     hosts: list[Host]
     cli_vars: dict[str, str]
-    plugin_files: list[str]
+    plugin_files: list[PluginFile]  # every plugin file loaded: journaled with its hash
     variables: dict[str, dict[str, Any]]  # per host name
     instances: dict[str, list[Instance]]  # per host name
 
@@ -32,14 +33,17 @@ class Plan:
     def record(self) -> dict[str, Any]:
         """Everything a run is made of, for the journal (resume rebuilds the plan from it)."""
         return {
-            "workflow": {"name": self.workflow.name, "path": self.workflow.path,
+            # Absolute paths, so that resume and rollback work from any directory (a
+            # workflow's plugins are found relative to it).
+            "workflow": {"name": self.workflow.name,
+                         "path": os.path.abspath(self.workflow.path),
                          "text": self.workflow.text, "sha256": self.workflow.sha256},
             "target": self.target,
             "inventory": {"path": self.inventory.path, "text": self.inventory.text},
             "hosts": [h.name for h in self.hosts],
             "host_keys": {h.name: h.key for h in self.hosts},
             "cli_vars": self.cli_vars,
-            "plugins": self.plugin_files,
+            "plugins": [f.to_json() for f in self.plugin_files],
             "vars": self.variables,
             "steps": {h: [i.to_json() for i in insts] for h, insts in self.instances.items()},
         }
@@ -98,10 +102,8 @@ def _check_host_vars(workflow: Workflow, inventory: Inventory,
 
 
 def build(workflow: Workflow, plugins: Plugins, inventory: Inventory, hosts: list[Host], *,
-          target: str, cli_vars: dict[str, str], plugin_files: list[str],
-          probe: bool = True) -> Plan:
-    for path in workflow.plugins:
-        plugins.load_file(path)
+          target: str, cli_vars: dict[str, str], probe: bool = True) -> Plan:
+    plugins.load_workflow_plugins(workflow)
     hosts_by_name = {h.name for h in inventory.hosts}
     for step in workflow.steps:
         for name in step.on or ():
@@ -124,5 +126,5 @@ def build(workflow: Workflow, plugins: Plugins, inventory: Inventory, hosts: lis
                        variables=variables[h.name], probe=probe)
         for h in hosts
     }
-    return Plan(workflow, target, inventory, hosts, cli_vars,
-                [*plugin_files, *workflow.plugins], variables, instances)
+    return Plan(workflow, target, inventory, hosts, cli_vars, plugins.files(), variables,
+                instances)

@@ -31,6 +31,8 @@ class Options:
     target: str = "auto"
     cli_vars: dict[str, str] = field(default_factory=dict)
     plugin_files: list[str] = field(default_factory=list)
+    load_plugins: bool = True  # may the workflow's own plugin files be loaded
+    plugins_outside: bool = False  # may they lie outside the workflow's directory
     rollback: bool = True
     lock_timeout: float = 0.0
     home: Path | None = None
@@ -47,7 +49,7 @@ def plan_workflow(path: str, options: Options, plugins: Plugins, *, probe: bool 
     inv = inventory_mod.load(options.inventory) if options.inventory else inventory_mod.LOCAL
     hosts = inv.select(options.hosts)
     return build(wf, plugins, inv, hosts, target=options.target, cli_vars=options.cli_vars,
-                 plugin_files=options.plugin_files, probe=probe)
+                 probe=probe)
 
 
 def rebuild_plan(run: RunRecord, steps: list[StepRecord], plugins: Plugins, *,
@@ -76,11 +78,9 @@ def rebuild_plan(run: RunRecord, steps: list[StepRecord], plugins: Plugins, *,
     inv_info = record["inventory"]
     inv = (inventory_mod.parse(inv_info["text"], inv_info["path"]) if inv_info["path"]
            else inventory_mod.LOCAL)
-    for path in record["plugins"]:
-        plugins.load_file(path)
+    plugins.load_journaled(record["plugins"], run.id)
     hosts = inv.select(record["hosts"])
-    plan = build(wf, plugins, inv, hosts, target=record["target"], cli_vars=record["cli_vars"],
-                 plugin_files=record["plugins"])
+    plan = build(wf, plugins, inv, hosts, target=record["target"], cli_vars=record["cli_vars"])
     journaled: dict[str, list[str]] = {h.name: [] for h in plan.hosts}
     for step in steps:  # in (host, seq) order
         journaled.setdefault(step.host, []).append(step.key)

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from pydantic import ValidationError
 
 from .actions import Args, Registry
-from .errors import InputError
+from .errors import InputError, failure_line
 from .hosts import Host
 from .limits import MAX_FOR_EACH_ITEMS
 from .targets import TARGET_NAMES, BackendChoiceError, choose_backend
@@ -310,6 +310,9 @@ def _expand_step(workflow: Workflow, registry: Registry, step: StepSpec, target:
             args = schema.model_validate(data)
         except ValidationError as exc:
             raise _schema_error(fail, exc, schema, key) from None
+        except Exception as exc:  # a plugin's schema or validator broke: one line, exit 2
+            raise fail(failure_line(exc, method="validating the arguments", action=step.action,
+                                    plugin=registry.owner(step.action, backend))) from exc
         instances.append(Instance(key, step.id, step.index, step.action, backend, args,
                                   data=data))
     return instances

@@ -172,6 +172,7 @@ class DaemonConfig(Action):
 
 class DaemonJson(DaemonConfig):
     backend = "daemon-json"
+    targets = ("modern",)
     default_path = "/etc/docker/daemon.json"
     inventory_key = "docker_config"
     service_backend = "systemd"
@@ -209,6 +210,7 @@ class Sysconfig(DaemonConfig):
     script. Other lines and other flags are kept."""
 
     backend = "sysconfig"
+    targets = ("centos6",)
     default_path = "/etc/sysconfig/docker"
     inventory_key = "docker_sysconfig"
     service_backend = "service"

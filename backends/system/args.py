@@ -36,8 +36,10 @@ def _sysctl_value(value: object) -> object:
 
 
 class SysctlArgs(Args):
-    name: Annotated[str, AfterValidator(_sysctl_name)]
-    value: Annotated[str, BeforeValidator(_sysctl_value), Field(min_length=1, max_length=4096)]
+    name: Annotated[str, AfterValidator(_sysctl_name)] = Field(
+        description='the kernel parameter, e.g. "net.ipv4.ip_forward"')
+    value: Annotated[str, BeforeValidator(_sysctl_value), Field(min_length=1, max_length=4096)] \
+        = Field(description='its value as text, e.g. "1" (a number is taken as text)')
 
     @property
     def path_parts(self) -> list[str]:
@@ -98,31 +100,34 @@ class FirewallRuleArgs(Args):
     """A rule in a chain. A missing rule is appended, or inserted at `position` (1 = first);
     a rule already in the chain is left where it is (never added twice)."""
 
-    table: Table = "filter"
-    chain: ChainName
-    rule: Rule
-    position: int | None = Field(default=None, ge=1)
+    table: Table = Field(default="filter", description="the iptables table")
+    chain: ChainName = Field(description="the chain, e.g. FORWARD or POSTROUTING")
+    rule: Rule = Field(description='the rule\'s matches and target as a list, e.g. ["-o", '
+                                   '"docker0", "-j", "ACCEPT"]')
+    position: int | None = Field(default=None, ge=1, description=(
+        "insert a missing rule at this position, 1 the first (default: append)"))
 
 
 class FirewallRuleAbsentArgs(Args):
-    table: Table = "filter"
-    chain: ChainName
-    rule: Rule
+    table: Table = Field(default="filter", description="the iptables table")
+    chain: ChainName = Field(description="the chain")
+    rule: Rule = Field(description="the rule's matches and target as a list")
 
 
 class FirewallPolicyArgs(Args):
-    table: Table = "filter"
-    chain: ChainName
-    policy: Literal["ACCEPT", "DROP"]
+    table: Table = Field(default="filter", description="the iptables table")
+    chain: ChainName = Field(description="a built-in chain, e.g. FORWARD")
+    policy: Literal["ACCEPT", "DROP"] = Field(description="its policy")
 
 
 # -- services -----------------------------------------------------------------------------------
 
 
 class ServiceRestartArgs(Args):
-    name: Name
+    name: Name = Field(description="the service, e.g. docker")
 
 
 class ServicePresentArgs(Args):
-    name: Name
-    state: Literal["running", "stopped"] = "running"
+    name: Name = Field(description="the service, e.g. docker")
+    state: Literal["running", "stopped"] = Field(default="running",
+                                                 description="running or stopped")

@@ -55,6 +55,7 @@ class Manager:
 
     backend: ClassVar[str]
     tool: ClassVar[str]
+    targets: ClassVar[tuple[str, ...]] = ()  # the targets whose hosts run services this way
 
     def argv(self, verb: str, service: str) -> list[str]:
         raise NotImplementedError
@@ -66,7 +67,7 @@ class Manager:
 
 
 class Systemd(Manager):
-    backend, tool = "systemd", "systemctl"
+    backend, tool, targets = "systemd", "systemctl", ("modern",)
 
     def argv(self, verb: str, service: str) -> list[str]:
         if verb == "status":
@@ -82,7 +83,7 @@ class Systemd(Manager):
 
 
 class SysVInit(Manager):
-    backend, tool = "service", "service"
+    backend, tool, targets = "service", "service", ("centos6",)
 
     def argv(self, verb: str, service: str) -> list[str]:
         return ["service", service, verb]
@@ -200,7 +201,8 @@ def _implementations() -> list[type[Action]]:
     for manager in MANAGERS.values():
         for base in (ServiceRestart, ServicePresent):
             made.append(type(f"{base.__name__}_{manager.backend}", (base,),
-                             {"backend": manager.backend, "manager": manager}))
+                             {"backend": manager.backend, "manager": manager,
+                              "targets": manager.targets}))
     return made
 
 
