@@ -111,8 +111,11 @@ _COMMAND_LONG = ("--append", "--insert", "--delete", "--replace", "--table", "--
 _COMMAND_SHORT = set("AIDRPNXFZLSECt")
 
 
+_CHAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,27}")  # also a target's name (-j)
+
+
 def _chain(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,27}", value):
+    if not _CHAIN.fullmatch(value):
         raise ValueError(f"{value!r} is not a chain name (at most 28 letters, digits, '_', '.', "
                          "'+', '-'; not starting with '-')")
     return value
@@ -179,7 +182,7 @@ _VALUES: dict[str, tuple[Callable[[str], bool], str]] = {
         lambda v: all(_port_range(p) for p in v.split(",")),
         "a comma-separated list of ports or ranges (80,443,8000:8080)")),
     **dict.fromkeys(("-j", "--jump", "-g", "--goto"), (
-        lambda v: bool(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,27}", v)),
+        lambda v: bool(_CHAIN.fullmatch(v)),
         "a target or chain name (ACCEPT, DROP, MASQUERADE, a chain of yours)")),
     **dict.fromkeys(("--to-source", "--to-destination", "--to"), (
         _nat_to, "ADDRESS[-ADDRESS][:PORT[-PORT]] (IPv4)")),

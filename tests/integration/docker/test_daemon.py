@@ -73,6 +73,14 @@ def run_id(done) -> str:
     return (done.stderr or done.stdout).split()[1].rstrip(":")
 
 
+def bridge_for_docker(host: DockerHost, target: str) -> Path:
+    """Make br-docker (10.70.0.1/24) on the host; returns the file docker.daemon edits."""
+    host.ns.run(["ip", "link", "add", "br-docker", "type", "bridge"])
+    host.ns.run(["ip", "addr", "add", "10.70.0.1/24", "dev", "br-docker"])
+    host.ns.run(["ip", "link", "set", "br-docker", "up"])
+    return host.dockerd.sysconfig_path if target == "centos6" else host.dockerd.config_path
+
+
 def address_of(host: DockerHost, name: str) -> ipaddress.IPv4Address:
     info = host.client.api.inspect_container(name)
     return ipaddress.ip_address(info["NetworkSettings"]["IPAddress"])
@@ -84,10 +92,7 @@ def address_of(host: DockerHost, name: str) -> ipaddress.IPv4Address:
 def test_docker_uses_our_bridge_until_rollback(fresh_docker_host: DockerHost, target: str,
                                                runflow, tmp_path: Path) -> None:
     host = fresh_docker_host
-    host.ns.run(["ip", "link", "add", "br-docker", "type", "bridge"])
-    host.ns.run(["ip", "addr", "add", "10.70.0.1/24", "dev", "br-docker"])
-    host.ns.run(["ip", "link", "set", "br-docker", "up"])
-    config = host.dockerd.sysconfig_path if target == "centos6" else host.dockerd.config_path
+    config = bridge_for_docker(host, target)
     original = config.read_bytes()
     (tmp_path / "wf.toml").write_text(WORKFLOW)
     inv = inventory(host, tmp_path / "inventory.toml", config)
@@ -129,10 +134,7 @@ def test_a_restart_a_killed_command_never_did_is_done_by_the_next_one(
     file that is back and a daemon that still runs the run's bridge. The next run and the next
     rollback see the daemon is older than its file and restart it."""
     host = fresh_docker_host
-    host.ns.run(["ip", "link", "add", "br-docker", "type", "bridge"])
-    host.ns.run(["ip", "addr", "add", "10.70.0.1/24", "dev", "br-docker"])
-    host.ns.run(["ip", "link", "set", "br-docker", "up"])
-    config = host.dockerd.sysconfig_path if target == "centos6" else host.dockerd.config_path
+    config = bridge_for_docker(host, target)
     original = config.read_bytes()
     flag = tmp_path / "kill-at-restart"
     (tmp_path / "wf.toml").write_text(WORKFLOW)
