@@ -51,8 +51,10 @@ def endpoint_problem(host: Host) -> str | None:
     except OSError as exc:
         return f"the docker endpoint {url} cannot be read: {exc.strerror}"
     if not stat.S_ISSOCK(mode):
-        return (f"the docker endpoint {url} (inventory: hosts.{host.name}.docker) is not a "
-                "socket: name dockerd's API socket (dockerd -H unix://PATH)")
+        where = (f"inventory: hosts.{host.name}.docker" if "docker" in host.endpoints
+                 else f"the default; the inventory's hosts.{host.name}.docker names another")
+        return (f"the docker endpoint {url} ({where}) is not a socket: name dockerd's API "
+                "socket (dockerd -H unix://PATH)")
     return None
 
 

@@ -20,7 +20,7 @@ from runflow.core.hosts import NetnsHost
 # The sysctls under net. that the kernel keeps once for the whole machine: a network namespace
 # does not have them (its /proc/sys/net lacks them), so a netns host cannot set them. Measured
 # on kernel 6.18 by comparing /proc/sys/net outside and inside a new namespace, less the
-# per-device conf/ and neigh/ entries; tests/integration/system/test_sysctl.py compares again.
+# per-device conf/ and neigh/ entries; tests/integration/system/test_validation.py compares again.
 MACHINE_NET_SYSCTLS = frozenset(f"net.{name}" for name in """
     core.bpf_jit_enable core.bpf_jit_harden core.bpf_jit_kallsyms core.bpf_jit_limit
     core.busy_poll core.busy_read core.default_qdisc core.dev_weight core.dev_weight_rx_bias
@@ -146,8 +146,9 @@ def _port(value: str) -> bool:
 
 def _port_range(value: str) -> bool:  # 80, http, 1024:2048, 1024:, :1023
     low, colon, high = value.partition(":")
-    return bool(low or high) and all(_port(p) for p in (low, high) if p) if colon \
-        else _port(value)
+    if not colon:
+        return _port(value)
+    return bool(low or high) and all(_port(p) for p in (low, high) if p)
 
 
 def _ports(value: str) -> bool:  # 8080 or 8000-8080
@@ -158,7 +159,7 @@ def _nat_to(value: str) -> bool:  # [ADDR[-ADDR]][:PORT[-PORT]]
     addresses, colon, ports = value.partition(":")
     if addresses and not all(_address(a) for a in addresses.split("-", 1)):
         return False
-    return bool(addresses) and not colon or bool(colon) and _ports(ports)
+    return (bool(addresses) and not colon) or (bool(colon) and _ports(ports))
 
 
 _STATES = {"NEW", "ESTABLISHED", "RELATED", "INVALID", "UNTRACKED", "SNAT", "DNAT"}

@@ -4,8 +4,8 @@ No process: the step's thread reads and writes the file itself, and in a netns h
 thread /proc/sys/net belongs to that namespace. Other sysctls (kernel.*, vm.*, and most of
 the rest) and a few under net. are the whole machine's, so a netns host refuses them at
 validation (SysctlArgs, with args.outside_netns saying why), before a run or an export; observe
-refuses them again, for arguments a plugin or a test built without validation. `describe` shows the equivalent `sysctl -w NAME=VALUE` (procps 3.2.8 in
-CentOS 6 has -w).
+refuses them again, for arguments a plugin or a test built without validation. `describe`
+shows the equivalent `sysctl -w NAME=VALUE` (procps 3.2.8 in CentOS 6 has -w).
 """
 
 from __future__ import annotations

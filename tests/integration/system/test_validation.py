@@ -4,6 +4,8 @@ and firewall rule values that are not what their option takes."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from runflow.backends.system.args import MACHINE_NET_SYSCTLS
@@ -28,7 +30,8 @@ def test_a_sysctl_a_namespace_cannot_set_is_refused_before_anything_runs(
         'undo = []\n\n'
         f'[[steps]]\nid = "tune"\naction = "sysctl.set"\nname = "{name}"\nvalue = "1"\n')
     done = lab.call("run", "-i", str(lab.inventory), str(workflow), expect=2)
-    assert why in output(done) and "Host h1 is network namespace" in output(done) and "tune" in output(done)
+    assert why in output(done) and "tune" in output(done)
+    assert "Host h1 is network namespace" in output(done)
     assert not marker.exists()
 
 
@@ -37,8 +40,6 @@ def test_a_namespace_lacks_exactly_the_net_sysctls_refused_as_the_machines(names
     """MACHINE_NET_SYSCTLS against this kernel: what /proc/sys/net has outside namespaces and
     not inside one, per-device entries aside. On another kernel, update the list from this."""
     def entries(argv_prefix: list[str]) -> set[str]:
-        import subprocess
-
         out = subprocess.run([*argv_prefix, "find", "/proc/sys/net", "-type", "f"],
                              capture_output=True, text=True, check=True).stdout
         return {line.removeprefix("/proc/sys/").replace("/", ".") for line in out.splitlines()
