@@ -60,9 +60,12 @@ BUILTIN_PLUGINS: dict[str, Builtin] = {
     "runflow.backends.docker": Builtin("runflow.backends.docker.engine",
                                        ("container.run", "container.absent", *_ATTACH_ACTIONS)),
     "runflow.backends.pipework": Builtin("runflow.backends.docker.pipework", _ATTACH_ACTIONS),
-    "runflow.backends.docker_daemon": Builtin("runflow.backends.docker.daemon",
+    # One plugin name for several backend modules (daemon-json and sysconfig; systemd,
+    # service and command): the name is what `runflow backends` has always shown, so it
+    # stays, and a small *_plugin module registers the actions of each of its backends.
+    "runflow.backends.docker_daemon": Builtin("runflow.backends.docker.daemon_plugin",
                                               ("docker.daemon",)),
-    "runflow.backends.service": Builtin("runflow.backends.system.service",
+    "runflow.backends.service": Builtin("runflow.backends.system.service_plugin",
                                         ("service.restart", "service.present")),
     "runflow.backends.ovs_vsctl": Builtin("runflow.backends.ovs.vsctl", _OVS_ACTIONS),
     "runflow.backends.ovsdb": Builtin("runflow.backends.ovs.ovsdb", _OVS_ACTIONS),

@@ -165,9 +165,9 @@ CONTAINER_ACTIONS = ("container.run", "container.absent", "container.attach",
 
 @pytest.fixture(scope="module")
 def docker_host() -> Iterator[Any]:
-    from tests.integration.docker.conftest import _need_docker, start_host
+    from tests.integration.docker.conftest import need_docker, start_host
 
-    _need_docker()
+    need_docker()
     yield from start_host()
 
 
