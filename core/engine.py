@@ -191,12 +191,14 @@ class Engine:
         left = [f"{r.key} on {r.host.name}" for runs in self.steps.values() for r in runs
                 if r.state in STEP_CHANGED]
         if code == EXIT_ROLLED_BACK:
-            done = "runflow stopped and rolled back what the run had changed"
+            done = "runflow stopped and rolled back what the run had changed, from memory"
         else:
             done = "runflow stopped; " + ("still changed: " + ", ".join(left) if left else
                                           "nothing is left changed")
-        raise RunNotJournaled(f"{self._journal_failure}. Run {self.run.id}: {done}; the journal "
-                              "may not show it: check the hosts (`runflow show` may be stale)")
+        raise RunNotJournaled(
+            f"{self._journal_failure}. Run {self.run.id}: {done}; the journal does not show "
+            f"it: check the hosts, and once the journal can be written, `runflow rollback "
+            f"{self.run.id}` closes the run")
 
     def preview(self) -> list[dict[str, Any]]:
         """What a run would do now: observe and check every step, change nothing."""

@@ -195,9 +195,7 @@ class Journal:
                 self._commit()
             except sqlite3.DatabaseError as exc:
                 self.failure = f"the journal {self.path} cannot record the run: {exc}"
-                runs = sorted({row[0] for row in self._events})
-                return (f"{len(self._events)} events of run {', '.join(runs)} could not be "
-                        f"written to the journal {self.path}: {exc}")
+                return f"its last {len(self._events)} events could not be written ({exc})"
             try:
                 self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.DatabaseError:

@@ -123,7 +123,7 @@ class Session:
         self.journal = Journal(home)
         plugins.add_subscriber(self.journal, name="runflow.journal")
         self._engine: Engine | None = None
-        self._reported = False  # an error has said the journal failed: close need not
+        self._reported = False  # an error has said the journal failed: close need not say it
         self._previous_handlers: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -140,18 +140,19 @@ class Session:
             say(f"runflow: {note}")
 
     def close(self, *, process_exits: bool = False) -> None:
-        """Write what the journal holds, fold its write-ahead log into the database (5-10 ms
+        """Write what the journal holds, fold its write-ahead log into the database (2-20 ms
         here), and put the signal handlers back. When the process ends next (the command
-        line), the connection is left for the exit to drop."""
+        line), the connection is left for the exit to drop, and the handlers stay: a signal
+        between here and the exit must not be taken for one before anything was changed."""
         try:
-            # After a journal failure that an error has reported, the last try was made then.
-            unwritten = None if self._reported else self.journal.finish()
+            unwritten = self.journal.finish()
             if not process_exits:
                 self.journal.close()
         finally:
-            for signum, handler in self._previous_handlers.items():
-                signal.signal(signum, handler)
-            self._previous_handlers.clear()
+            if not process_exits:
+                for signum, handler in self._previous_handlers.items():
+                    signal.signal(signum, handler)
+                self._previous_handlers.clear()
         if unwritten and not self._reported:
             raise RunNotJournaled(unwritten)
 
@@ -163,12 +164,13 @@ class Session:
             self._engine = engine
             try:
                 return body()
-            except (JournalError, RunNotJournaled) as exc:
-                if self.journal.failure is None:  # not a write: e.g. a read of the journal
-                    raise
-                self._reported = True  # with what is still unwritten, which it says now
+            except JournalError:
+                self._reported = True
+                raise
+            except RunNotJournaled as exc:
+                self._reported = True
                 unwritten = self.journal.finish()
-                raise type(exc)(f"{exc}{'; ' + unwritten if unwritten else ''}") from None
+                raise RunNotJournaled(f"{exc}; {unwritten}" if unwritten else str(exc)) from None
 
     def run(self, plan: Plan, options: Options) -> tuple[str, int]:
         engine = Engine(self.plugins, new_run_id(), plan.per_host(), rollback=options.rollback)
