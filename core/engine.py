@@ -549,6 +549,8 @@ class Engine:
         # (the journal above all, which goes first: it is tryfirst).
         with self._emit_lock:
             for impl in reversed(self._hook.get_hookimpls()):
+                if impl.hookwrapper or impl.wrapper:  # nothing to wrap: not called
+                    continue
                 if self._trace:
                     self._trace("runflow_event", impl.plugin_name, event)
                 try:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import LockHeld
+from .errors import InputError, LockHeld
 
 if TYPE_CHECKING:
     from .hosts import Host
@@ -31,15 +32,27 @@ MACHINE_LOCKS = Path("/run/runflow")
 
 def lock_dir() -> Path:
     """Where this machine's hosts keep their run locks: /run/runflow as root. Another user
-    cannot write there, and changes little: its locks are its own ($XDG_RUNTIME_DIR).
+    cannot write there, and changes little: its locks are its own ($XDG_RUNTIME_DIR/runflow,
+    or /tmp/runflow-UID).
     $RUNFLOW_LOCK_DIR moves them, for a test that must not meet other runs of this machine:
     runs that use different ones do not exclude each other."""
     if env := os.environ.get("RUNFLOW_LOCK_DIR"):
         return Path(env)
     if os.geteuid() == 0:
         return MACHINE_LOCKS
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/runflow-{os.geteuid()}"
-    return Path(runtime) / "runflow"
+    if runtime := os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(runtime) / "runflow"
+    return Path(f"/tmp/runflow-{os.geteuid()}")
+
+
+def _own_directory(path: Path) -> None:
+    """Make path a directory of this user's, or refuse one that is someone else's (a shared
+    /tmp: another user could have made it, to see or take the locks)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise InputError(f"the lock directory {path} is not a directory of this user's "
+                         f"(uid {os.geteuid()}); remove it, or set RUNFLOW_LOCK_DIR")
 
 
 class FileLock:
@@ -51,7 +64,7 @@ class FileLock:
         self._fd: int | None = None
 
     def acquire(self, run_id: str, timeout: float = 0.0) -> FileLock:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _own_directory(self.path.parent)
         deadline = time.monotonic() + timeout
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
