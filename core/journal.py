@@ -163,10 +163,11 @@ class Journal:
             self.db = _connect(self.path, create)
             held = self.db.execute("SELECT max(id) FROM events").fetchone()[0] or 0
             if mark is not None and held < mark:
+                self.db.close()
                 raise JournalError(
-                    f"journal {self.path} holds events up to {held}, but {mark} were written "
-                    f"to it ({home / MARK}): its write-ahead log ({self.path}-wal) or the "
-                    "database was lost or replaced, and with them the record of what runs "
+                    f"journal {self.path} ends at event {held}, but events up to {mark} were "
+                    f"written to it ({home / MARK}): its write-ahead log ({self.path}-wal) or "
+                    "the database was lost or replaced, and with them the record of what runs "
                     f"changed. Put the lost file back; to start an empty journal, move {home} "
                     "away")
             if create:
