@@ -44,6 +44,9 @@ class ShellRun(Action):
     def check(self, args: ShellRunArgs, before: State) -> bool:
         return before.get("check_exit") == 0
 
+    def observable(self, args: ShellRunArgs) -> bool:
+        return args.check is not None
+
     def apply(self, ctx: Context, args: ShellRunArgs, before: State) -> None:
         ctx.run(args.cmd, timeout=args.timeout)
 

@@ -5,6 +5,7 @@ with a subclass of `Action`:
 
     observe  read the live state the step is about (JSON-serialisable; journaled as "before")
     check    does the desired state already hold in what observe saw? → the step is skipped
+             (a step whose state cannot be observed says so with `observable`)
     apply    make it hold
     undo     restore what observe saw before apply (not just "delete what I made"). Undo
              also runs for a step whose apply failed half-way and for a step left in doubt
@@ -131,6 +132,14 @@ class Action:
 
     def check(self, args: Any, before: State) -> bool:
         raise NotImplementedError
+
+    def observable(self, args: Any) -> bool:
+        """False when observe cannot see whether this step's desired state holds (e.g. a
+        `shell.run` without `check`): check then always says "not yet", so the step is always
+        applied when first met. On resume, an applied step that cannot be observed stays
+        applied, as the journal says: only a real observation may report drift and apply it
+        again. A step in doubt (killed during apply) is applied again, as check decides."""
+        return True
 
     def apply(self, ctx: Context, args: Any, before: State) -> None:
         raise NotImplementedError

@@ -3,22 +3,31 @@
 
 from __future__ import annotations
 
-import functools
-import gc
-import json
 import os
+import signal
 import sys
-from collections.abc import Callable
-from typing import Any
 
-import click
+# When this module is the program (python -m, the `runflow` script), Ctrl-C while it loads ends
+# the process as the signal does by default (exit 130, nothing changed yet), not with a
+# traceback of the import it interrupted; main() then answers it with a message.
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "runflow":
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-from . import __version__
+import functools  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
+
+from . import __version__  # noqa: E402
 
 EPILOG = """\b
 Exit codes: 0 succeeded (or nothing to change) · 1 a step failed and everything was rolled
 back · 2 invalid input, nothing was touched · 3 a step failed and rollback failed or was
-disabled: the host needs attention (runflow show RUN) · 4 another run holds the host lock."""
+disabled: the host needs attention (runflow show RUN) · 4 another run holds the host lock ·
+130 interrupted (Ctrl-C) before anything was changed."""
 
 
 class DefaultRunGroup(click.Group):
@@ -35,12 +44,17 @@ def fail_with(exc: Exception) -> None:
 
     code = exc.exit_code if isinstance(exc, RunflowError) else 1
     if debugging() and exc.__cause__ is not None:
-        click.echo(traceback_text(exc).rstrip(), err=True)
-    if code:
-        click.echo(f"runflow: error: {exc}", err=True)
-    else:
-        click.echo(f"runflow: {exc}", err=True)
+        _echo_err(traceback_text(exc).rstrip())
+    _echo_err(f"runflow: error: {exc}" if code else f"runflow: {exc}")
     sys.exit(code)
+
+
+def _echo_err(text: str) -> None:
+    """A line on stderr; a closed one (`2>&1 | head -1`) must not change the exit code."""
+    try:
+        click.echo(text, err=True)
+    except (OSError, ValueError):
+        pass
 
 
 def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -91,10 +105,23 @@ def load_plugins_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+class PrivateFile(click.File):
+    """click.File, but a file it creates is its owner's only: --events files hold the
+    workflow, the inventory and the vars."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, str) and value != "-":
+            try:
+                os.close(os.open(value, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+            except OSError:
+                pass  # click.File says why it cannot open it
+        return super().convert(value, param, ctx)
+
+
 def change_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options of the commands that change hosts."""
     decorators = [
-        click.option("--events", "events_file", type=click.File("a"),
+        click.option("--events", "events_file", type=PrivateFile("a"),
                      help="Append every event to FILE as one JSON line."),
         click.option("--lock-timeout", default=0.0, show_default=True, metavar="SECONDS",
                      help="Wait this long for a host locked by another run, then exit 4."),
@@ -149,11 +176,11 @@ def _say_why(session, run_id: str, code: int, quiet: bool) -> None:
     if not (quiet and code):
         return
     run = session.journal.find(run_id)
-    click.echo(f"runflow: run {run.id}: {run.state.replace('_', ' ')}", err=True)
+    _echo_err(f"runflow: run {run.id}: {run.state.replace('_', ' ')}")
     for step in session.journal.steps(run_id):
         if step.state in ("failed", "undo_failed"):
-            click.echo(f"runflow: step {step.key} on {step.host}: "
-                       f"{step.state.replace('_', ' ')}: {step.error}", err=True)
+            _echo_err(f"runflow: step {step.key} on {step.host}: "
+                      f"{step.state.replace('_', ' ')}: {step.error}")
 
 
 def _home():
@@ -427,17 +454,32 @@ def runs(as_json, limit) -> None:
 
     from .journal import Journal
 
-    journal = Journal(_home())
+    journal = Journal(_home(), create=False)
     records = journal.runs(limit)
+    interrupted = _interrupted(journal, records)
     if as_json:
-        _print_json([r.to_json() for r in records])
+        _print_json([{**r.to_json(), "interrupted": r.id in interrupted} for r in records])
         return
     if not records:
         click.echo(f"runflow: no runs in the journal ({journal.path})", err=True)
     _print_table(("RUN", "STATE", "STARTED", "WORKFLOW", "HOSTS"),
-                 [(r.id, r.state,
+                 [(r.id, _state(r, interrupted),
                    datetime.datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M:%S"),
                    r.workflow, ",".join(r.hosts)) for r in records])
+
+
+def _interrupted(journal, records) -> set[str]:
+    """The runs the journal says are in progress while no live process drives them: killed
+    (or their machine went down). A run that ended as it was looked at is not one of them."""
+    from .journal import LIVE
+
+    suspects = [r.id for r in records if r.state in LIVE and not journal.is_driven(r.id)]
+    return {run_id for run_id in suspects if journal.find(run_id).state in LIVE}
+
+
+def _state(run, interrupted: set[str]) -> str:
+    state = run.state.replace("_", " ") if run.id in interrupted else run.state
+    return f"interrupted ({state})" if run.id in interrupted else state
 
 
 @cli.command()
@@ -448,17 +490,22 @@ def show(run_ref, as_json) -> None:
     """Show a run's steps (state, backend, time, error) and its events. RUN: id, prefix, last."""
     from .journal import Journal
 
-    journal = Journal(_home())
+    journal = Journal(_home(), create=False)
     run_rec = journal.find(run_ref)
     steps = journal.steps(run_rec.id)
     events = journal.events(run_rec.id)
+    interrupted = _interrupted(journal, [run_rec])
     if as_json:
-        _print_json({"run": run_rec.to_json(full=True), "steps": [s.to_json() for s in steps],
-                     "events": events})
+        _print_json({"run": {**run_rec.to_json(full=True),
+                             "interrupted": run_rec.id in interrupted},
+                     "steps": [s.to_json() for s in steps], "events": events})
         return
     click.echo(f"run {run_rec.id}: {run_rec.workflow} ({run_rec.workflow_path})")
-    click.echo(f"  state {run_rec.state}, attempts {run_rec.attempts}, target "
+    click.echo(f"  state {_state(run_rec, interrupted)}, attempts {run_rec.attempts}, target "
                f"{run_rec.record.get('target')}, hosts {', '.join(run_rec.hosts)}")
+    if interrupted:
+        click.echo(f"  no runflow process drives it (killed?): `runflow resume {run_rec.id}` "
+                   f"goes on, `runflow rollback {run_rec.id}` undoes it")
     if run_rec.message:
         click.echo(f"  {run_rec.message}")
     for s in steps:
@@ -593,10 +640,21 @@ def main() -> None:
     # collector's passes over them cost 15-60 ms of start-up for nothing: none is garbage.
     # _plugins() turns it back on once they are loaded.
     gc.disable()
+    # Ctrl-C before a command changes anything ends it with a message, not a traceback (click
+    # would take a KeyboardInterrupt for "Aborted!", exit 1). A command that changes hosts
+    # answers signals itself from when it opens its journal (core/session.py).
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         cli()  # standalone click: always ends in SystemExit
     except SystemExit as exc:
         code = exc.code
+    except BaseException as exc:
+        from .errors import Interrupted  # not at start-up: `runflow --version` needs none
+
+        if not isinstance(exc, Interrupted):
+            raise
+        _echo_err(f"runflow: {exc}")
+        code = exc.exit_code
     if isinstance(code, str):
         click.echo(code, err=True)
         code = 1
@@ -609,6 +667,12 @@ def main() -> None:
         except (BrokenPipeError, ValueError):  # the reader went away (`runflow runs | head`)
             pass
     os._exit(code or 0)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    from .errors import Interrupted
+
+    raise Interrupted(signum)
 
 
 if __name__ == "__main__":

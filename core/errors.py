@@ -3,7 +3,8 @@
 Exit codes (a contract other tools rely on):
 0 succeeded or nothing to change · 1 a step failed and everything was rolled back ·
 2 invalid input, nothing was touched · 3 a step failed and rollback failed or was disabled ·
-4 another run holds the host lock.
+4 another run holds the host lock · 128 + N: signal N (SIGINT: 130) ended the command before
+it changed anything.
 """
 
 from __future__ import annotations
@@ -80,9 +81,32 @@ class LockHeld(RunflowError):
 
 
 class JournalError(RunflowError):
-    """The journal cannot be read or written, or names no such run."""
+    """The journal cannot be read or written, or names no such run. Before a command changed
+    anything, that ends it with nothing touched."""
 
     exit_code = EXIT_INVALID
+
+
+class RunNotJournaled(RunflowError):
+    """The journal failed while a run was changing hosts: the run stopped and undid what it had
+    changed from its own memory, and the journal does not know. The hosts need a look."""
+
+    exit_code = EXIT_NEEDS_ATTENTION
+
+
+class Interrupted(BaseException):
+    """A signal (SIGINT, SIGTERM) ended a command before it changed anything.
+
+    A BaseException, as KeyboardInterrupt is, so that no `except Exception` on its way (an event
+    subscriber's guard, a backend's) takes it for a failure of its own; and not a
+    KeyboardInterrupt, which click would turn into "Aborted!" and exit 1."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signal = signal.Signals(signum).name
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {self.signal} before anything was changed")
 
 
 class ActionError(Exception):

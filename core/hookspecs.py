@@ -67,6 +67,9 @@ def runflow_event(event: Event) -> None:
 
     Called synchronously, in order, for every transition (run created, step checking, applying
     with the observed "before" state, applied, failed, undone, ...). The journal, the progress
-    view and the ``--events`` JSON-lines sink are implementations of this hook. An exception
-    raised here stops the run: subscribers that must not interfere should catch their own.
+    view and the ``--events`` JSON-lines sink are implementations of this hook. The engine
+    calls each implementation on its own (the journal first), so that one that raises cannot
+    keep an event from the others; hook wrappers are not called. An exception raised here
+    fails the run: no further step is applied and what the run changed is rolled back.
+    Subscribers that must not interfere should catch their own.
     """
