@@ -52,13 +52,15 @@ class LabUnderTest:
             docker = host_dir / "docker"
             containers = subprocess.run(
                 ["docker", "-H", f"unix://{docker / 'docker.sock'}", "ps", "-a",
-                 "--format", "{{.Names}}"], capture_output=True, text=True, check=True)
+                 "--format", "{{.Names}}"], capture_output=True, text=True)
             result[host["name"]] = {
                 "netns": settled(host["netns"]),
                 "ovsdb": ovsdb_snapshot(f"unix:{host_dir / 'ovs' / 'db.sock'}"),
                 "daemon.json": (docker / "daemon.json").read_text(),
                 "sysconfig": (docker / "sysconfig").read_text(),
-                "containers": sorted(containers.stdout.split()),
+                # a dead dockerd is a difference to report, not a reason to stop looking
+                "containers": (sorted(containers.stdout.split()) if containers.returncode == 0
+                               else "dockerd does not answer"),
             }
         return result
 
