@@ -76,9 +76,11 @@ class Paused:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
-    def carry_on(self, timeout: float = 120) -> Done:
-        """Let it go on from where it stopped, to its end."""
+    def go_on(self) -> None:
+        """Let it go on from where it stopped."""
         os.killpg(self.proc.pid, signal.SIGCONT)
+
+    def wait(self, timeout: float = 120) -> Done:
         return _finish(self.proc, self.argv, self.out, self.err, timeout)
 
 
@@ -187,15 +189,18 @@ class Drill:
             self._ends[target] = comparable(self.snapshot())
             rolled = self.runflow("rollback", run_of(done))
             assert rolled.code == OK, rolled
-            self.assert_before("an undisturbed run and its rollback")
+            self._assert_pristine("an undisturbed run and its rollback")
         return self._ends[target]
 
     def assert_before(self, after: str) -> None:
         """Both hosts are as the lab came up; the lab is then clean for the next case."""
+        self._assert_pristine(after)
+        self.dirty = False
+
+    def _assert_pristine(self, after: str) -> None:
         now = self.snapshot()
         assert now == self.pristine, (f"after {after}, the hosts differ from before:\n"
                                       + "\n".join(differences(self.pristine, now)))
-        self.dirty = False
 
     def assert_end(self, target: str, after: str) -> None:
         """Both hosts are as an undisturbed run of the target leaves them (end_state(target)
@@ -209,11 +214,13 @@ class Drill:
     def host_dir(self, name: str) -> Path:
         return Path(next(h["dir"] for h in self.hosts() if h["name"] == name))
 
-    def kill_dockerd(self, host: str) -> None:
+    def kill_dockerd(self, host: str, *, must_run: bool = True) -> None:
         """SIGKILL the dockerd the lab tracks on host (its containerd lives on)."""
         pid = read_pid(self.host_dir(host) / "docker" / "dockerd.started")
-        assert pid and alive(pid), f"the lab tracks no live dockerd on {host}"
-        _kill(pid)
+        if pid and alive(pid):
+            _kill(pid)
+        else:
+            assert not must_run, f"the lab tracks no live dockerd on {host}"
 
     def start_dockerd(self, host: str) -> None:
         """Start the host's dockerd again as the lab does (`python3 -m
@@ -332,3 +339,28 @@ def assert_journal_settled(show: dict[str, Any], run_state: str, step_states: se
 
 ROLLED_BACK_STEPS = {"pending", "skipped", "undone", "failed"}
 SUCCEEDED_STEPS = {"applied", "skipped"}
+
+
+def assert_outcome_agrees(drill: Drill, done: Done, run_id: str, target: str,
+                          what: str) -> None:
+    """A command that went through a fault ends with an exit code of the README's table and
+    without a traceback, and the hosts and the journal say what the code says: 0 the end
+    state (run, resume) or the before state (rollback); 1 the before state; 3 a run left for
+    attention."""
+    # runflow's own traceback starts a line; a failed command's, quoted in a step's error,
+    # does not
+    assert not re.search(r"^Traceback", done.stderr, re.MULTILINE), done
+    rollback = done.argv[0] == "rollback"
+    if done.code == OK and rollback or done.code == ROLLED_BACK and not rollback:
+        drill.assert_before(f"{what} (exit {done.code})")
+        assert_journal_settled(drill.show(run_id), "rolled_back", ROLLED_BACK_STEPS)
+    elif done.code == OK:
+        drill.assert_end(target, f"{what} (exit 0)")
+        assert_journal_settled(drill.show(run_id), "succeeded", SUCCEEDED_STEPS)
+    elif done.code == NEEDS_ATTENTION:
+        state = drill.show(run_id)["run"]["state"]
+        assert state in ("failed", "rollback_failed"), (
+            f"{what} exited 3 (needs attention) while the journal says the run is {state}")
+    else:
+        raise AssertionError(f"{what}: exit {done.code} is not in the README's table for "
+                             f"this command: {done}")
