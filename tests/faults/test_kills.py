@@ -14,12 +14,10 @@ the group takes down with it (so a case's outcome can depend on that timing).
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from tests.faults.drill import (CHANGING, OK, ROLLED_BACK_STEPS, STEPS, SUCCEEDED_STEPS,
-                                TARGETS, Drill, assert_journal_settled, run_of)
+from tests.faults.drill import CHANGING, STEPS, TARGETS, Drill
+from tests.faults.scenarios import kill_rollback, kill_run
 
 pytestmark = pytest.mark.root
 
@@ -45,44 +43,11 @@ def _rollback_cases() -> list:
             for i, step in enumerate(CHANGING)]
 
 
-def _rolled_back(drill: Drill, run_id: str, after: str) -> None:
-    """`runflow rollback RUN` exits 0 and leaves the hosts and the journal as before."""
-    rolled = drill.runflow("rollback", run_id)
-    assert rolled.code == OK, rolled
-    drill.assert_before(after)
-    assert_journal_settled(drill.show(run_id), "rolled_back", ROLLED_BACK_STEPS)
-
-
 @pytest.mark.parametrize(("target", "point", "recovery"), _run_cases())
 def test_run_killed_with_its_group(clean_lab: Drill, tmp_path, target, point, recovery):
-    drill = clean_lab
-    drill.end_state(target)
-    paused = drill.start_gre(target, point)
-    paused.kill_group()
-    run = paused.run_id
-    if recovery == "rollback":
-        _rolled_back(drill, run, f"a kill at {point} and rollback")
-        return
-
-    applied = {(s["host"], s["key"]) for s in drill.show(run)["steps"] if s["state"] == "applied"}
-    log = tmp_path / "resume.jsonl"
-    resumed = drill.runflow("resume", run, "--events", log)
-    assert resumed.code == OK, resumed
-    drill.assert_end(target, f"a kill at {point} and resume")
-    assert_journal_settled(drill.show(run), "succeeded", SUCCEEDED_STEPS)
-    events = [json.loads(line) for line in log.read_text().splitlines()]
-    again = sorted({e["step"] for e in events if e["kind"] == "step" and e["dest"] == "applying"
-                    and (e["host"], e["step"]) in applied})
-    assert not again, f"resume applied again steps the journal had as applied: {again}"
-    _rolled_back(drill, run, f"a kill at {point}, resume and rollback")
+    kill_run(clean_lab, target, point, recovery, tmp_path / "resume.jsonl")
 
 
 @pytest.mark.parametrize(("target", "step"), _rollback_cases())
 def test_rollback_killed_with_its_group(clean_lab: Drill, target, step):
-    drill = clean_lab
-    done = drill.run_gre(target)
-    assert done.code == OK, done
-    run = run_of(done)
-    paused = drill.start("rollback", run, pause=f"{step}:undoing")
-    paused.kill_group()
-    _rolled_back(drill, run, f"a rollback killed at {step} undoing and a second rollback")
+    kill_rollback(clean_lab, target, f"{step}:undoing")

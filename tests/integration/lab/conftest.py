@@ -10,6 +10,7 @@ import secrets
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,9 @@ def _need_lab_tools() -> None:
                "iptables-save", "brctl", "busybox", "nsenter")
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[LabUnderTest]:
+@contextmanager
+def lab_up() -> Iterator[LabUnderTest]:
+    """A two-host lab for as long as the block runs (for fixtures of any scope)."""
     if os.geteuid() != 0:
         missing_prerequisite("needs root")
     _need_lab_tools()
@@ -84,6 +86,12 @@ def lab() -> Iterator[LabUnderTest]:
     finally:
         under_test.runflow("lab", "down")
         subprocess.run(["rm", "-rf", "--one-file-system", str(root)])
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[LabUnderTest]:
+    with lab_up() as under_test:
+        yield under_test
 
 
 def run_id(done: subprocess.CompletedProcess) -> str:
