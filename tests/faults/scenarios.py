@@ -84,8 +84,9 @@ def daemon_dies(drill: Drill, target: str, command: str, point: str, daemon: str
                 back_after: float | None) -> None:
     """A daemon killed while the run (command "run") or the rollback of a run that succeeded
     (command "rollback") is stopped at point; runflow goes on, the daemon is started again
-    back_after seconds later (None: once runflow is done). What runflow says must be true,
-    and with the daemons back, a rollback brings both hosts back to before."""
+    as a supervisor would (if none answers), back_after seconds later or (None) once runflow
+    is done. What runflow said must then be true, and a rollback brings both hosts back to
+    before."""
     if command == "run":
         drill.end_state(target)
         paused = drill.start_gre(target, point)
@@ -97,6 +98,8 @@ def daemon_dies(drill: Drill, target: str, command: str, point: str, daemon: str
         time.sleep(back_after)
         start_daemon(drill, daemon, host)
     done = paused.wait()
+    if back_after is None:
+        start_daemon(drill, daemon, host)
     what = f"{daemon} on {host} killed at {point} of the {command}"
     assert_outcome_agrees(drill, done, paused.run_id, target, what)
     restart_daemons_and_roll_back(drill, paused.run_id, what)
