@@ -60,6 +60,16 @@ class Done:
                 f"{self.stderr.strip()}")
 
 
+def expect(done: Done, *codes: int) -> Done:
+    """done, if it exited with one of codes and without a traceback of runflow's own (one
+    starts a line; a failed command's, quoted in a step's error, does not)."""
+    crashed = re.search(r"^Traceback", done.stderr, re.MULTILINE)
+    if done.code not in codes or crashed:
+        raise AssertionError(f"expected exit {' or '.join(map(str, codes))}"
+                             f"{' without a traceback' if crashed else ''}: {done}")
+    return done
+
+
 class Paused:
     """A runflow command stopped by pause_point at its event (the marker says which)."""
 
@@ -164,9 +174,7 @@ class Drill:
         return self.start(GRE, "--lab", "--target", target, pause=pause, **kwargs)
 
     def show(self, run_id: str, home: Path | None = None) -> dict[str, Any]:
-        done = self.runflow("show", run_id, "--json", home=home)
-        assert done.code == OK, done
-        return json.loads(done.stdout)
+        return json.loads(expect(self.runflow("show", run_id, "--json", home=home), OK).stdout)
 
     # -- host state --------------------------------------------------------------------------
 
@@ -184,11 +192,9 @@ class Drill:
         """The hosts after an undisturbed run of the target (made once, then rolled back:
         ask for it while the hosts are as they came up)."""
         if target not in self._ends:
-            done = self.run_gre(target)
-            assert done.code == OK, done
+            done = expect(self.run_gre(target), OK)
             self._ends[target] = comparable(self.snapshot())
-            rolled = self.runflow("rollback", run_of(done))
-            assert rolled.code == OK, rolled
+            expect(self.runflow("rollback", run_of(done)), OK)
             self._assert_pristine("an undisturbed run and its rollback")
         return self._ends[target]
 
@@ -347,9 +353,7 @@ def assert_outcome_agrees(drill: Drill, done: Done, run_id: str, target: str,
     without a traceback, and the hosts and the journal say what the code says: 0 the end
     state (run, resume) or the before state (rollback); 1 the before state; 3 a run left for
     attention."""
-    # runflow's own traceback starts a line; a failed command's, quoted in a step's error,
-    # does not
-    assert not re.search(r"^Traceback", done.stderr, re.MULTILINE), done
+    expect(done, OK, ROLLED_BACK, NEEDS_ATTENTION)
     rollback = done.argv[0] == "rollback"
     if done.code == OK and rollback or done.code == ROLLED_BACK and not rollback:
         drill.assert_before(f"{what} (exit {done.code})")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from tests.faults.drill import (OK, ROLLED_BACK_STEPS, SUCCEEDED_STEPS, Drill,
-                                assert_journal_settled, assert_outcome_agrees, run_of)
+                                assert_journal_settled, assert_outcome_agrees, expect, run_of)
 
 # How long a killed daemon stays dead while runflow goes on: runflow's OVS commands wait for
 # ovs-vswitchd (30 s at most), so it must come back well before that.
@@ -23,8 +23,7 @@ DAEMONS = ("ovs-vswitchd", "dockerd")
 
 def rolled_back(drill: Drill, run_id: str, after: str) -> None:
     """`runflow rollback RUN` exits 0 and leaves the hosts and the journal as before."""
-    rolled = drill.runflow("rollback", run_id)
-    assert rolled.code == OK, rolled
+    expect(drill.runflow("rollback", run_id), OK)
     drill.assert_before(after)
     assert_journal_settled(drill.show(run_id), "rolled_back", ROLLED_BACK_STEPS)
 
@@ -34,8 +33,7 @@ def resumed(drill: Drill, run_id: str, target: str, after: str, log: Path) -> No
     agrees, and no step the journal had as applied was applied again."""
     applied = {(s["host"], s["key"]) for s in drill.show(run_id)["steps"]
                if s["state"] == "applied"}
-    done = drill.runflow("resume", run_id, "--events", log)
-    assert done.code == OK, done
+    expect(drill.runflow("resume", run_id, "--events", log), OK)
     drill.assert_end(target, after)
     assert_journal_settled(drill.show(run_id), "succeeded", SUCCEEDED_STEPS)
     events = [json.loads(line) for line in log.read_text().splitlines()]
@@ -45,9 +43,7 @@ def resumed(drill: Drill, run_id: str, target: str, after: str, log: Path) -> No
 
 
 def succeeded_run(drill: Drill, target: str) -> str:
-    done = drill.run_gre(target)
-    assert done.code == OK, done
-    return run_of(done)
+    return run_of(expect(drill.run_gre(target), OK))
 
 
 def kill_run(drill: Drill, target: str, point: str, recovery: str, log: Path) -> None:
