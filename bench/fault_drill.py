@@ -75,6 +75,7 @@ def play(drill: Drill, trial: dict, scratch: Path) -> None:
 def summary(exc: BaseException) -> str:
     """The broken promise in one line: run ids and paths shortened."""
     text = " ".join(str(exc).split("\n")[:3])
+    text = re.sub(r'time="[^"]*" ', "", text)  # dockerd's log lines
     text = re.sub(r"\b\d{8}-\d{6}-[0-9a-f]{6}\b", "RUN", text)
     text = re.sub(r"/\S*/([^/\s]+)", r"\1", text)
     text = re.sub(r"\s+", " ", text)
@@ -112,17 +113,17 @@ def main() -> int:
                 outcome = summary(exc)
             trial.update(outcome=outcome, seconds=time.monotonic() - t0)
             rows.append(trial)
-            print(f"{i + 1:3} {trial['fault']:<26} {trial['target']:<8} {trial['point']:<34} "
+            print(f"{i + 1:3} {trial['fault']:<28} {trial['target']:<8} {trial['point']:<34} "
                   f"{trial['then']:<9} {trial['seconds']:5.1f} s  {outcome}", flush=True)
 
     print(f"\n{len(rows)} trials in {time.monotonic() - started:.0f} s\n")
-    print(f"{'fault':<26} {'target':<8} {'trials':>6} {'ok':>4} {'broken':>6}")
+    print(f"{'fault':<28} {'target':<8} {'trials':>6} {'ok':>4} {'broken':>6}")
     by_kind: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for row in rows:
         by_kind[row["fault"], row["target"]].append(row)
     for (fault, target), group in sorted(by_kind.items()):
         ok = sum(r["outcome"] == "ok" for r in group)
-        print(f"{fault:<26} {target:<8} {len(group):>6} {ok:>4} {len(group) - ok:>6}")
+        print(f"{fault:<28} {target:<8} {len(group):>6} {ok:>4} {len(group) - ok:>6}")
     broken = Counter(r["outcome"] for r in rows if r["outcome"] != "ok")
     if broken:
         print("\nbroken promises (count, first lines):")

@@ -275,9 +275,12 @@ class Drill:
 
 
 def _kill(pid: int) -> None:
+    """SIGKILL a daemon and wait until it is gone, reaped: the lab's daemons are children of
+    the machine's init, which here reaps about every 2 s, and until then the pid in the
+    daemon's pid file still names a process (a supervisor reaps its own child at once)."""
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while alive(pid) and time.monotonic() < deadline:
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
         time.sleep(0.01)
 
 

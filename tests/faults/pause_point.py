@@ -22,12 +22,13 @@ import json
 import os
 import signal
 
+from runflow.core.events import Event
 from runflow.core.hookspecs import hookimpl
 
 _paused = False
 
 
-def _matches(event, point: str) -> bool:
+def _matches(event: Event, point: str) -> bool:
     where, _, host = point.partition("@")
     step, _, dest = where.rpartition(":")
     return (event.kind == "step" and event.step == step and event.dest == dest
@@ -35,7 +36,7 @@ def _matches(event, point: str) -> bool:
 
 
 @hookimpl(trylast=True)
-def runflow_event(event) -> None:
+def runflow_event(event: Event) -> None:
     global _paused
     point = os.environ.get("RUNFLOW_DRILL_PAUSE")
     if _paused or not point or not _matches(event, point):

@@ -77,12 +77,12 @@ def start_daemon(drill: Drill, daemon: str, host: str) -> None:
 
 
 def daemon_dies(drill: Drill, target: str, command: str, point: str, daemon: str, host: str,
-                back_after: float | None) -> None:
+                back_after: float | None, must_exit: int | None = None) -> None:
     """A daemon killed while the run (command "run") or the rollback of a run that succeeded
     (command "rollback") is stopped at point; runflow goes on, the daemon is started again
     as a supervisor would (if none answers), back_after seconds later or (None) once runflow
-    is done. What runflow said must then be true, and a rollback brings both hosts back to
-    before."""
+    is done. runflow exits must_exit (if given), what it said must then be true, and a
+    rollback brings both hosts back to before."""
     if command == "run":
         drill.end_state(target)
         paused = drill.start_gre(target, point)
@@ -97,6 +97,8 @@ def daemon_dies(drill: Drill, target: str, command: str, point: str, daemon: str
     if back_after is None:
         start_daemon(drill, daemon, host)
     what = f"{daemon} on {host} killed at {point} of the {command}"
+    if must_exit is not None:
+        expect(done, must_exit)
     assert_outcome_agrees(drill, done, paused.run_id, target, what)
     restart_daemons_and_roll_back(drill, paused.run_id, what)
 
