@@ -37,9 +37,9 @@ TARGETS = ("centos6", "modern")
 PAUSE_PLUGIN = Path(__file__).with_name("pause_point.py")
 # Every step of multihost-gre, in order; the verify.* ones never apply (a passing check is
 # "skipped: verified"), so they have no applying or undoing event to stop at.
-STEPS = [s["id"] for s in tomllib.loads(GRE.read_text())["steps"]]
-CHANGING = [s["id"] for s in tomllib.loads(GRE.read_text())["steps"]
-            if not s["action"].startswith("verify.")]
+_STEP_TABLES = tomllib.loads(GRE.read_text())["steps"]
+STEPS = [s["id"] for s in _STEP_TABLES]
+CHANGING = [s["id"] for s in _STEP_TABLES if not s["action"].startswith("verify.")]
 IN_DOUBT = ("applying", "undoing")
 RUN_ID = re.compile(r"\b\d{8}-\d{6}-[0-9a-f]{6}\b")
 # The README's exit codes.
