@@ -31,3 +31,4 @@ def clean_lab(drill: Drill) -> Iterator[Drill]:
         drill.rebuild()
     drill.dirty = True
     yield drill
+    drill.stop_leftovers()

@@ -114,6 +114,7 @@ class Drill:
         self.workdir = workdir
         self._count = 0
         self._ends: dict[str, dict[str, Any]] = {}
+        self._started: list[subprocess.Popen] = []
         self.dirty = False
         self.pristine = self.snapshot()
 
@@ -154,6 +155,7 @@ class Drill:
         proc = self._popen(argv, self._env(home, {"RUNFLOW_DRILL_PAUSE": pause,
                                                   "RUNFLOW_DRILL_MARKER": str(marker)}),
                            out, err)
+        self._started.append(proc)
         deadline = time.monotonic() + timeout
         while not marker.exists():
             if proc.poll() is not None:
@@ -262,6 +264,14 @@ class Drill:
         ovs.vsctl("init")  # returns once the switch has caught up with the database
 
     # -- a case that broke the lab -----------------------------------------------------------
+
+    def stop_leftovers(self) -> None:
+        """Kill the group of a command a failed case left stopped (it holds the host locks)."""
+        for proc in self._started:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self._started.clear()
 
     def rebuild(self) -> None:
         """The lab down and up again (after a case left the hosts as they should not be)."""

@@ -5,11 +5,11 @@ outside at that exact point (kill runflow's process group, kill a daemon, fill t
     RUNFLOW_DRILL_PAUSE="gre-port:applying@h2"      ... on host h2
     RUNFLOW_DRILL_MARKER=/tmp/x/paused              written when it stops: the event as JSON
 
-When the event comes, the plugin writes the marker and stops the whole process with SIGSTOP
-(every thread: the other host's worker freezes wherever it is, as it would under a kill). The
-test then does its harm and either kills the process group or sends SIGCONT. Without the
-variables the plugin does nothing, so the resume or rollback that loads it again from the
-journal's record of the run runs undisturbed.
+When the event comes, the plugin writes the marker and stops its whole process group with
+SIGSTOP: every thread of runflow (the other host's worker freezes wherever it is) and every
+command it has in flight, as they are at that instant. The test then does its harm and either
+kills the group or sends it SIGCONT. Without the variables the plugin does nothing, so the
+resume or rollback that loads it again from the journal's record of the run runs undisturbed.
 
 It is called after every other subscriber (trylast): the journal has recorded the event — and
 committed it, if it is an intent — before the process stops, as it would have before the
@@ -47,4 +47,4 @@ def runflow_event(event: Event) -> None:
         json.dump({"run_id": event.run_id, "host": event.host, "step": event.step,
                    "dest": event.dest, "pid": os.getpid()}, f)
     os.rename(marker + ".tmp", marker)  # the test never reads half a marker
-    os.kill(os.getpid(), signal.SIGSTOP)
+    os.killpg(0, signal.SIGSTOP)  # runflow is its group's leader (start_new_session)
