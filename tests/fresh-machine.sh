@@ -10,7 +10,8 @@
 # container's is) but not the machine's: runflow runs in a chroot. Its network namespace has
 # only loopback, where tests/support/registry_proxy.py (running outside, in the machine's
 # namespace, which is never changed) forwards to the distribution's mirror and PyPI only, for
-# apt-get and pip. Package installs start no services (policy-rc.d, as container images do).
+# apt-get and pip. Package installs start no services (policy-rc.d, as container images do);
+# the machine's own certificate authorities (/usr/local/share/ca-certificates) are copied in.
 #
 #     sh tests/fresh-machine.sh [debian|ubuntu] [--keep]     # as root; --keep keeps the root
 #
@@ -122,6 +123,11 @@ if ! $bootstrap >"$logs/debootstrap.log" 2>&1; then
     exit 1
 fi
 printf '%s\n' "$sources" >"$root/etc/apt/sources.list"
+# The site's own certificate authorities, as this machine has them: where TLS to the registries
+# is inspected, pip needs them (ca-certificates, installed by install-deps, picks them up).
+mkdir -p "$root/usr/local/share/ca-certificates"
+cp -p /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/" \
+    2>/dev/null || true
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
 chmod 755 "$root/usr/sbin/policy-rc.d"
 mkdir -p "$root/root/runflow"

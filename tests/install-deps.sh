@@ -24,7 +24,7 @@ apt-get install -y -q --no-install-recommends \
     iproute2 bridge-utils iptables nftables iputils-ping procps kmod \
     openvswitch-switch docker.io busybox-static shellcheck dash tcpdump \
     openssh-server openssh-client \
-    python3 python3-venv python3-pytest
+    python3 python3-venv python3-pytest ca-certificates
 
 for python in /usr/bin/python3 python3; do
     if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
