@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .namespaces import Namespace
-from .processes import read_pid, run_tool, runs_with, stop_pid, write_pid
+from .processes import alive, read_pid, run_tool, runs_with, stop_pid, write_pid
 
 BUSYBOX = "/bin/busybox"
 BUSYBOX_TOOLS = ("sh", "ip", "ping", "sleep", "cat", "ifconfig", "route", "hostname", "ls")
@@ -275,9 +275,10 @@ class Dockerd:
     def _wait(self, pid: int, proc: subprocess.Popen | None, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not self.answers():
-            if proc is not None and proc.poll() is not None:
+            if not alive(pid):
                 self._started.unlink(missing_ok=True)
-                raise DockerdError(f"dockerd exited {proc.returncode}: {self.log_tail()}")
+                status = f" {proc.wait()}" if proc is not None else ""
+                raise DockerdError(f"dockerd exited{status}: {self.log_tail()}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise DockerdError(f"dockerd (pid {pid}) did not answer within {timeout:g} s: "
