@@ -85,15 +85,19 @@ def test_a_killed_daemon_is_restarted_beside_its_containerd(daemon):
 
 def test_a_restart_from_inside_a_chroot_keeps_the_daemon_in_the_chroot(daemon, tmp_path):
     """runflow in a chroot (here: the machine's tree bound under a directory, entered from a
-    mount namespace of its own): a restarted daemon must run there too, not at the real root
-    of the mount namespace it enters (where a fresh Debian root's files are not)."""
-    root = tmp_path / "root"
+    mount namespace of its own, with a file only that tree shows): a restarted daemon must run
+    there too, not at the real root of the mount namespace it enters (where a fresh Debian
+    root's files are not)."""
+    root, mark = tmp_path / "root", tmp_path / "mark"
     root.mkdir()
+    mark.mkdir()
     inside = textwrap.dedent(f"""
         import json, os, signal, subprocess, sys, time
         subprocess.run(["mount", "--rbind", "/", {str(root)!r}], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "mark", {str(root) + str(mark)!r}], check=True)
         os.chroot({str(root)!r})
         os.chdir("/")
+        open({str(mark / "here")!r}, "w").close()
         from runflow.core.lab.dockerd import Dockerd
         from runflow.core.lab.namespaces import Namespace
         daemon = Dockerd(Namespace({daemon.namespace.name!r}), {str(daemon.dir)!r})
@@ -112,7 +116,7 @@ def test_a_restart_from_inside_a_chroot_keeps_the_daemon_in_the_chroot(daemon, t
     result = json.loads(done.stdout)
     assert result["rc"] == 0 and result["up"], result["stderr"]
 
-    assert os.readlink(f"/proc/{result['pid']}/root") == str(root)
+    assert os.path.exists(f"/proc/{result['pid']}/root{mark / 'here'}")
 
 
 def test_a_stale_pid_file_does_not_stop_a_start(daemon):
