@@ -17,12 +17,13 @@ would hide /sys/fs/cgroup). Everything it owns lives under one state directory D
                             restart D` (the command a lab inventory gives as the docker
                             service's restart command)
     D/dockerd.started       the pid of the daemon the lab started and tracks (written as soon
-                            as it is spawned); D/containerd.started likewise
-    D/dockerd.pid           dockerd's own pid file: how a daemon whose start was interrupted
-                            before it was tracked is still found (and a stale one is removed)
+                            as it is spawned); `up()` holds only for that daemon
+    D/dockerd.pid           dockerd's own pid file (a stale one, which would stop dockerd from
+                            starting, is removed before a start)
 
-Only processes the lab started are ever signalled, by their pid, after checking that the pid
-still runs this state directory's daemon (a pid file may be stale, a pid reused).
+Only processes the lab started are ever signalled, by their pid: a recorded pid only while it
+still runs this state directory's daemon (a pid may be reused), and a daemon whose pid was
+never recorded (its start was interrupted) is found by its argv, which names our socket.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from .namespaces import Namespace
-from .processes import alive, read_pid, run_tool, runs_with, stop_pid, write_pid
+from .processes import (alive, pids_running_with, read_pid, run_tool, runs_with, stop_pid,
+                        write_pid)
 
 BUSYBOX = "/bin/busybox"
 BUSYBOX_TOOLS = ("sh", "ip", "ping", "sleep", "cat", "ifconfig", "route", "hostname", "ls")
@@ -144,9 +146,9 @@ class Dockerd:
         self._launch(timeout, Entering())
 
     def stop(self, timeout: float = 20) -> None:
-        """Stop this state directory's daemon: the one the lab tracks, and one its pid file
-        names (started by a restart that was killed before it recorded it)."""
-        for pid in {self.tracked_pid(), self._pidfile_pid()} - {None}:
+        """Stop this state directory's daemon: the one the lab tracks, and any other one (a
+        restart killed between spawning a daemon and recording its pid)."""
+        for pid in self._running():
             stop_pid(pid, timeout)
         self._started.unlink(missing_ok=True)
         # dockerd leaves its socket (and pid file) behind when killed: a stale socket would
@@ -160,8 +162,9 @@ class Dockerd:
         containers) belong with the lab's; and runflow itself may run in a chroot, which a
         plain change of mount namespace would leave. Without a running dockerd the host's
         containerd (started beside it) shows the place; with neither, the caller's own."""
-        with Entering.process(self.tracked_pid() or self._pidfile_pid()
-                              or self._containerd_pid()) as entering:
+        anchors = [self.tracked_pid(), *self._running(), *self._containerd()]
+        with Entering.process(next((pid for pid in anchors if pid is not None), None)) \
+                as entering:
             self.stop()
             self._launch(timeout, entering)
 
@@ -169,10 +172,8 @@ class Dockerd:
         """Stop the daemon and its containerd, unmount everything under the state dir (deepest
         first) and delete it."""
         self.stop()
-        containerd = self._containerd_pid()
-        if containerd is not None:
-            stop_pid(containerd)
-        (self.dir / "containerd.started").unlink(missing_ok=True)
+        for pid in self._containerd():
+            stop_pid(pid)
         for mount in sorted(_mounts_under(self.dir), key=len, reverse=True):
             subprocess.run(["umount", "-l", mount], capture_output=True)
         subprocess.run(["rm", "-rf", "--one-file-system", str(self.dir)], capture_output=True)
@@ -240,21 +241,21 @@ class Dockerd:
     def _is_ours(self, pid: int) -> bool:
         return runs_with(pid, "-H", self.url)
 
-    def _pidfile_pid(self) -> int | None:
-        pid = read_pid(self.pidfile)
-        return pid if pid is not None and self._is_ours(pid) else None
+    def _running(self) -> list[int]:
+        """Every dockerd of this state directory, tracked or not: its argv names our socket."""
+        return pids_running_with("-H", self.url)
 
-    def _containerd_pid(self) -> int | None:
-        pid = read_pid(self.dir / "containerd.started")
-        ours = pid is not None and runs_with(pid, "--address", str(self.containerd_socket))
-        return pid if ours else None
+    def _containerd(self) -> list[int]:
+        return pids_running_with("--address", str(self.containerd_socket))
 
     def _launch(self, timeout: float, entering: Entering) -> None:
         self._prepare()
-        untracked = self._pidfile_pid()
-        if untracked is not None:
-            write_pid(self._started, untracked)
-            self._wait(untracked, None, timeout)
+        running = self._running()
+        if running:  # an untracked daemon of ours: take it over rather than start another
+            for extra in running[1:]:
+                stop_pid(extra)
+            write_pid(self._started, running[0])
+            self._wait(running[0], None, timeout)
             return
         # A pid file left by a killed daemon names a dead or someone else's process; dockerd
         # refuses to start while the process it names exists.
@@ -297,7 +298,7 @@ class Dockerd:
         """A containerd of the host's own, outside dockerd: dockerd then stops in 0.01 s
         instead of 1 s (it no longer takes its containerd down), so `docker.daemon` steps
         with a restart cost 0.15 s."""
-        if self._containerd_pid() is not None:
+        if self._containerd():
             return
         root = self.dir / "containerd"
         self.containerd_socket.unlink(missing_ok=True)  # a killed containerd's
@@ -305,7 +306,6 @@ class Dockerd:
             *entering.options, "containerd", "--address", str(self.containerd_socket),
             "--root", str(root / "root"), "--state", str(root / "state")])
         proc = self._spawn(argv, self.dir / "containerd.log", entering)
-        write_pid(self.dir / "containerd.started", proc.pid)
         deadline = time.monotonic() + timeout
         while not self.containerd_socket.exists():
             if proc.poll() is not None or time.monotonic() > deadline:

@@ -58,6 +58,13 @@ def runs_with(pid: int, *args: str) -> bool:
     return any(argv[i:i + n] == list(args) for i in range(len(argv) - n + 1))
 
 
+def pids_running_with(*args: str) -> list[int]:
+    """Every process whose argv holds args one after the other. With args that name a state
+    directory of the lab's own (a socket under it), these are daemons the lab started: how it
+    finds one whose start was interrupted before its pid was recorded anywhere."""
+    return [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and runs_with(int(pid), *args)]
+
+
 def read_pid(pidfile: Path) -> int | None:
     try:
         return int(pidfile.read_text().strip())
