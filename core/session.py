@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from . import inventory as inventory_mod
 from . import workflow as workflow_mod
-from .engine import Engine
+from .engine import Engine, HostRuntime
 from .errors import EXIT_OK, EXIT_ROLLED_BACK, InputError, RunflowError
 from .journal import Journal, RunRecord, StepRecord
 from .locks import HostLocks
@@ -106,7 +107,12 @@ def add_views(plugins: Plugins, *, quiet: bool = False, events_file: TextIO | No
 
 @contextmanager
 def _stop_on_signals(engine: Engine) -> Iterator[None]:
-    """SIGINT/SIGTERM: finish the step in progress, then fail and roll back."""
+    """SIGINT/SIGTERM: finish the step in progress, then fail and roll back. Only the main
+    thread can set handlers: a run driven from another (runflow watch) has its signals handled
+    by whoever drives it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
     def handler(signum: int, _frame: object) -> None:
         engine.request_stop(signal.Signals(signum).name)
@@ -122,11 +128,14 @@ def _stop_on_signals(engine: Engine) -> Iterator[None]:
 class Session:
     """One command that changes hosts (run, resume or rollback)."""
 
-    def __init__(self, plugins: Plugins, home: Path) -> None:
+    def __init__(self, plugins: Plugins, home: Path, *, locks_held: bool = False) -> None:
         self.plugins = plugins
         self.home = home
         self.journal = Journal(home)
         plugins.add_subscriber(self.journal, name="runflow.journal")
+        # The caller holds the host locks of every run it starts here (`runflow watch` holds a
+        # host's lock while any of its runs is in flight there, and runs several at once).
+        self.locks_held = locks_held
 
     def close(self, *, process_exits: bool = False) -> None:
         """Write what the journal holds and close it. When the process ends next (the command
@@ -141,16 +150,22 @@ class Session:
 
     def _locked(self, plan: Plan, run_id: str, timeout: float,
                 body: Callable[[], int]) -> int:
+        if self.locks_held:
+            return body()
         with HostLocks(self.home, {h.name: h.key for h in plan.hosts}) as locks:
             locks.acquire(run_id, timeout)
             return body()
 
-    def run(self, plan: Plan, options: Options) -> tuple[str, int]:
+    def run(self, plan: Plan, options: Options, *, cause: dict[str, Any] | None = None,
+            runtimes: Mapping[str, HostRuntime] | None = None) -> tuple[str, int]:
+        """Run a plan. cause: what started the run (`runflow watch`'s event), kept in its
+        record; runtimes: the caller's host threads and connections (see Engine)."""
         run_id = new_run_id()
-        engine = Engine(self.plugins, run_id, plan.per_host(), rollback=options.rollback)
+        engine = Engine(self.plugins, run_id, plan.per_host(), rollback=options.rollback,
+                        runtimes=runtimes)
 
         def body() -> int:
-            engine.announce(plan.record())
+            engine.announce({**plan.record(), "cause": cause} if cause else plan.record())
             with _stop_on_signals(engine):
                 return engine.execute()
 
@@ -159,11 +174,13 @@ class Session:
     def load(self, ref: str) -> RunRecord:
         return self.journal.find(ref)
 
-    def _restored(self, run: RunRecord, rollback: bool, file_changed: str) -> tuple[Plan, Engine]:
+    def _restored(self, run: RunRecord, rollback: bool, file_changed: str,
+                  runtimes: Mapping[str, HostRuntime] | None = None) -> tuple[Plan, Engine]:
         """The run's plan rebuilt, and an engine with its steps in their journaled states."""
         steps = self.journal.steps(run.id)
         plan = rebuild_plan(run, steps, self.plugins, file_changed=file_changed)
-        engine = Engine(self.plugins, run.id, plan.per_host(), rollback=rollback)
+        engine = Engine(self.plugins, run.id, plan.per_host(), rollback=rollback,
+                        runtimes=runtimes)
         engine.restore(run.state, {(s.host, s.key): (s.state, s.before) for s in steps})
         return plan, engine
 
@@ -182,10 +199,11 @@ class Session:
 
         return self._locked(plan, run.id, options.lock_timeout, body)
 
-    def rollback(self, run: RunRecord, options: Options) -> int:
+    def rollback(self, run: RunRecord, options: Options, *,
+                 runtimes: Mapping[str, HostRuntime] | None = None) -> int:
         if run.state == "rolled_back":
             raise AlreadyDone(f"run {run.id} is already rolled back")
-        plan, engine = self._restored(run, True, "use-journaled")
+        plan, engine = self._restored(run, True, "use-journaled", runtimes)
         code = self._locked(plan, run.id, options.lock_timeout, engine.roll_back)
         # Asked for, a complete rollback is a success; exit 1 means "failed, rolled back".
         return EXIT_OK if code == EXIT_ROLLED_BACK else code

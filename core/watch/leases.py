@@ -1,0 +1,81 @@
+"""The watcher's hold on its hosts' run locks.
+
+One run at a time per host is the rule between runflow processes (core/locks.py). A watcher
+runs several at once on a host, so it takes the host's lock itself — when the first of its runs
+there starts — and lets it go when the last one ends. Meanwhile another runflow command on that
+host waits (--lock-timeout) or is refused, naming the watcher; while the watcher has nothing in
+flight there, the host is free for others. When another process holds the lock, the watcher's
+runs on that host wait for it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import LockHeld
+from ..hosts import Host
+from ..locks import HostLock
+
+POLL = 0.2  # seconds between tries while another process holds a lock
+
+
+class Stopped(Exception):
+    """The watcher stops: a run that waited for a lock is not started."""
+
+
+class _Lease:
+    def __init__(self) -> None:
+        self.guard = threading.Lock()  # held while the lock is being taken or let go
+        self.count = 0  # the watcher's runs in flight on the host
+        self.lock: HostLock | None = None
+
+
+class HostLeases:
+    """holder: how the lock file names the watcher (another command's refusal quotes it)."""
+
+    def __init__(self, home: Path, holder: str, log: Callable[[str], None]) -> None:
+        self.home = home
+        self.holder = holder
+        self.log = log
+        self._mutex = threading.Lock()
+        self._leases: dict[str, _Lease] = {}
+
+    @contextmanager
+    def held(self, host: Host, stop: threading.Event, timeout: float | None) -> Iterator[None]:
+        """Hold the host's lock for the block. Waits while another process holds it: until
+        `timeout` seconds have passed (then LockHeld; None: for ever) or `stop` is set (then
+        Stopped)."""
+        with self._mutex:
+            lease = self._leases.setdefault(host.key, _Lease())
+        with lease.guard:
+            if lease.count == 0:
+                lease.lock = self._take(host, stop, timeout)
+            lease.count += 1
+        try:
+            yield
+        finally:
+            with lease.guard:
+                lease.count -= 1
+                if lease.count == 0 and lease.lock is not None:
+                    lease.lock.release()
+                    lease.lock = None
+
+    def _take(self, host: Host, stop: threading.Event, timeout: float | None) -> HostLock:
+        started, said = time.monotonic(), False
+        while True:
+            lock = HostLock(self.home, host.key, host.name)
+            try:
+                lock.acquire(self.holder)
+                return lock
+            except LockHeld as exc:
+                if timeout is not None and time.monotonic() - started >= timeout:
+                    raise
+                if not said:
+                    self.log(f"{exc.args[0].split(';')[0]}: waiting for it")
+                    said = True
+            if stop.wait(POLL):
+                raise Stopped()
