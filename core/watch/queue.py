@@ -42,6 +42,7 @@ class RunRef:
     run_id: str
     incarnation: str  # of the object it was made for
     state: str  # as the journal has it: succeeded, or something to roll back
+    name: str = ""  # the object's, for log lines
 
 
 @dataclass
@@ -58,7 +59,10 @@ class Tracked:
 
     @property
     def label(self) -> str:
-        return self.desired.label if self.desired is not None else self.key.id[:12]
+        """How log lines name the object."""
+        if self.desired is not None:
+            return self.desired.label
+        return next((r.name for r in self.runs if r.name), self.key.id[:12])
 
 
 def same(a: WatchedObject | None, b: WatchedObject | None) -> bool:

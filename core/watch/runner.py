@@ -146,10 +146,19 @@ class Runner:
             state = done_state
         elif run_id is not None:
             try:
-                record = self.session.journal.find(run_id)
-                state, message = record.state, message or record.message
+                state = self.session.journal.find(run_id).state
+                message = message or self._why(run_id)
             except RunflowError:  # the run was never journaled
                 run_id = None
         if code != EXIT_OK:
             lane.drop(host)
         return Outcome(code, run_id, state, message, time.monotonic() - started)
+
+    def _why(self, run_id: str) -> str:
+        """Why a run failed: the message of its failure (its latest state, rolled back, has
+        none)."""
+        for event in reversed(self.session.journal.events(run_id)):
+            if event["kind"] == "run" and event["dest"] in ("failed", "rollback_failed") \
+                    and event["message"]:
+                return event["message"]
+        return "see `runflow show " + run_id + "`"

@@ -27,10 +27,11 @@ from typing import Any
 from ..errors import (EXIT_INVALID, EXIT_LOCKED, EXIT_NEEDS_ATTENTION, EXIT_OK,
                       EXIT_ROLLED_BACK, failure_line)
 from ..hosts import Host
+from ..journal import RunRecord
 from ..plugins import Plugins
 from ..session import Options, Session
 from .leases import HostLeases
-from .queue import Key, RunRef, Tracked, WorkQueue
+from .queue import Key, RunRef, Tracked, WorkQueue, same
 from .runner import Lane, Outcome, Runner
 from .sources import Source, SourceEvent, SourceUnavailable, WatchedObject
 from .watches import Watch
@@ -120,7 +121,7 @@ class Watcher:
             for run in self.session.journal.caused_runs(watch.name, [h.name for h in watch.hosts]):
                 cause = run.record["cause"]
                 self.queue.adopt(Key(watch.name, cause["host"], cause["id"]),
-                                 [RunRef(run.id, cause["incarnation"], run.state)])
+                                 [_run_ref(run)])
 
     def _close_sources(self) -> None:
         with self._sources_lock:
@@ -213,14 +214,15 @@ class Watcher:
                 t.runs.remove(ref)
                 continue
             ref.state = outcome.state or ref.state
-            self._failed(t, where, f"rollback of run {ref.run_id} failed", outcome)
+            self._failed(t, desired, where, f"rollback of run {ref.run_id} failed", outcome)
             return False
         if desired is None or t.refused == desired.incarnation or t.runs:
             return True
         outcome = self.runner.start(watch, host, desired, action, lane)
         if outcome.done:
             self._say(f"{where}: run {outcome.run_id} succeeded ({action}) {_ms(outcome)}")
-            t.runs.append(RunRef(outcome.run_id or "", desired.incarnation, "succeeded"))
+            t.runs.append(RunRef(outcome.run_id or "", desired.incarnation, "succeeded",
+                                 desired.label))
             return True
         if outcome.code == EXIT_INVALID:
             t.refused = desired.incarnation
@@ -231,21 +233,25 @@ class Watcher:
         if outcome.run_id is None:  # it may have been journaled all the same: ask the journal
             t.runs = self._runs_in_place(t.key)
         elif outcome.state != "rolled_back":
-            t.runs.append(RunRef(outcome.run_id, desired.incarnation, outcome.state or ""))
+            t.runs.append(RunRef(outcome.run_id, desired.incarnation, outcome.state or "",
+                                 desired.label))
         what = f"run {outcome.run_id} {_ended(outcome)}" if outcome.run_id else "the run failed"
-        self._failed(t, where, what, outcome)
+        self._failed(t, desired, where, what, outcome)
         return False
 
     def _runs_in_place(self, key: Key) -> list[RunRef]:
-        return [RunRef(run.id, run.record["cause"]["incarnation"], run.state)
-                for run in self.session.journal.caused_runs(key.watch, [key.host])
+        return [_run_ref(run) for run in self.session.journal.caused_runs(key.watch, [key.host])
                 if run.record["cause"]["id"] == key.id]
 
-    def _failed(self, t: Tracked, where: str, what: str, outcome: Outcome) -> None:
+    def _failed(self, t: Tracked, desired: WatchedObject | None, where: str, what: str,
+                outcome: Outcome) -> None:
         self._worsen({EXIT_LOCKED: EXIT_LOCKED, EXIT_ROLLED_BACK: EXIT_ROLLED_BACK}.get(
             outcome.code, EXIT_NEEDS_ATTENTION))
         delay = self.queue.retry_delay(t)
-        again = f"; trying again in {delay:g} s" if delay is not None else ""
+        if not same(t.desired, desired):  # (read without the queue's lock: only for the log)
+            again = "; it changed meanwhile: settling it again"
+        else:
+            again = f"; trying again in {delay:g} s" if delay is not None else ""
         self._say(f"{where}: {what}: {outcome.message}{again}", problem=True)
 
     def _worsen(self, code: int) -> None:
@@ -255,6 +261,11 @@ class Watcher:
 
     def _say(self, text: str, *, problem: bool = False) -> None:
         self.log(text, problem=problem)
+
+
+def _run_ref(run: RunRecord) -> RunRef:
+    cause = run.record["cause"]
+    return RunRef(run.id, cause["incarnation"], run.state, cause.get("name", ""))
 
 
 def _ms(outcome: Outcome) -> str:
