@@ -461,6 +461,9 @@ def show(run_ref, as_json) -> None:
                f"{run_rec.record.get('target')}, hosts {', '.join(run_rec.hosts)}")
     if run_rec.message:
         click.echo(f"  {run_rec.message}")
+    if cause := run_rec.record.get("cause"):  # a run `runflow watch` started
+        click.echo(f"  caused by {cause['source']} {cause['action']} of {cause['name']} "
+                   f"({cause['id'][:12]}) on {cause['host']}, watch {cause['watch']}")
     for s in steps:
         took = (f"{(s.finished - s.started) * 1000:.1f} ms" if s.started and s.finished else "")
         click.echo(f"  [{s.host}] {s.key:<24} {s.action:<22} {s.backend or '-':<10} "

@@ -14,7 +14,7 @@ import time
 import traceback
 from typing import Any, NamedTuple
 
-from ..engine import HostRuntime
+from ..engine import Engine, HostRuntime
 from ..errors import (EXIT_INVALID, EXIT_NEEDS_ATTENTION, EXIT_OK, EXIT_ROLLED_BACK,
                       InputError, RunflowError, debugging)
 from ..hosts import Host
@@ -24,7 +24,7 @@ from ..session import AlreadyDone, Options, Session
 from .leases import HostLeases, Stopped
 from .queue import RunRef
 from .sources import WatchedObject
-from .watches import Watch
+from .watches import EVENT_VAR, Watch
 
 
 class Lane:
@@ -79,6 +79,23 @@ class Runner:
         self.leases = leases
         self.stop = stop
         self.lock_timeout = lock_timeout
+
+    def warm_up(self, watches: list[Watch], lane: Lane) -> None:
+        """Open a new lane's connections before its first run, as `runflow plan` would: observe
+        (change nothing) the steps of each watch that gives an example `event` in [vars]. The
+        first run of a cold lane otherwise pays for them, and for importing the backends'
+        libraries: 0.3-2 s here, the longest waits of a burst."""
+        for watch in watches:
+            if EVENT_VAR not in watch.workflow.vars:
+                continue
+            for host in watch.hosts:
+                try:
+                    plan = build(watch.workflow, self.session.plugins, watch.inventory, [host],
+                                 target=self.options.target, cli_vars=self.options.cli_vars)
+                    Engine(self.session.plugins, "warm-up", plan.per_host(),
+                           runtimes=lane.runtimes(host)).preview()
+                except Exception:  # a warm-up is worth trying, not failing for: runs say why
+                    lane.drop(host)
 
     def start(self, watch: Watch, host: Host, obj: WatchedObject, action: str,
               lane: Lane) -> Outcome:

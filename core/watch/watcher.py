@@ -85,7 +85,7 @@ class Watcher:
         """Watch until a signal (or, with once, reconcile and return); the exit code."""
         try:
             self._adopt_runs_in_place()
-            self.queue.start(self.jobs, Lane, Lane.close)
+            self.queue.start(self.jobs, self._lane, Lane.close)
             listeners = [threading.Thread(target=self._listen, args=(watch, host),
                                           name=f"watch-{watch.name}-{host.name}", daemon=True)
                          for watch in self.watches.values() for host in watch.hosts]
@@ -107,6 +107,12 @@ class Watcher:
         finally:
             self.session.close()
         return self._worst if self.once else EXIT_OK
+
+    def _lane(self) -> Lane:
+        """A worker's lane, warmed up (in the worker's thread)."""
+        lane = Lane()
+        self.runner.warm_up(list(self.watches.values()), lane)
+        return lane
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if self.stop.is_set():
