@@ -1,4 +1,4 @@
-"""The watcher's hold on its hosts' run locks.
+"""The watcher's locks: its hold on its hosts' run locks, and its claim on its watches.
 
 One run at a time per host is the rule between runflow processes (core/locks.py). A watcher
 runs several at once on a host, so it takes the host's lock itself — when the first of its runs
@@ -6,10 +6,16 @@ there starts — and lets it go when the last one ends. Meanwhile another runflo
 host waits (--lock-timeout) or is refused, naming the watcher; while the watcher has nothing in
 flight there, the host is free for others. When another process holds the lock, the watcher's
 runs on that host wait for it.
+
+A watch is followed by one watcher per journal: two would both start runs for each object.
+The claim is an flock on HOME/watches/NAME.lock, held as long as the watcher runs; the kernel
+lets go of it when the process dies.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -79,3 +85,35 @@ class HostLeases:
                     said = True
             if stop.wait(POLL):
                 raise Stopped()
+
+
+class WatchClaim:
+    """The flocks of a watcher's watches (see the module's docstring)."""
+
+    def __init__(self, fds: list[int]) -> None:
+        self._fds = fds
+
+    def release(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+
+
+def claim_watches(home: Path, names: list[str]) -> WatchClaim:
+    """Claim the watches for this process, or raise LockHeld naming the watcher that has one."""
+    folder = home / "watches"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    held: list[int] = []
+    for name in sorted(names):
+        fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "another process"
+            WatchClaim([*held, fd]).release()
+            raise LockHeld(f"watch {name} is followed already, by {holder}, with the journal "
+                           f"in {home}: one watcher per watch and journal") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"runflow watch (pid {os.getpid()})".encode(), 0)
+        held.append(fd)
+    return WatchClaim(held)

@@ -30,7 +30,7 @@ from ..hosts import Host
 from ..journal import RunRecord
 from ..plugins import Plugins
 from ..session import Options, Session
-from .leases import HostLeases
+from .leases import HostLeases, WatchClaim, claim_watches
 from .queue import Key, RunRef, Tracked, WorkQueue, same
 from .runner import Lane, Outcome, Runner
 from .sources import Source, SourceEvent, SourceUnavailable, WatchedObject
@@ -78,12 +78,14 @@ class Watcher:
         self._sources: set[Source] = set()
         self._sources_lock = threading.Lock()
         self._worst = EXIT_OK  # for --once: how the worst settlement ended
+        self._claim: WatchClaim | None = None
 
     # -- the main thread ----------------------------------------------------------------------
 
     def run(self) -> int:
         """Watch until a signal (or, with once, reconcile and return); the exit code."""
         try:
+            self._claim = claim_watches(self.home, list(self.watches))
             self._adopt_runs_in_place()
             self.queue.start(self.jobs, self._lane, Lane.close)
             listeners = [threading.Thread(target=self._listen, args=(watch, host),
@@ -106,6 +108,8 @@ class Watcher:
                 self.queue.stop()
         finally:
             self.session.close()
+            if self._claim is not None:
+                self._claim.release()
         return self._worst if self.once else EXIT_OK
 
     def _lane(self) -> Lane:
@@ -203,6 +207,16 @@ class Watcher:
                 ) -> bool:
         """Roll back the object's runs that do not stand for it as it is now; start one if it
         is active and has none. True when it is settled, False to try again later."""
+        try:
+            return self._settle_object(t, desired, action, lane)
+        except Exception as exc:  # a bug must cost one object a retry, not the worker
+            self._say(f"{t.key.watch} [{t.key.host}] {t.label}: "
+                      f"{failure_line(exc, method='settling')}", problem=True)
+            self._worsen(EXIT_NEEDS_ATTENTION)
+            return False
+
+    def _settle_object(self, t: Tracked, desired: WatchedObject | None, action: str,
+                       lane: Lane) -> bool:
         watch = self.watches[t.key.watch]
         host = watch.host(t.key.host)
         where = f"{watch.name} [{host.name}] {t.label}"
@@ -224,6 +238,8 @@ class Watcher:
             return False
         if desired is None or t.refused == desired.incarnation or t.runs:
             return True
+        if self.stop.is_set():  # no new run once the watch stops
+            return False
         outcome = self.runner.start(watch, host, desired, action, lane)
         if outcome.done:
             self._say(f"{where}: run {outcome.run_id} succeeded ({action}) {_ms(outcome)}")
@@ -254,7 +270,9 @@ class Watcher:
         self._worsen({EXIT_LOCKED: EXIT_LOCKED, EXIT_ROLLED_BACK: EXIT_ROLLED_BACK}.get(
             outcome.code, EXIT_NEEDS_ATTENTION))
         delay = self.queue.retry_delay(t)
-        if not same(t.desired, desired):  # (read without the queue's lock: only for the log)
+        if self.stop.is_set():
+            again = ""
+        elif not same(t.desired, desired):  # (read without the queue's lock: for the log)
             again = "; it changed meanwhile: settling it again"
         else:
             again = f"; trying again in {delay:g} s" if delay is not None else ""
