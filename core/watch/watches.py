@@ -50,8 +50,8 @@ class Watch:
 
 def load_watches(paths: list[str], options: Options, plugins: Plugins) -> list[Watch]:
     if EVENT_VAR in options.cli_vars:
-        raise InputError(f"--var {EVENT_VAR}: the watch sets `{EVENT_VAR}` for each run (the "
-                         "event that started it)", field="--var")
+        raise InputError(f"{EVENT_VAR} is the var the watch sets for each run (the event that "
+                         "started it): it cannot be given", field="--var")
     inv = (inventory_mod.load(options.inventory) if options.inventory
            else inventory_mod.LOCAL)
     hosts = inv.select(options.hosts)
