@@ -102,7 +102,7 @@ def test_a_container_that_exits_at_once_leaves_nothing_behind(watch_host, watche
         for i, command in enumerate(commands)]
     for container in brief:
         container.wait(timeout=10)
-    wait_for(lambda: sum("die" in line for line in watcher.lines) == len(brief),
+    wait_for(lambda: sum(" docker die w4-" in line for line in watcher.lines) == len(brief),
              why=watcher.log)
     # every run those events started has ended, and nothing of them is in place
     wait_for(lambda: not runs_in_place(tmp_path / "home") and detached(host, brief),
