@@ -20,7 +20,6 @@ Usage (root): python3 bench/watch.py [-n 100] [--burst 100] [--cycles 1000] [--o
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import signal
@@ -62,10 +61,10 @@ class Host:
                                   f'ovsdb = "{ovs.endpoint}"\n')
 
     def labelled(self, name: str, index: int) -> Any:
+        address = f"10.70.{index // 250}.{index % 250 + 2}/16"
         return self.client.containers.run(
             BUSYBOX_IMAGE, ["sleep", "3600"], name=name, detach=True, init=True,
-            network_mode="none",
-            labels={"runflow.net": BRIDGE, "runflow.ip": f"10.70.{index // 250}.{index % 250 + 2}/16"})
+            network_mode="none", labels={"runflow.net": BRIDGE, "runflow.ip": address})
 
     def remove_all(self) -> None:
         for container in self.client.containers.list(all=True):
@@ -219,10 +218,11 @@ def burst(host: Host, count: int) -> None:
         done = watch.done_times()
         starts = [seen[c.id] for c in containers]
         waits = [done[c.id] - seen[c.id] for c in containers]
+        last = max(done.values())
         print(f"{count} containers started at once (dockerd started them within "
-              f"{max(starts) - min(starts):.2f} s): all attached {max(done.values()) - min(starts):.2f}"
-              f" s after the first start, {max(done.values()) - max(starts):.2f} s after the last; "
-              f"each waited at most {max(waits):.2f} s (median {statistics.median(waits):.2f} s)")
+              f"{max(starts) - min(starts):.2f} s): all attached {last - min(starts):.2f} s after "
+              f"the first start, {last - max(starts):.2f} s after the last; each waited at most "
+              f"{max(waits):.2f} s (median {statistics.median(waits):.2f} s)")
         host.remove_all()
         watch.wait(lambda: watch.count("rolled back") == count, 120)
     finally:

@@ -89,9 +89,11 @@ def _watch(path: str, inv: Inventory, hosts: list[Host], plugins: Plugins,
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        message = ("unknown key (keys of this source's match: "
-                   f"{', '.join(source.Match.model_fields) or 'none'})"
-                   if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, "))
+        if err["type"] == "extra_forbidden":
+            message = ("unknown key (keys of this source's match: "
+                       f"{', '.join(source.Match.model_fields) or 'none'})")
+        else:
+            message = err["msg"].removeprefix("Value error, ")
         raise watch_error(wf, message, f"watch.match.{where}" if where else "watch.match") \
             from None
     for host in hosts:

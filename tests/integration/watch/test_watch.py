@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from .conftest import WatchHost, Watcher, runs_in_place, wait_for
+from .conftest import WatchHost, runs_in_place, wait_for
 
 pytestmark = pytest.mark.root
 
