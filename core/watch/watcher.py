@@ -129,6 +129,8 @@ class Watcher:
         """The journal's runs of these watches that are not rolled back, by object."""
         for watch in self.watches.values():
             for run in self.session.journal.caused_runs(watch.name, [h.name for h in watch.hosts]):
+                if run.state == "pending":  # journaled, never started: it changed nothing
+                    continue
                 cause = run.record["cause"]
                 self.queue.adopt(Key(watch.name, cause["host"], cause["id"]),
                                  [_run_ref(run)])
@@ -263,7 +265,7 @@ class Watcher:
 
     def _runs_in_place(self, key: Key) -> list[RunRef]:
         return [_run_ref(run) for run in self.session.journal.caused_runs(key.watch, [key.host])
-                if run.record["cause"]["id"] == key.id]
+                if run.record["cause"]["id"] == key.id and run.state != "pending"]
 
     def _failed(self, t: Tracked, desired: WatchedObject | None, where: str, what: str,
                 outcome: Outcome) -> None:
