@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.lab.conftest import WORKFLOWS
+
 from .conftest import Lab, assert_same, step_states
 
 BRIDGE = '''
@@ -20,6 +22,16 @@ datapath_type = "{{ datapath }}"
 '''
 
 
+INTERNAL_PORT = '''
+[[steps]]
+id = "vi0"
+action = "ovs.port.present"
+bridge = "br0"
+name = "vi0"
+type = "internal"
+'''
+
+
 def failure(events: list[dict[str, Any]]) -> str:
     return next(e["message"] for e in events if e["dest"] == "failed")
 
@@ -27,14 +39,7 @@ def failure(events: list[dict[str, Any]]) -> str:
 @pytest.mark.root
 def test_a_system_datapath_bridge_fails_with_the_daemons_error(lab: Lab) -> None:
     before = lab.host.snapshot()
-    workflow = lab.workflow(BRIDGE + '''
-[[steps]]
-id = "vi0"
-action = "ovs.port.present"
-bridge = "br0"
-name = "vi0"
-type = "internal"
-''')
+    workflow = lab.workflow(BRIDGE + INTERNAL_PORT)
     _, events, _ = lab.run(workflow, "--var", "datapath=system", expect=1)
     message = failure(events)
     assert "could not set up br0" in message and "datapath" in message, message
@@ -111,14 +116,8 @@ def test_a_port_on_another_bridge_is_not_moved(lab: Lab) -> None:
                    "--", "add-port", "br1", "vi0", "--", "set", "Interface", "vi0",
                    "type=internal")
     before = lab.host.snapshot()
-    _, events, _ = lab.run(lab.workflow(BRIDGE + '''
-[[steps]]
-id = "vi0"
-action = "ovs.port.present"
-bridge = "br0"
-name = "vi0"
-type = "internal"
-'''), "--var", "datapath=netdev", expect=1)
+    _, events, _ = lab.run(lab.workflow(BRIDGE + INTERNAL_PORT), "--var", "datapath=netdev",
+                           expect=1)
     assert "port vi0 is on bridge br1, not br0" in failure(events)
     assert_same(before, lab.host.snapshot())
 
@@ -186,19 +185,10 @@ def test_a_hostile_tunnel_endpoint_from_a_var_is_refused_before_anything_runs(
         lab: Lab, tmp_path: Path) -> None:
     marker = tmp_path / "touched"
     before = lab.host.snapshot()
-    workflow = lab.workflow(BRIDGE + '''
-[[steps]]
-id = "gre0"
-action = "ovs.port.present"
-bridge = "br0"
-name = "gre0"
-type = "gre"
-options = { remote_ip = "{{ remote_ip }}" }
-''')
     done = lab.call("run", "-q", "-i", str(lab.inventory), "-t", lab.target, "--var",
-                    "datapath=netdev", "--var", f"remote_ip=$(touch {marker})", str(workflow),
+                    f"remote_ip=$(touch {marker})", str(WORKFLOWS / "multihost-gre.toml"),
                     expect=2)
-    assert "step 'gre0': options.remote_ip: " in done.stderr, done.stderr
+    assert "step 'gre-port': options.remote_ip: " in done.stderr, done.stderr
     assert not marker.exists()
     assert_same(before, lab.host.snapshot())
 
@@ -224,14 +214,7 @@ def test_undo_removes_the_taps_ovs_vswitchd_left_when_it_was_down(lab: Lab) -> N
     are still in the kernel, as the restarted ovs-vswitchd never knew the bridge."""
     links_before = lab.host.links()
     before = lab.host.snapshot()
-    run_id, _, _ = lab.run(lab.workflow(BRIDGE + '''
-[[steps]]
-id = "vi0"
-action = "ovs.port.present"
-bridge = "br0"
-name = "vi0"
-type = "internal"
-'''), "--var", "datapath=netdev")
+    run_id, _, _ = lab.run(lab.workflow(BRIDGE + INTERNAL_PORT), "--var", "datapath=netdev")
     assert {"br0", "vi0", "ovs-netdev"} <= set(lab.host.links())
     lab.host.kill_switch()
     # What the first rollback did before its ovs-vsctl timed out (30 s: too long for a test).
