@@ -160,6 +160,12 @@ class Action:
         for args, before in items:
             self.undo(ctx, args, before)
 
+    def result(self, args: Any, state: State) -> Any:
+        """The value a step of this action publishes with `register = "NAME"`, from what observe
+        saw once the step holds (JSON-serialisable: it is journaled with the step). Actions
+        that read a value (ovs.get) override it; a step can register only with those."""
+        raise NotImplementedError
+
     def describe(self, args: Any, before: State | None = None) -> list[list[str]]:
         """The commands apply would run (given the observed state when known)."""
         return []

@@ -26,13 +26,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .actions import Action, Context, Resources, State
-from .errors import (EXIT_NEEDS_ATTENTION, EXIT_OK, EXIT_ROLLED_BACK, JournalError,
-                     RunNotJournaled, debugging, failure_line)
+from .errors import (EXIT_NEEDS_ATTENTION, EXIT_OK, EXIT_ROLLED_BACK, ActionError,
+                     JournalError, RunNotJournaled, debugging, failure_line)
 from .events import Event
 from .hosts import Host
 from .lifecycle import STEP_CHANGED, Lifecycles, StepMachine
 from .plugins import Plugins
-from .workflow import Instance
+from .workflow import Instance, resolve
 
 
 # The engine's own records are plain classes: a dataclass generates its methods with exec,
@@ -111,6 +111,10 @@ class Engine:
         self._journal_failure: str | None = None
         self._touched = False  # this command has begun changing a host
         self.hosts = [host for host, _ in plans]
+        # Vars published by steps with `register`, per host: what deferred instances of later
+        # steps are rendered with (core/workflow.py resolve). Journaled with each publishing
+        # step, and put back by restore, so that resume and rollback render the same arguments.
+        self.published: dict[str, dict[str, Any]] = {host.name: {} for host in self.hosts}
         self.steps: dict[str, list[StepRun]] = {
             host.name: [StepRun(host, inst, self.lifecycles.steps) for inst in plan]
             for host, plan in plans
@@ -126,13 +130,16 @@ class Engine:
         """Send the event that creates the run (the journal records the run from it)."""
         self._emit(Event("run", self.run.id, None, "pending", detail=detail))
 
-    def restore(self, run_state: str, steps: dict[tuple[str, str], tuple[str, State | None]]
-                ) -> None:
-        """Put the run and its steps back in the states a journal recorded."""
+    def restore(self, run_state: str, steps: dict[tuple[str, str], tuple[str, State | None]],
+                published: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """Put the run and its steps back in the states a journal recorded, and the vars its
+        steps published (by host)."""
         self.run.state = run_state
         for runs in self.steps.values():
             for r in runs:
                 r.state, r.before = steps.get((r.host.name, r.key), ("pending", None))
+        for host_name, values in (published or {}).items():
+            self.published.setdefault(host_name, {}).update(values)
 
     def request_stop(self, signal_name: str) -> str | None:
         """A signal (Ctrl-C, SIGTERM) asks to stop. Running forward: stop after the step in
@@ -234,6 +241,11 @@ class Engine:
             todo = [r for r in group if not r.instance.skip_reason]
             observed: dict[str, State] = {}
             unknown: dict[str, str] = {}  # cannot be observed (daemon down...): said, not fatal
+            try:
+                for r in todo:
+                    self._resolve(r)
+            except ActionError as exc:
+                unknown, todo = {"verdict": "unknown", "reason": f"arguments: {exc}"}, []
             if todo:
                 method = "observe"
                 try:
@@ -241,6 +253,10 @@ class Engine:
                     states = impl.observe_many(self._context(rt, todo[0]),
                                                [r.instance.args for r in todo])
                     observed = {r.key: before for r, before in zip(todo, states)}
+                    method = "result"
+                    for r in todo:  # what a run would publish: later steps' arguments use it
+                        if r.instance.register and impl.check(r.instance.args, observed[r.key]):
+                            self._publish(impl, r, observed[r.key])
                 except Exception as exc:
                     unknown = self._plugin_failure(todo[0].instance, method, exc)
             for r in group:
@@ -323,6 +339,15 @@ class Engine:
                 todo.append(r)
         if not todo:
             return None
+        for r in todo:
+            try:
+                self._resolve(r)
+            except ActionError as exc:  # invalid with the published values: the step fails
+                if r.state in ("pending", "skipped", "failed", "undone"):
+                    r.fire("check")
+                r.error = f"arguments: {exc}"
+                r.fire("fail", message=r.error)
+                return self._fail_message(r, r.error)
         impl = self._impl(rt, todo[0].instance)
         try:
             if impl.batches() and len(todo) > 1:
@@ -346,8 +371,10 @@ class Engine:
             now = impl.observe(ctx, r.instance.args)
             method = "check"
             holds = impl.check(r.instance.args, now)
+            method = "result"
+            published = self._publish(impl, r, now) if holds else {}
             method = "engine"
-            fired = self._needs_apply(impl, r, now, holds)
+            fired = self._needs_apply(impl, r, now, holds, detail=published)
             if not fired:
                 return None
             if self._stop_reason:
@@ -355,12 +382,36 @@ class Engine:
             self._touched = True
             method = "apply"
             impl.apply(ctx, r.instance.args, now)
+            if r.instance.register:
+                method = "observe"
+                after = impl.observe(ctx, r.instance.args)
+                method = "result"
+                published = self._publish(impl, r, after)
         except Exception as exc:
             if r.state == "applying":
                 return self._fail_applying(impl, ctx, r, exc, method)
             return self._fail(r, exc, ctx, method)
-        r.fire("succeed", detail={"commands": ctx.commands})
+        r.fire("succeed", detail={"commands": ctx.commands, **published})
         return None
+
+    def _resolve(self, r: StepRun) -> None:
+        """Render a deferred instance's arguments with the vars published so far on its host
+        (once: resolved arguments stay, as the journal's "before" goes with them)."""
+        if r.instance.deferred is not None and r.instance.args is None:
+            resolve(r.instance, self.registry, r.host, self.published[r.host.name])
+
+    def _publish(self, impl: Action, r: StepRun, state: State) -> dict[str, Any]:
+        """For a step with `register`: its action's result from state, published for the
+        later steps of its host, as the detail its outcome is journaled with ({} for other
+        steps). A value journaled by an earlier attempt stays (resume): the steps after it
+        were rendered with it."""
+        name = r.instance.register
+        if name is None:
+            return {}
+        values = self.published[r.host.name]
+        if name not in values:
+            values[name] = impl.result(r.instance.args, state)
+        return {"published": {name: values[name]}}
 
     def _fail_applying(self, impl: Action, ctx: Context, r: StepRun, exc: Exception,
                        method: str) -> str:
@@ -388,14 +439,14 @@ class Engine:
                           suffix=" (its partial changes were undone)" if changed else "")
 
     def _needs_apply(self, impl: Action, r: StepRun, now: State, holds: bool,
-                     durable: bool = True) -> str | None:
+                     durable: bool = True, detail: dict[str, Any] | None = None) -> str | None:
         """Decide from a fresh observation, in which the desired state holds or not; sends the
         transition (and so the journal intent) and returns its trigger when the step must be
         applied. durable=False lets a batch's intents reach the disk together, with its last
-        one."""
+        one. detail goes with a step that holds (what it published)."""
         if r.state == "checking":
             if holds:
-                r.fire("skip", message=impl.holds_message)
+                r.fire("skip", message=impl.holds_message, detail=detail or {})
                 return None
             r.before = now
             r.fire("change", detail={"before": now}, durable=durable)
@@ -410,7 +461,7 @@ class Engine:
         # that failed and whose clean-up failed too ("undo_failed")
         why = "in doubt" if r.state == "applying" else "its partial changes were left"
         if holds and not impl.reapply_in_doubt:
-            r.fire("succeed", message=f"{why}; the desired state holds")
+            r.fire("succeed", message=f"{why}; the desired state holds", detail=detail or {})
             return None
         r.fire("reapply", message=f"{why}; applying again", durable=durable)
         return "reapply"
@@ -523,7 +574,16 @@ class Engine:
         """Undo this host's changed steps in reverse, a for_each step's instances together
         where the backend can; an undo that fails does not stop the rest."""
         errors = []
-        changed = [r for r in reversed(runs) if r.state in STEP_CHANGED]
+        changed = []
+        for r in reversed(runs):
+            if r.state not in STEP_CHANGED:
+                continue
+            try:  # undo needs the arguments the step ran with
+                self._resolve(r)
+            except ActionError as exc:
+                errors.append(self._fail_message(r, f"cannot undo: arguments: {exc}"))
+                continue
+            changed.append(r)
         for _, same_step in itertools.groupby(changed, key=lambda r: r.instance.step_index):
             group = list(same_step)
             if len(self._rollback_interrupts) > 1:

@@ -232,6 +232,11 @@ def script(plugins: Plugins, plan: Plan) -> str:
         if inst.skip_reason:
             parts.append(_comment(f"{inst.key}: skipped ({inst.skip_reason})"))
             continue
+        if inst.deferred is not None:
+            var, publisher = next(iter(inst.deferred.uses.items()))
+            raise plan.workflow.error(
+                f"its arguments use {var}, which step {publisher!r} publishes when runflow runs "
+                "it (register): a script cannot be written for it", step=inst.step_index)
         registered = registry.implementations(inst.action)[inst.backend]
         try:
             form = registered.impl().shell(host, inst.args,

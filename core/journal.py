@@ -134,6 +134,7 @@ class StepRecord(NamedTuple):
     started: float | None
     finished: float | None
     traceback: str | None = None  # of its latest failure in backend code (runflow show --json)
+    published: dict[str, Any] | None = None  # the var it published (`register`), with its value
 
     def to_json(self) -> dict[str, Any]:
         return self._asdict()
@@ -235,7 +236,7 @@ class Journal:
         detail = None
         if e.kind == "step":  # what a step's record is folded from besides state and message
             kept = {"before": e.detail["before"]} if "before" in e.detail else {}
-            for key in ("commands", "traceback"):
+            for key in ("commands", "traceback", "published"):
                 if e.detail.get(key):
                     kept[key] = e.detail[key]
             detail = json.dumps(kept) if kept else None
@@ -374,7 +375,7 @@ def _fold(plan: dict[str, list[list[Any]]], events: Iterable[Sequence[Any]]) -> 
     records = {(host, key): {"host": host, "seq": seq, "key": key, "action": action,
                              "backend": backend, "args": args, "state": "pending",
                              "before": None, "error": None, "commands": [], "started": None,
-                             "finished": None, "traceback": None}
+                             "finished": None, "traceback": None, "published": None}
                for host, steps in plan.items()
                for seq, (key, action, backend, args) in enumerate(steps)}
     checked: dict[tuple[str, str], float] = {}

@@ -201,7 +201,11 @@ class Session:
         plan = rebuild_plan(run, steps, self.plugins, file_changed=file_changed)
         engine = Engine(self.plugins, run.id, plan.per_host(), rollback=rollback,
                         runtimes=runtimes)
-        engine.restore(run.state, {(s.host, s.key): (s.state, s.before) for s in steps})
+        published: dict[str, dict[str, Any]] = {}  # what `register` steps published, by host
+        for s in steps:
+            published.setdefault(s.host, {}).update(s.published or {})
+        engine.restore(run.state, {(s.host, s.key): (s.state, s.before) for s in steps},
+                       published)
         return plan, engine
 
     def resume(self, run: RunRecord, options: Options, *, use_current_file: bool) -> int:

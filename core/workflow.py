@@ -15,14 +15,15 @@ from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
-from .actions import Args, Registry
-from .errors import InputError, failure_line
+from .actions import Action, Args, Registry
+from .errors import ActionError, InputError, failure_line
 from .hosts import Host
 from .limits import MAX_FOR_EACH_ITEMS
 from .targets import TARGET_NAMES, BackendChoiceError, choose_backend
 from .templating import TemplateProblem, evaluate, render
 
-RESERVED_STEP_KEYS = ("id", "action", "backend", "when", "on", "for_each", "description")
+RESERVED_STEP_KEYS = ("id", "action", "backend", "when", "on", "for_each", "description",
+                      "register")
 TOP_LEVEL_KEYS = ("workflow", "vars", "targets", "steps", "plugins", "watch")
 WATCH_KEYS = ("source", "start", "stop", "match")
 _STEP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -44,6 +45,7 @@ class StepSpec(NamedTuple):
     on: tuple[str, ...] | None = None
     for_each: list[Any] | str | None = None
     description: str = ""
+    register: str | None = None  # the var this step publishes for the steps after it
 
 
 class WatchSpec(NamedTuple):
@@ -155,6 +157,7 @@ def parse(text: str, path: str = "<workflow>") -> Workflow:
                               f"#{seen[step.id] + 1})", step=step.index, field="id",
                               step_name=step.id)
         seen[step.id] = step.index
+    _check_registered(draft, steps, variables, host_vars)
     return Workflow(
         path=path,
         text=text,
@@ -167,6 +170,25 @@ def parse(text: str, path: str = "<workflow>") -> Workflow:
         host_vars=host_vars,
         watch=watch,
     )
+
+
+def _check_registered(draft: Workflow, steps: tuple[StepSpec, ...], defaults: dict[str, Any],
+                      host_vars: tuple[str, ...]) -> None:
+    """`register` names are vars of their own: one step publishes each, and no [vars] default
+    or host var has the name (which value a template meant would be unclear)."""
+    publisher: dict[str, str] = {}
+    for step in steps:
+        name = step.register
+        if name is None:
+            continue
+        if name in defaults or name in host_vars:
+            raise draft.error(f"register {name!r}: a var of that name exists already; choose "
+                              "another name", step=step.index, field="register",
+                              step_name=step.id)
+        if name in publisher:
+            raise draft.error(f"register {name!r}: step {publisher[name]!r} publishes it already",
+                              step=step.index, field="register", step_name=step.id)
+        publisher[name] = step.id
 
 
 def _table(draft: Workflow, data: dict[str, Any], key: str) -> dict[str, Any]:
@@ -281,13 +303,32 @@ def _step(draft: Workflow, index: int, raw: Any) -> StepSpec:
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise fail("description must be a string", "description")
+    register = raw.get("register")
+    if register is not None:
+        if not isinstance(register, str) or not _VAR_NAME.fullmatch(register):
+            raise fail("register must be a variable name (letters, digits and '_')", "register")
+        if register in ("item", "index"):
+            raise fail(f"register {register!r}: that name is for_each's own", "register")
+        if for_each is not None:
+            raise fail("a step with for_each cannot register a var (which instance's value "
+                       "would it be?)", "register")
     args = {k: v for k, v in raw.items() if k not in RESERVED_STEP_KEYS}
-    return StepSpec(index, step_id, raw["action"], args, backend, when, on, for_each, description)
+    return StepSpec(index, step_id, raw["action"], args, backend, when, on, for_each, description,
+                    register)
 
 
 # ---------------------------------------------------------------------------------------------
 # Expansion: what one host runs
 # ---------------------------------------------------------------------------------------------
+
+
+class Deferred(NamedTuple):
+    """Arguments of an instance that use vars earlier steps publish (`register`): rendered
+    and validated just before the instance runs (`resolve`), when those vars have values."""
+
+    template: dict[str, Any]  # the step's arguments as written
+    scope: dict[str, Any]  # the vars they are rendered with (item and index included)
+    uses: dict[str, str]  # the published vars they use, and the step that publishes each
 
 
 @dataclass
@@ -299,9 +340,13 @@ class Instance:
     step_index: int
     action: str
     backend: str | None
-    args: Args | None  # None when `when` is false (arguments are not rendered then)
+    # None when `when` is false (arguments are not rendered then), and until a deferred
+    # instance is resolved
+    args: Args | None
     skip_reason: str | None = None
     data: dict[str, Any] = field(default_factory=dict)  # the rendered arguments
+    register: str | None = None  # the var this instance publishes (the step's `register`)
+    deferred: Deferred | None = None  # arguments that wait for published vars
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "step_id": self.step_id, "step_index": self.step_index,
@@ -323,20 +368,25 @@ def expand(workflow: Workflow, registry: Registry, *, target: str, host: Host,
         raise InputError(f"unknown target {target!r} (known: {', '.join(TARGET_NAMES)})",
                          field="--target")
     instances: list[Instance] = []
+    published: dict[str, str] = {}  # vars the steps so far publish on this host, by step id
     for step in workflow.steps:
         if step.on is not None and host.name not in step.on:
             continue
-        instances.extend(_expand_step(workflow, registry, step, target, host, variables, probe))
+        instances.extend(_expand_step(workflow, registry, step, target, host, variables, probe,
+                                      published))
+        if step.register:
+            published[step.register] = step.id
     return instances
 
 
 def _expand_step(workflow: Workflow, registry: Registry, step: StepSpec, target: str,
-                 host: Host, variables: Mapping[str, Any], probe: bool) -> list[Instance]:
+                 host: Host, variables: Mapping[str, Any], probe: bool,
+                 published: Mapping[str, str]) -> list[Instance]:
     def fail(message: str, field: str | None = None) -> InputError:
         return workflow.error(message, step=step.index, field=field)
 
     def cannot(problem: TemplateProblem, field: str | None) -> InputError:
-        return fail(_explained(problem, step), field)
+        return fail(_explained(problem, step, workflow, published), field)
 
     if not registry.implementations(step.action):
         close = registry.close_names(step.action)
@@ -347,6 +397,9 @@ def _expand_step(workflow: Workflow, registry: Registry, step: StepSpec, target:
                                  step.backend)
     except BackendChoiceError as exc:
         raise fail(str(exc), "backend" if step.backend else "action") from None
+    if step.register and not _has_result(registry, step.action, backend):
+        raise fail(f"{step.action} publishes no value: only an action that reads one (such as "
+                   "ovs.get) can register a var", "register")
 
     items: list[Any] = [None]
     if step.for_each is not None:
@@ -370,23 +423,65 @@ def _expand_step(workflow: Workflow, registry: Registry, step: StepSpec, target:
             raise cannot(exc, "when") from None
         if reason:
             instances.append(Instance(key, step.id, step.index, step.action, backend, None,
-                                      reason))
+                                      reason, register=step.register))
+            continue
+        data, uses = {}, {}
+        for name, value in step.args.items():
+            try:
+                data[name] = render(value, scope)
+            except TemplateProblem as exc:
+                # A published var has no value before the run gets to its step: the arguments
+                # are rendered then (resolve); their templates' syntax is checked here.
+                if not exc.undefined or not set(exc.undefined) <= set(published):
+                    raise cannot(exc, name) from None
+                uses.update((var, published[var]) for var in exc.undefined)
+        if uses:
+            instances.append(Instance(key, step.id, step.index, step.action, backend, None,
+                                      data=dict(step.args), register=step.register,
+                                      deferred=Deferred(dict(step.args), scope, uses)))
             continue
         try:
-            data = render(step.args, scope)
-        except TemplateProblem as exc:
-            raise cannot(exc, _field_of_problem(step.args, scope)) from None
-        try:
-            # validators may read the host (e.g. what a network namespace host cannot set)
-            args = schema.model_validate(data, context={"host": host})
+            # validators may read the host (e.g. what a network namespace host cannot set) and
+            # the backend (what a target's tools cannot do)
+            args = schema.model_validate(data, context={"host": host, "backend": backend})
         except ValidationError as exc:
             raise _schema_error(fail, exc, schema, key) from None
         except Exception as exc:  # a plugin's schema or validator broke: one line, exit 2
             raise fail(failure_line(exc, method="validating the arguments", action=step.action,
                                     plugin=registry.owner(step.action, backend))) from exc
         instances.append(Instance(key, step.id, step.index, step.action, backend, args,
-                                  data=data))
+                                  data=data, register=step.register))
     return instances
+
+
+def _has_result(registry: Registry, action: str, backend: str) -> bool:
+    impl = registry.implementations(action)[backend].impl
+    return impl.result is not Action.result
+
+
+def resolve(inst: Instance, registry: Registry, host: Host, published: Mapping[str, Any]
+            ) -> None:
+    """Render and validate a deferred instance's arguments with the values its step's published
+    vars have now (just before it runs, or before rollback undoes it). Raises ActionError
+    saying what is wrong: the step fails, as it would for a value the host refused."""
+    assert inst.deferred is not None
+    template, scope, uses = inst.deferred
+    missing = [var for var in uses if var not in published]
+    if missing:
+        raise ActionError(f"{', '.join(missing)} has no value: step "
+                          f"{uses[missing[0]]!r} did not publish it (skipped, or failed)")
+    scope = {**scope, **{var: published[var] for var in uses}}
+    try:
+        data = render(template, scope)
+    except TemplateProblem as exc:
+        raise ActionError(str(exc)) from None
+    schema = registry.args_schema(inst.action)
+    try:
+        inst.args = schema.model_validate(data, context={"host": host, "backend": inst.backend})
+    except ValidationError as exc:
+        raise _schema_error(lambda message, field: ActionError(
+            f"{field}: {message}" if field else message), exc, schema, inst.key) from None
+    inst.data = data
 
 
 def _items(for_each: list[Any] | str, variables: Mapping[str, Any]) -> list[Any]:
@@ -414,34 +509,35 @@ def _when_false(step: StepSpec, scope: dict[str, Any]) -> str | None:
     return None if value else f"when: {step.when} is false"
 
 
-def _explained(problem: TemplateProblem, step: StepSpec) -> str:
+def _explained(problem: TemplateProblem, step: StepSpec, workflow: Workflow,
+               published: Mapping[str, str]) -> str:
     """The problem, and for a variable that is not set, where it could come from."""
     missing = problem.undefined
     if not missing:
         return str(problem)
     if step.for_each is None and {"item", "index"} & set(missing):
         return f"{problem}; `item` and `index` are set only in a step with for_each"
+    unknown = [name for name in missing if name not in published]
+    if not unknown:
+        return (f"{problem}: {missing[0]} is published by step {published[missing[0]]!r} when "
+                "the run gets there, so only the step's arguments can use it")
+    later = {s.register: s.id for s in workflow.steps if s.register}
+    if unknown[0] in later:
+        return (f"{problem}: {unknown[0]} is published by step {later[unknown[0]]!r}, which "
+                "does not run before this one on this host")
     return (f"{problem}; vars come from the workflow's [vars] or [targets.NAME] (with --target "
             f"NAME), the inventory's host vars (--inventory FILE, --lab) or --var "
-            f"{missing[0]}=VALUE")
+            f"{unknown[0]}=VALUE")
 
 
-def _field_of_problem(args: dict[str, Any], scope: dict[str, Any]) -> str | None:
-    """Which argument holds the template that failed to render."""
-    for name, value in args.items():
-        try:
-            render(value, scope)
-        except TemplateProblem:
-            return name
-    return None
-
-
-def _schema_error(fail, exc: ValidationError, schema: type[Args], key: str) -> InputError:
+def _schema_error(fail, exc: ValidationError, schema: type[Args], key: str) -> Exception:
+    """One error for all the problems pydantic found. The error names the first field (and
+    points at its line); the problems after it name their own fields."""
+    errors = exc.errors()
     problems = []
     first_field = None
-    for err in exc.errors():
+    for err in errors:
         where = ".".join(str(p) for p in err["loc"]) or None
-        first_field = first_field or where
         if err["type"] == "missing":
             msg = "missing required argument"
         elif err["type"] == "extra_forbidden":
@@ -449,7 +545,11 @@ def _schema_error(fail, exc: ValidationError, schema: type[Args], key: str) -> I
             msg = f"unknown argument (arguments of this action: {known})"
         else:
             msg = err["msg"].removeprefix("Value error, ")
-        problems.append(f"{where}: {msg}" if where and len(exc.errors()) > 1 else msg)
+        if not problems:
+            first_field = where  # the error says it before the message
+        elif where:
+            msg = f"{where}: {msg}"
+        problems.append(msg)
     message = "; ".join(problems)
     if key.endswith("]"):
         message = f"{key}: {message}"
