@@ -43,7 +43,7 @@ _LINK_ACTIONS = ("link.set", "addr.present", "addr.absent", "veth.present", "vet
                  "netns.move", "route.present", "route.absent")
 _BRIDGE_ACTIONS = ("bridge.present", "bridge.absent", "bridge.port")
 _OVS_ACTIONS = ("ovs.bridge.present", "ovs.bridge.absent", "ovs.port.present", "ovs.port.absent",
-                "ovs.set")
+                "ovs.bond.present", "ovs.bond.absent", "ovs.set", "ovs.unset", "ovs.get")
 _ATTACH_ACTIONS = ("container.attach", "container.detach")
 
 BUILTIN_PLUGINS: dict[str, Builtin] = {

@@ -16,11 +16,12 @@ import ipaddress
 import json
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, NamedTuple, Union
 
 from pydantic import (AfterValidator, BeforeValidator, Field, StrictBool, StrictFloat, StrictInt,
-                      StrictStr, model_validator)
+                      StrictStr, ValidationInfo, field_validator, model_validator)
 
 from runflow.core.actions import Args
 from runflow.core.fields import IfName
@@ -99,19 +100,34 @@ def from_json(value: Any) -> Any:
     return value
 
 
-def vsctl_atom(value: Any) -> str:
-    """An atom in ovs-vsctl's syntax: bare when that is unambiguous, else double-quoted."""
+class Ref(NamedTuple):
+    """A row created by the same ops (`Create`), where a value refers to it. ovs-vsctl names
+    it `@name` (names given when the command line is made: see commands.vsctl_commands); the
+    ovsdb backend puts the new row's UUID."""
+
+    path: str  # unique among the ops of one transaction, e.g. "br0/ports/vi0"
+
+
+RefNames = dict[Ref, str]
+
+
+def vsctl_atom(value: Any, refs: RefNames | None = None) -> str:
+    """An atom in ovs-vsctl's syntax: bare when that is unambiguous, else double-quoted; a Ref
+    as its `@name` in refs."""
+    if isinstance(value, Ref):
+        return refs[value] if refs is not None else f"@{value.path}"
     s = text(value)
     return s if _BARE.fullmatch(s) else json.dumps(s, ensure_ascii=False)
 
 
-def vsctl_value(value: Any) -> str:
+def vsctl_value(value: Any, refs: RefNames | None = None) -> str:
     """A whole column value in ovs-vsctl's syntax: atom, [set] or {map}."""
     if isinstance(value, dict):
-        return "{" + ",".join(f"{vsctl_atom(k)}={vsctl_atom(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(vsctl_atom(v) for v in value) + "]"
-    return vsctl_atom(value)
+        return "{" + ",".join(f"{vsctl_atom(k, refs)}={vsctl_atom(v, refs)}"
+                              for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)) and not isinstance(value, Ref):
+        return "[" + ",".join(vsctl_atom(v, refs) for v in value) + "]"
+    return vsctl_atom(value, refs)
 
 
 def is_empty(value: Any) -> bool:
@@ -189,30 +205,84 @@ def _options_problems(options: dict[str, str], port_type: str | None) -> list[st
             if (problem := option_problem(key, value, port_type))]
 
 
+# What the ovs-vsctl backend (target centos6) may ask of Open vSwitch 1.9: the options that came
+# later are refused when a step is validated for it, naming the release that has them.
+CENTOS6_BACKEND = "ovs-vsctl"
+
+
+def refuse_on_centos6(info: ValidationInfo, what: str, since: str) -> None:
+    if (info.context or {}).get("backend") == CENTOS6_BACKEND:
+        raise ValueError(f"{what} needs Open vSwitch {since} or later: the ovs-vsctl backend "
+                         "(target centos6) uses only what Open vSwitch 1.9 has")
+
+
 class OvsBridgeArgs(Args):
     """ovs.bridge.present: the bridge exists with these settings (maps are merged: the keys
-    given have these values, other keys are left alone)."""
+    given have these values, other keys are left alone). With `parent` and `vlan`, a fake
+    bridge: a VLAN of its parent bridge, made as `ovs-vsctl add-br NAME PARENT VLAN` makes it
+    (an internal port of the parent with that tag); its `external_ids` are its port's."""
 
     name: IfName = Field(description="the Open vSwitch bridge")
     datapath_type: DatapathType | None = Field(
         default=None, description='"netdev" for the userspace datapath, "system" for the kernel '
                                   "module's")
-    fail_mode: Literal["standalone", "secure"] | None = Field(
-        default=None, description="what the bridge does without a controller")
+    fail_mode: Literal["standalone", "secure", ""] | None = Field(
+        default=None, description='what the bridge does without a controller; "" removes the '
+                                  "setting (the default: standalone)")
     other_config: StringMap = Field(default_factory=dict,
                                     description="keys of the bridge's other_config to set")
     external_ids: StringMap = Field(default_factory=dict,
                                     description="keys of the bridge's external_ids to set")
+    stp: bool | None = Field(default=None,
+                             description="802.1D spanning tree on the bridge (stp_enable)")
+    rstp: bool | None = Field(default=None, description=(
+        "rapid spanning tree on the bridge (rstp_enable; Open vSwitch 2.4 and later)"))
+    mcast_snooping: bool | None = Field(default=None, description=(
+        "IGMP/MLD snooping on the bridge (mcast_snooping_enable; Open vSwitch 2.4 and later)"))
+    parent: IfName | None = Field(default=None, description=(
+        "makes a fake bridge: the bridge it is a VLAN of (give vlan too)"))
+    vlan: int | None = Field(default=None, ge=0, le=4095,
+                             description="the fake bridge's VLAN (with parent)")
+
+    @field_validator("rstp", "mcast_snooping")
+    @classmethod
+    def _not_on_centos6(cls, value: bool | None, info: ValidationInfo) -> bool | None:
+        if value is not None:
+            refuse_on_centos6(info, info.field_name, "2.4")
+        return value
+
+    @model_validator(mode="after")
+    def _fake_bridge(self) -> OvsBridgeArgs:
+        if (self.parent is None) != (self.vlan is None):
+            raise ValueError("parent and vlan: a fake bridge needs both (its parent bridge and "
+                             "its VLAN)")
+        if self.parent is not None:
+            if self.parent == self.name:
+                raise ValueError("parent: a fake bridge cannot be its own parent")
+            settings = [f for f in ("datapath_type", "fail_mode", "stp", "rstp", "mcast_snooping")
+                        if getattr(self, f) is not None] + \
+                       (["other_config"] if self.other_config else [])
+            if settings:
+                raise ValueError(f"{settings[0]}: a fake bridge has no settings of its own (they "
+                                 f"are its parent's, {self.parent}): only external_ids")
+        return self
 
 
 class OvsBridgeAbsentArgs(Args):
-    name: IfName = Field(description="the Open vSwitch bridge")
+    """ovs.bridge.absent: no bridge (or fake bridge) of this name. Its ports go with it, and
+    undo recreates all of it (see the README's "What undo restores")."""
+
+    name: IfName = Field(description="the Open vSwitch bridge (or fake bridge)")
+
+
+VlanId = Annotated[int, Field(ge=0, le=4095)]
 
 
 class OvsPortArgs(Args):
     """ovs.port.present: the port is on the bridge with these settings. `type`, `options` and
-    `external_ids` are the Interface's (as ovs-docker and neutron keep them), `tag` the Port's.
-    Without `type`, an existing port keeps its type and a new one is a system port."""
+    `external_ids` are the Interface's (as ovs-docker and neutron keep them); `tag`,
+    `vlan_mode`, `trunks` and `port_external_ids` the Port's. Without `type`, an existing port
+    keeps its type and a new one is a system port."""
 
     bridge: IfName = Field(description="the Open vSwitch bridge the port is on")
     name: IfName = Field(description="the port (and its interface)")
@@ -224,8 +294,22 @@ class OvsPortArgs(Args):
         '{ peer = "patch1" } for patch'))
     tag: int | None = Field(default=None, ge=0, le=4095,
                             description="the port's VLAN tag (an access port)")
+    vlan_mode: Literal["access", "trunk", "native-tagged", "native-untagged",
+                       "dot1q-tunnel"] | None = Field(default=None, description=(
+                           "the port's VLAN mode (dot1q-tunnel: Open vSwitch 2.8 and later)"))
+    trunks: list[VlanId] | None = Field(default=None, description=(
+        "the VLANs a trunk port carries, exactly these ([]: all VLANs)"))
     external_ids: StringMap = Field(default_factory=dict,
                                     description="keys of the interface's external_ids to set")
+    port_external_ids: StringMap = Field(default_factory=dict,
+                                         description="keys of the port's external_ids to set")
+
+    @field_validator("vlan_mode")
+    @classmethod
+    def _mode_on_centos6(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value == "dot1q-tunnel":
+            refuse_on_centos6(info, "vlan_mode dot1q-tunnel", "2.8")
+        return value
 
     @model_validator(mode="after")
     def _needs_its_options(self) -> OvsPortArgs:
@@ -240,9 +324,49 @@ class OvsPortArgs(Args):
 
 
 class OvsPortAbsentArgs(Args):
-    """ovs.port.absent: no port of this name (on `bridge`, when given)."""
+    """ovs.port.absent: no port of this name (on `bridge`, when given). Undo recreates it
+    with its interfaces and every setting (see the README's "What undo restores")."""
 
     name: IfName = Field(description="the port")
+    bridge: IfName | None = Field(default=None,
+                                  description="only on this bridge (default: on any bridge)")
+
+
+class OvsBondArgs(Args):
+    """ovs.bond.present: a bond, a port of several interfaces, is on the bridge with these
+    settings (as `ovs-vsctl add-bond` makes it). Its interfaces are set when it is made: an
+    existing bond with other interfaces is refused (remove it first with ovs.bond.absent)."""
+
+    bridge: IfName = Field(description="the Open vSwitch bridge the bond is on")
+    name: IfName = Field(description="the bond (its port)")
+    interfaces: list[IfName] = Field(min_length=2, description=(
+        "the bond's interfaces (system ports: existing network devices), at least two"))
+    bond_mode: Literal["active-backup", "balance-slb", "balance-tcp"] | None = Field(
+        default=None, description="how traffic is spread over the interfaces (balance-tcp "
+                                  "needs LACP)")
+    lacp: Literal["active", "passive", "off"] | None = Field(
+        default=None, description="LACP negotiation with the switch at the other end")
+    other_config: StringMap = Field(default_factory=dict, description=(
+        'keys of the port\'s other_config to set, e.g. { lacp-time = "fast", '
+        'bond-detect-mode = "miimon" }'))
+    external_ids: StringMap = Field(default_factory=dict,
+                                    description="keys of the port's external_ids to set")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> OvsBondArgs:
+        if len(set(self.interfaces)) != len(self.interfaces):
+            raise ValueError("interfaces: each interface once")
+        if self.name in self.interfaces:
+            raise ValueError(f"interfaces: the bond's own name {self.name} cannot be one of its "
+                             "interfaces")
+        return self
+
+
+class OvsBondAbsentArgs(Args):
+    """ovs.bond.absent: no bond of this name (on `bridge`, when given). Undo recreates it with
+    its interfaces and every setting."""
+
+    name: IfName = Field(description="the bond (its port)")
     bridge: IfName | None = Field(default=None,
                                   description="only on this bridge (default: on any bridge)")
 
@@ -270,18 +394,41 @@ def _record(value: str) -> str:
 
 
 Value = Union[Scalar, list[Scalar], dict[str, Scalar]]
+TableName = Annotated[str, AfterValidator(_table)]
+RecordName = Annotated[str, AfterValidator(_record)]
+ColumnName = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(:[A-Za-z0-9_.:-]{1,128})?$")]
+_TABLE_DOC = 'the table, e.g. "Bridge" or "Interface" (in any case)'
+_RECORD_DOC = 'the record: its name, its UUID, or "." for the Open_vSwitch row'
 
 
-class OvsSetArgs(Args):
+class RecordColumn(Args):
+    """Arguments naming one column (or one key of a map column) of one record, as ovs-vsctl
+    names them: `column = "options:remote_ip"` is one key of a map."""
+
+    table: TableName = Field(description=_TABLE_DOC)
+    record: RecordName = Field(description=_RECORD_DOC)
+    column: ColumnName = Field(description='the column, or "column:key" for one key of a map '
+                                           "column")
+
+    @property
+    def column_name(self) -> str:
+        return self.column.partition(":")[0]
+
+    @property
+    def key(self) -> str | None:
+        return self.column.partition(":")[2] or None
+
+    def column_type(self) -> Any | None:
+        """The column's type in Open vSwitch 3.1's schema (None: that schema lacks it)."""
+        from .columns import schema_type
+
+        return schema_type(self.table, self.column_name)
+
+
+class OvsSetArgs(RecordColumn):
     """ovs.set: one column of one record has a value, as `ovs-vsctl set TABLE RECORD
     COLUMN[:KEY]=VALUE` sets it. `column = "options:remote_ip"` sets one key of a map."""
 
-    table: Annotated[str, AfterValidator(_table)] = Field(
-        description='the table, e.g. "Bridge" or "Interface" (in any case)')
-    record: Annotated[str, AfterValidator(_record)] = Field(
-        description='the record: its name, its UUID, or "." for the Open_vSwitch row')
-    column: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(:[A-Za-z0-9_.:-]{1,128})?$")] = \
-        Field(description='the column, or "column:key" for one key of a map column')
     value: Value = Field(description="a string, number or boolean; a list for a set column, a "
                                      "table for a map")
 
@@ -289,9 +436,9 @@ class OvsSetArgs(Args):
     def _fits_the_column(self) -> OvsSetArgs:
         """The value is one the column takes (and a tunnel option's one it allows), checked
         here so that both backends refuse it alike, before anything runs."""
-        from .columns import schema_type, typed
+        from .columns import typed
 
-        column_type = schema_type(self.table, self.column_name)
+        column_type = self.column_type()
         try:
             if column_type is not None:
                 typed(column_type, self.value, self.column_name, self.key)
@@ -304,21 +451,65 @@ class OvsSetArgs(Args):
                 raise ValueError("value: options." + "; options.".join(problems))
         return self
 
-    @property
-    def column_name(self) -> str:
-        return self.column.partition(":")[0]
+
+class OvsUnsetArgs(RecordColumn):
+    """ovs.unset: what `ovs-vsctl remove` and `clear` take away is not there: keys of a map
+    column (`column = "external_ids:KEY"`, or `keys`), values of a set column (`values`), or
+    with neither, everything the column holds."""
+
+    keys: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]] | None = Field(
+        default=None, description="keys of a map column to remove")
+    values: list[Scalar] | None = Field(default=None,
+                                        description="values of a set column to remove")
+
+    @model_validator(mode="after")
+    def _fits_the_column(self) -> OvsUnsetArgs:
+        from .columns import check_removal
+
+        if self.key is not None and self.keys is not None:
+            raise ValueError(f"keys: the column names a key already ({self.column}): give one "
+                             "or the other")
+        if self.keys is not None and self.values is not None:
+            raise ValueError("values: keys are a map's, values a set's: give one or the other")
+        column_type = self.column_type()
+        if column_type is not None:
+            check_removal(column_type, self.column_name, self.removed_keys(), self.values)
+        return self
+
+    def removed_keys(self) -> list[str] | None:
+        return [self.key] if self.key is not None else self.keys
 
     @property
-    def key(self) -> str | None:
-        return self.column.partition(":")[2] or None
+    def clears(self) -> bool:
+        """Neither keys nor values: the whole column goes."""
+        return self.removed_keys() is None and self.values is None
+
+
+class OvsGetArgs(RecordColumn):
+    """ovs.get: reads one column (or one key of a map column) of one record; with `register =
+    "NAME"` on the step, later steps use it as {{ NAME }}. A map column reads as a table, a set
+    column as a list, any other column as its value (none when empty). Changes nothing."""
+
+    default: Value | None = Field(default=None, description=(
+        "the value when the map has no such key (without it, a missing key fails the step)"))
+
+    @model_validator(mode="after")
+    def _a_column(self) -> OvsGetArgs:
+        column_type = self.column_type()
+        if self.key is not None and column_type is not None and not column_type.is_map():
+            raise ValueError(f"column: {self.column_name} is not a map column, so "
+                             f"{self.column} names nothing")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------
 # The view: the part of the database the actions observe
 # ---------------------------------------------------------------------------------------------
 
-BRIDGE_COLUMNS = ("datapath_type", "fail_mode", "protocols", "other_config", "external_ids")
-PORT_COLUMNS = ("tag", "trunks", "vlan_mode", "other_config", "external_ids")
+BRIDGE_COLUMNS = ("datapath_type", "fail_mode", "protocols", "stp_enable", "rstp_enable",
+                  "mcast_snooping_enable", "other_config", "external_ids")
+PORT_COLUMNS = ("tag", "trunks", "vlan_mode", "bond_mode", "lacp", "fake_bridge", "other_config",
+                "external_ids")
 INTERFACE_COLUMNS = ("type", "options", "mtu_request", "other_config", "external_ids")
 INTERFACE_STATUS = ("ofport", "error")  # written by ovs-vswitchd: read back, never restored
 VIEW_COLUMNS = {  # what a View is built from, table by table (besides _uuid)
@@ -363,14 +554,14 @@ class View:
         return view
 
     def port_record(self, name: str) -> dict[str, Any] | None:
-        """A port as undo recreates it: its bridge, its columns, its interface's columns.
-        A bond (several interfaces) is marked: runflow does not recreate bonds."""
+        """A port: its bridge, its columns, its interfaces' names and the columns of the one
+        of its own name. A bond (several interfaces) is marked "bond"."""
         port = self.ports.get(name)
         if port is None:
             return None
         record = {"bridge": port["bridge"],
                   "port": {c: port[c] for c in PORT_COLUMNS if c in port},
-                  "interface": {}}
+                  "interfaces": port["interfaces"], "interface": {}}
         if port["interfaces"] != [name]:
             record["bond"] = port["interfaces"]
         else:
@@ -417,11 +608,19 @@ def _uuids(value: Any) -> list[str]:
 
 
 class AddBridge(NamedTuple):
+    """A bridge, as `ovs-vsctl add-br` makes it; with parent and vlan, a fake bridge (then
+    columns are those of its Port row)."""
+
     name: str
     columns: dict[str, Any]  # of the Bridge row
+    parent: str | None = None
+    vlan: int | None = None
 
 
 class DelBridge(NamedTuple):
+    """A bridge (or fake bridge) and its ports, as `ovs-vsctl --if-exists del-br` removes
+    them."""
+
     name: str
 
 
@@ -430,6 +629,15 @@ class AddPort(NamedTuple):
     name: str
     port: dict[str, Any]  # columns of the Port row
     interface: dict[str, Any]  # columns of its Interface (same name)
+
+
+class AddBond(NamedTuple):
+    """A port of several interfaces, as `ovs-vsctl add-bond` makes it."""
+
+    bridge: str
+    name: str
+    interfaces: tuple[str, ...]
+    port: dict[str, Any]  # columns of the Port row
 
 
 class DelPort(NamedTuple):
@@ -455,13 +663,52 @@ class SetKeys(NamedTuple):
 
 
 class RemoveKeys(NamedTuple):
+    """Keys of a map column, or values of a set column (as `ovs-vsctl remove`)."""
+
     table: str
     record: str
     column: str
-    keys: tuple[str, ...]
+    keys: tuple[Any, ...]
 
 
-Op = Union[AddBridge, DelBridge, AddPort, DelPort, SetColumns, SetKeys, RemoveKeys]
+class Create(NamedTuple):
+    """A new row (`ovs-vsctl -- --id=@name create`); values may refer to rows created by the
+    same ops (Refs). Rows of a table other rows must refer to (Port, Interface, Bridge...) are
+    kept only if some op makes a row refer to them, as ovsdb-server deletes them otherwise."""
+
+    table: str
+    ref: Ref
+    columns: dict[str, Any]
+
+
+class Insert(NamedTuple):
+    """Values (Refs or UUIDs) added to a set column of a record (as `ovs-vsctl add`)."""
+
+    table: str
+    record: str
+    column: str
+    values: tuple[Any, ...]
+
+
+class Barrier(NamedTuple):
+    """The ops before it are carried out, and ovs-vswitchd has applied them, before the ops
+    after it start (two invocations or transactions): a kernel MTU goes back only if OVS
+    sets it before the request is cleared."""
+
+
+Op = Union[AddBridge, DelBridge, AddPort, AddBond, DelPort, SetColumns, SetKeys, RemoveKeys,
+           Create, Insert, Barrier]
+
+
+def transactions(ops: Sequence[Op]) -> list[list[Op]]:
+    """ops in the invocations or transactions that carry them out: split at each Barrier."""
+    groups: list[list[Op]] = [[]]
+    for op in ops:
+        if isinstance(op, Barrier):
+            groups.append([])
+        else:
+            groups[-1].append(op)
+    return [g for g in groups if g]
 
 
 def set_up_interfaces(ops: list[Op]) -> list[str]:
@@ -471,6 +718,8 @@ def set_up_interfaces(ops: list[Op]) -> list[str]:
     for op in ops:
         if isinstance(op, (AddBridge, AddPort)):
             names.append(op.name)
+        elif isinstance(op, AddBond):
+            names += op.interfaces
         elif isinstance(op, (SetColumns, SetKeys, RemoveKeys)) and op.table in ("Bridge",
                                                                               "Interface"):
             names.append(op.record)
@@ -478,4 +727,5 @@ def set_up_interfaces(ops: list[Op]) -> list[str]:
 
 
 def inserted_interfaces(ops: list[Op]) -> set[str]:
-    return {op.name for op in ops if isinstance(op, (AddBridge, AddPort))}
+    names = {op.name for op in ops if isinstance(op, (AddBridge, AddPort))}
+    return names.union(*(op.interfaces for op in ops if isinstance(op, AddBond)))

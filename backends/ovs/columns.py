@@ -110,3 +110,56 @@ def _atom(base: Any, value: Any, column: str) -> Any:
     except ValueError:
         raise ValueError(f"{column}: {word!r} is not {_KINDS[kind]}") from None
     return word
+
+
+def check_removal(type_: Any, column: str, keys: list[str] | None,
+                  values: list[Any] | None) -> None:
+    """What ovs.unset removes fits the column: keys of a map, values of a set, or (with
+    neither) a column that may be empty. Raises ValueError naming the argument."""
+    if keys is not None:
+        if not type_.is_map():
+            raise ValueError(f"keys: {column} is not a map column: remove values of a set "
+                             "column with values, or empty the column with neither")
+        for key in keys:
+            _atom(type_.key, key, column)
+    elif values is not None:
+        if type_.is_map() or type_.is_scalar() or type_.is_optional():
+            raise ValueError(f"values: {column} is not a set column"
+                             + (": remove its keys with keys" if type_.is_map() else
+                                ": empty it by giving neither keys nor values"))
+        for value in values:
+            _atom(type_.key, value, column)
+    elif type_.n_min > 0:
+        raise ValueError(f"column: {column} always holds a value, so it cannot be emptied "
+                         "(ovs.set gives it another)")
+
+
+def shaped(type_: Any | None, value: Any) -> Any:
+    """A column's value in normal form (backends/ovs/args.py) as ovs.get publishes it: a table
+    for a map column, a list for a set column, the value itself for a column of at most one
+    (none when it is empty). Without a type (a column Open vSwitch 3.1 lacks), as it is."""
+    if type_ is None:
+        return value
+    if type_.is_map():
+        return value or {}
+    if type_.is_scalar() or type_.is_optional():
+        return None if value == [] else value
+    return value if isinstance(value, list) else [value]
+
+
+_DEFAULTS = {"integer": 0, "real": 0.0, "boolean": False, "string": ""}
+
+
+def scalar_default(table: str, column: str) -> Any:
+    """The value a column of exactly one value has when nothing set it (0, false, ""), from
+    Open vSwitch 3.1's schema (None for other columns): a record leaves such values out.
+    (Read from columns.json alone: no python-ovs import.)"""
+    spec = _tables().get(table, {}).get(column)
+    if spec is None:
+        return None
+    if isinstance(spec, dict):
+        if spec.get("min", 1) != 1 or spec.get("max", 1) != 1 or "value" in spec:
+            return None
+        spec = spec["key"]
+    kind = spec if isinstance(spec, str) else spec.get("type")
+    return _DEFAULTS.get(kind)

@@ -5,8 +5,9 @@ hosts without Python 3: it checks with `find` conditions, written like `set` val
 compare as ovs-vsctl compares them, saves old values with `get`, whose output `set` takes back,
 and reads back Interface.error and ofport after a change, as a run does).
 
-Only commands Open vSwitch 1.9 (CentOS 6) has are used: add-br, del-br, add-port, del-port,
-set, remove, get, find, br-exists, port-to-br, list-ports, with --if-exists and --may-exist.
+Only commands Open vSwitch 1.9 (CentOS 6) has are used: add-br, del-br, add-port, add-bond,
+del-port, set, remove, add, create (with --id=@name), get, find, list, br-exists, port-to-br,
+list-ports, with --if-exists and --may-exist.
 """
 
 from __future__ import annotations
@@ -17,21 +18,42 @@ from typing import Any
 from runflow.core.actions import sh
 from runflow.core.export import command, value_of
 
-from .args import (BRIDGE_COLUMNS, RUN_TAG, SYSTEM_SYNONYMS, AddBridge, AddPort, DelBridge,
-                   DelPort, Op, RemoveKeys, SetColumns, SetKeys, setup_problem, vsctl_atom,
-                   vsctl_value)
+from .args import (RUN_TAG, SYSTEM_SYNONYMS, AddBond, AddBridge, AddPort, Create, DelBridge,
+                   DelPort, Insert, Op, Ref, RefNames, RemoveKeys, SetColumns, SetKeys,
+                   setup_problem, vsctl_atom, vsctl_value)
 
 TIMEOUT = 30  # seconds ovs-vsctl waits for ovsdb-server and ovs-vswitchd
 
 
+class _RefNames(dict):
+    """`@r1`, `@r2`...: the names of the rows created in one invocation, given as they come
+    (ovs-vsctl takes few characters in a name, and finds it before or after its create)."""
+
+    def __missing__(self, ref: Ref) -> str:
+        name = self[ref] = f"@r{len(self) + 1}"
+        return name
+
+
 def vsctl_commands(ops: Sequence[Op]) -> list[list[str]]:
-    """The ovs-vsctl commands (to be chained with `--`) that carry out ops."""
+    """The ovs-vsctl commands (to be chained with `--`) that carry out ops (of one
+    transaction: see args.transactions)."""
     commands: list[list[str]] = []
+    refs = _RefNames()
     for op in ops:
         if isinstance(op, AddBridge):
-            commands.append(["add-br", op.name])
+            commands.append(["add-br", op.name, *([op.parent, str(op.vlan)] if op.parent else [])])
             if op.columns:
-                commands.append(["set", "Bridge", op.name, *_assignments(op.columns)])
+                commands.append(["set", "Port" if op.parent else "Bridge", op.name,
+                                 *_assignments(op.columns)])
+        elif isinstance(op, AddBond):
+            commands.append(["add-bond", op.bridge, op.name, *op.interfaces,
+                             *_assignments(op.port)])
+        elif isinstance(op, Create):
+            commands.append([f"--id={refs[op.ref]}", "create", op.table,
+                             *_assignments(op.columns, refs)])
+        elif isinstance(op, Insert):
+            commands.append(["add", op.table, op.record, op.column,
+                             *(vsctl_atom(v, refs) for v in op.values)])
         elif isinstance(op, DelBridge):
             commands.append(["--if-exists", "del-br", op.name])
         elif isinstance(op, AddPort):
@@ -42,7 +64,7 @@ def vsctl_commands(ops: Sequence[Op]) -> list[list[str]]:
             commands.append(["--if-exists", "del-port", *([op.bridge] if op.bridge else []),
                              op.name])
         elif isinstance(op, SetColumns):
-            commands.append(["set", op.table, op.record, *_assignments(op.columns)])
+            commands.append(["set", op.table, op.record, *_assignments(op.columns, refs)])
         elif isinstance(op, SetKeys):
             commands.append(["set", op.table, op.record,
                              *(f"{op.column}:{vsctl_atom(k)}={vsctl_atom(v)}"
@@ -53,8 +75,8 @@ def vsctl_commands(ops: Sequence[Op]) -> list[list[str]]:
     return commands
 
 
-def _assignments(columns: dict[str, Any]) -> list[str]:
-    return [f"{column}={vsctl_value(value)}" for column, value in columns.items()]
+def _assignments(columns: dict[str, Any], refs: RefNames | None = None) -> list[str]:
+    return [f"{column}={vsctl_value(value, refs)}" for column, value in columns.items()]
 
 
 def vsctl_argv(db: str | None, commands: Sequence[Sequence[str]]) -> list[str]:
@@ -78,7 +100,7 @@ the step's id, as in a run.) Its undo removes only what carries this tag."""
 # CentOS 6's (Bridge.protocols, Interface.mtu_request) are left out: `get` would fail there.
 NAMED_TABLES = ("Bridge", "Port", "Interface", "Mirror", "Flow_Table")  # records by name
 SHELL_COLUMNS = {
-    "Bridge": tuple(c for c in BRIDGE_COLUMNS if c != "protocols"),
+    "Bridge": ("datapath_type", "fail_mode", "other_config", "external_ids"),
     "Port": ("tag", "trunks", "vlan_mode", "other_config", "external_ids"),
     "Interface": ("type", "options", "other_config", "external_ids"),
 }

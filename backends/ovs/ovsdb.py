@@ -16,12 +16,13 @@ replacing a map is clear + set); failures log a traceback unless `log_errors=Fal
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import itertools
 import logging
 import shlex
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from runflow.core.actions import Context
@@ -29,21 +30,24 @@ from runflow.core.errors import ActionError
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
-from .actions import backend_actions
-from .args import (READ_BACK_COLUMNS, VIEW_COLUMNS, AddBridge, AddPort, DelBridge, DelPort, Op,
-                   RemoveKeys, SetColumns, SetKeys, View, normal, set_up_interfaces)
+from .backend import backend_actions
+from .args import (READ_BACK_COLUMNS, VIEW_COLUMNS, AddBond, AddBridge, AddPort, Create,
+                   DelBridge, DelPort, Insert, Op, Ref, RemoveKeys, SetColumns, SetKeys, View,
+                   normal, set_up_interfaces)
 from .columns import typed
 from .commands import vsctl_commands
 from .endpoint import endpoint_of, endpoint_problem
+from .rows import Select
 
 TIMEOUT = 30  # seconds for connecting and for a transaction (ovs-vswitchd included)
 _SUMMARY_COMMANDS = 10
 
 # Columns ovs-vswitchd keeps rewriting (counters, link state): never configuration, and their
 # updates, parsed in Python, would cost more than the transactions (a third of a 500-port one).
+# (Interface.mtu is read: undo of an mtu_request puts back the MTU it saw.)
 _STATUS_COLUMNS = {
     "Interface": ("statistics", "status", "link_state", "link_resets", "link_speed", "duplex",
-                  "mac_in_use", "ifindex", "mtu", "admin_state", "lacp_current", "bfd_status",
+                  "mac_in_use", "ifindex", "admin_state", "lacp_current", "bfd_status",
                   "cfm_fault", "cfm_fault_status", "cfm_remote_mpids", "cfm_flap_count",
                   "cfm_health", "cfm_remote_opstate"),
     "Port": ("statistics", "status", "rstp_statistics", "rstp_status", "bond_active_slave"),
@@ -116,22 +120,50 @@ class OvsdbClient:
             rows = [r for r in found if r is not None]
         return [_row(r, columns) for r in rows]
 
-    def records(self, ctx: Context, wanted: Sequence[tuple[str, str, str]]
-                ) -> list[tuple[bool, Any]]:
-        """(found, value) of one column of each record, found by ovsdbapp as ovs-vsctl finds
-        it, from the replica."""
-        return [self._record(table, record, column) for table, record, column in wanted]
+    def records(self, ctx: Context, wanted: Sequence[tuple[str, str, Sequence[str]]]
+                ) -> list[tuple[bool, dict[str, Any]]]:
+        """(found, {column: value}) of some columns of each record, found by ovsdbapp as
+        ovs-vsctl finds it, from the replica."""
+        return [self._record(table, record, columns) for table, record, columns in wanted]
 
-    def _record(self, table: str, record: str, column: str) -> tuple[bool, Any]:
+    def _record(self, table: str, record: str, columns: Sequence[str]
+                ) -> tuple[bool, dict[str, Any]]:
         from ovsdbapp.backend.ovs_idl import idlutils
 
-        self._column_type(table, column)
+        for column in columns:
+            self._column_type(table, column)
         with self.connection.lock:
             try:
                 row = idlutils.row_by_record(self.api.idl, table, record)
             except (idlutils.RowNotFound, ValueError):
-                return False, None
-            return True, normal(getattr(row, column))
+                return False, {}
+            return True, {c: normal(getattr(row, c)) for c in columns}
+
+    def rows(self, ctx: Context, selects: Sequence[Select]) -> list[list[dict[str, Any]]]:
+        """For each (table, column, value), the rows whose column has the value (column
+        None: every row), with every column the replica has, from the replica. A table the
+        host's schema lacks has no rows."""
+        from ovsdbapp.backend.ovs_idl import idlutils
+
+        tables = self.api.idl.tables
+        with self.connection.lock:
+            found = []
+            for table, column, value in selects:
+                if table not in tables:
+                    found.append([])
+                    continue
+                if column is None:
+                    rows = list(tables[table].rows.values())
+                elif column == "_uuid":
+                    rows = [r for r in [tables[table].rows.get(uuid.UUID(value))] if r]
+                elif column == "name":
+                    rows = [r for r in [idlutils.row_by_value(self.api.idl, table, column,
+                                                              value, None)] if r]
+                else:
+                    rows = [r for r in tables[table].rows.values()
+                            if normal(getattr(r, column)) == value]
+                found.append([_row(r, list(tables[table].columns)) for r in rows])
+            return found
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -165,11 +197,12 @@ class OvsdbClient:
     def _all_commands(self, ops: Sequence[Op]) -> list[Any]:
         """The ovsdbapp commands of ops, in order; consecutive DelPorts go together."""
         commands = []
+        made: dict[Ref, Any] = {}  # the rows Create ops insert, for the values that refer to them
         for deleting, group in itertools.groupby(ops, key=lambda op: isinstance(op, DelPort)):
             if deleting:
                 commands += self._del_ports(list(group))
             else:
-                commands += [command for op in group for command in self._commands(op)]
+                commands += [command for op in group for command in self._commands(op, made)]
         return commands
 
     def _del_ports(self, ops: Sequence[DelPort]) -> list[Any]:
@@ -196,8 +229,16 @@ class OvsdbClient:
         return [self.api.db_remove("Bridge", bridge, "ports", *uuids)
                 for bridge, uuids in ports.items()]
 
-    def _commands(self, op: Op) -> list[Any]:
+    def _commands(self, op: Op, made: dict[Ref, Any]) -> list[Any]:
         api = self.api
+        if isinstance(op, Create):
+            return [self._in_transaction(lambda txn: self._insert(txn, op, made))]
+        if isinstance(op, Insert):
+            return [self._in_transaction(lambda txn: self._add(op, made))]
+        if isinstance(op, (AddBond, AddBridge)) and (isinstance(op, AddBond) or op.parent):
+            return [command for part in _as_rows(op) for command in self._commands(part, made)]
+        if isinstance(op, DelBridge) and self._fake_bridge(op.name) is not None:
+            return [self._in_transaction(lambda txn: self._del_fake_bridge(op.name))]
         if isinstance(op, AddBridge):
             columns = self._typed("Bridge", op.columns)
             datapath = columns.pop("datapath_type", None)
@@ -218,6 +259,47 @@ class OvsdbClient:
         if isinstance(op, RemoveKeys):
             return [api.db_remove(op.table, op.record, op.column, *op.keys, if_exists=True)]
         raise TypeError(f"unknown op {op!r}")
+
+    def _in_transaction(self, run: Callable[[Any], None]) -> Any:
+        """An ovsdbapp command that calls run with the IDL transaction, in its place among
+        the transaction's commands."""
+        return _idl_command()(self.api, run)
+
+    def _insert(self, txn: Any, op: Create, made: dict[Ref, Any]) -> None:
+        row = txn.insert(self.api.idl.tables[op.table])
+        made[op.ref] = row
+        for column, value in self._typed(op.table, _with_uuids(op.columns, made)).items():
+            setattr(row, column, value)
+
+    def _add(self, op: Insert, made: dict[Ref, Any]) -> None:
+        row = self.api.lookup(op.table, op.record)
+        values = typed(self._column_type(op.table, op.column), _with_uuids(list(op.values), made),
+                       op.column)
+        for value in values if isinstance(values, list) else [values]:
+            row.addvalue(op.column, value)
+
+    def _fake_bridge(self, name: str) -> Any | None:
+        """The Port row of fake bridge `name`, if there is one (and no bridge of that name)."""
+        from ovsdbapp.backend.ovs_idl import idlutils
+
+        idl = self.api.idl
+        with self.connection.lock:
+            if idlutils.row_by_value(idl, "Bridge", "name", name, None) is not None:
+                return None
+            port = idlutils.row_by_value(idl, "Port", "name", name, None)
+            return port if port is not None and port.fake_bridge else None
+
+    def _del_fake_bridge(self, name: str) -> None:
+        """As `ovs-vsctl del-br` removes a fake bridge: its port, and its parent's ports with
+        its VLAN tag."""
+        fake = self._fake_bridge(name)
+        if fake is None:
+            return
+        for parent in self.api.idl.tables["Bridge"].rows.values():
+            if any(p.uuid == fake.uuid for p in parent.ports):
+                for port in list(parent.ports):
+                    if port.uuid == fake.uuid or (not port.fake_bridge and port.tag == fake.tag):
+                        parent.delvalue("ports", port)
 
     def _set(self, table: str, record: str, columns: dict[str, Any], *, new: bool = False
              ) -> list[Any]:
@@ -253,6 +335,53 @@ class OvsdbClient:
         if column not in columns:
             raise ActionError(f"table {table} has no column {column!r}")
         return columns[column].type
+
+
+@functools.cache
+def _idl_command() -> type:
+    from ovsdbapp.backend.ovs_idl.command import BaseCommand
+
+    class IdlCommand(BaseCommand):
+        """Rows made and changed with the IDL transaction itself: rows inserted in it that
+        refer to each other (ovsdbapp's db_create cannot be referred to before its commit)."""
+
+        def __init__(self, api: Any, run: Callable[[Any], None]) -> None:
+            super().__init__(api)
+            self._run = run
+
+        def run_idl(self, txn: Any) -> None:
+            self._run(txn)
+
+    return IdlCommand
+
+
+def _with_uuids(value: Any, made: dict[Ref, Any]) -> Any:
+    """value with each Ref replaced by the UUID of the row made for it in this transaction
+    (python-ovs writes it as the row's named-uuid)."""
+    if isinstance(value, Ref):
+        return str(made[value].uuid)
+    if isinstance(value, dict):
+        return {k: _with_uuids(v, made) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_uuids(v, made) for v in value]
+    return value
+
+
+def _as_rows(op: AddBond | AddBridge) -> list[Op]:
+    """A bond or a fake bridge as the rows `ovs-vsctl add-bond` or `add-br NAME PARENT VLAN`
+    makes (ovsdbapp has neither)."""
+    if isinstance(op, AddBond):
+        ifaces = [Create("Interface", Ref(f"{op.name}/{i}"), {"name": i}) for i in op.interfaces]
+        port = {"name": op.name, "interfaces": [c.ref for c in ifaces], **op.port}
+        bridge = op.bridge
+    else:
+        ifaces = [Create("Interface", Ref(f"{op.name}/{op.name}"),
+                         {"name": op.name, "type": "internal"})]
+        port = {"name": op.name, "interfaces": [ifaces[0].ref], "fake_bridge": True,
+                "tag": op.vlan, **op.columns}
+        bridge = op.parent
+    made = Create("Port", Ref(op.name), port)
+    return [*ifaces, made, Insert("Bridge", bridge, "ports", (made.ref,))]
 
 
 def _row(row: Any, columns: Sequence[str]) -> dict[str, Any]:

@@ -28,8 +28,9 @@ TIMEOUT = 30  # seconds a read may take
 # remote shell's command line is one argument of `sh -c`): larger reads are split.
 _ARGUMENT_BUDGET = 64 * 1024
 
-Select = tuple[str, list[Any], Sequence[str]]
-"""A select operation: (table, where conditions in RFC 7047 notation, columns)."""
+Select = tuple[str, list[Any], "Sequence[str] | None"]
+"""A select operation: (table, where conditions in RFC 7047 notation, columns; None: all of
+them, as many as the host's schema has)."""
 
 
 class OvsdbUnreachable(ActionError):
@@ -51,7 +52,8 @@ def select(ctx: Context, selects: Sequence[Select]) -> list[list[dict[str, Any]]
     if not selects:
         return []
     endpoint = endpoint_of(ctx.host)  # explicit: 1.9's ovsdb-client has no default
-    ops = [{"op": "select", "table": table, "where": where, "columns": ["_uuid", *columns]}
+    ops = [{"op": "select", "table": table, "where": where,
+            **({"columns": ["_uuid", *columns]} if columns is not None else {})}
            for table, where, columns in selects]
     results: list[list[dict[str, Any]]] = []
     for chunk in _chunks(ops):

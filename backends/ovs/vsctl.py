@@ -9,6 +9,11 @@ operations (backends/ovs/query.py): one command per observation of a step, whate
 number of instances, returning only the rows asked for. ovs.set finds its record as
 `ovs-vsctl set` does (by UUID, or by name through the same table of row ids).
 
+A host's Open vSwitch may be older than the columns runflow reads (Bridge.protocols came with
+1.10, Interface.mtu_request with 2.6): the view asks only for the columns the host's schema has,
+read once per run with `ovsdb-client get-schema`. Whole rows (what a removal records) are
+selected without naming columns, which gives every column the host has.
+
 ovs-vsctl exits 0 even when ovs-vswitchd could not set up a bridge or port, so success is read
 back: ovs-vsctl 2.5 and later report the interfaces they inserted that got no OpenFlow port
 (with Interface.error) on stderr after ovs-vswitchd reconfigured, and those reports are used;
@@ -18,6 +23,7 @@ with one more read.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Sequence
@@ -27,12 +33,13 @@ from runflow.core.actions import Context
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
-from .actions import backend_actions
+from .backend import backend_actions
 from .args import (UUID, VIEW_COLUMNS, Op, View, inserted_interfaces, set_up_interfaces,
                    setup_problem)
 from .commands import vsctl_argv, vsctl_commands
-from .endpoint import endpoint_problem
-from .query import interface_problems, select, where_named, where_uuid
+from .endpoint import endpoint_of, endpoint_problem
+from .query import DATABASE, TIMEOUT, interface_problems, select, where_named, where_uuid
+from .rows import Select
 
 TOOLS = ("ovs-vsctl", "ovsdb-client")
 # Up to this many ports, a step reads them by name; beyond, whole tables cost less to ask for.
@@ -49,6 +56,7 @@ class VsctlClient:
     def __init__(self, host: Host) -> None:
         self.db = host.endpoints.get("ovsdb")
         self._reports_new_interfaces: bool | None = None
+        self._schema: dict[str, set[str]] | None = None  # the host's columns, by table
 
     @staticmethod
     def unusable(host: Host) -> str | None:
@@ -61,32 +69,57 @@ class VsctlClient:
         """Every bridge, and the ports and interfaces named (all of them when None): one read.
         A bridge's list of ports comes whole (500 UUIDs, some 20 KB, for a big bridge): which
         bridge holds a port is known only from there."""
+        columns = {t: self._known(ctx, t, c) for t, c in VIEW_COLUMNS.items()}
         if ports is None or len(ports) > _SELECT_LIMIT:
-            return View.from_rows(*select(ctx, [(t, [], c) for t, c in VIEW_COLUMNS.items()]))
-        tables = select(ctx, [("Bridge", [], VIEW_COLUMNS["Bridge"]),
-                              *(("Port", where_named(n), VIEW_COLUMNS["Port"]) for n in ports),
-                              *(("Interface", where_named(n), VIEW_COLUMNS["Interface"])
+            return View.from_rows(*select(ctx, [(t, [], c) for t, c in columns.items()]))
+        tables = select(ctx, [("Bridge", [], columns["Bridge"]),
+                              *(("Port", where_named(n), columns["Port"]) for n in ports),
+                              *(("Interface", where_named(n), columns["Interface"])
                                 for n in ports)])
         return View.from_rows(tables[0], sum(tables[1:1 + len(ports)], []),
                               sum(tables[1 + len(ports):], []))
 
-    def records(self, ctx: Context, wanted: Sequence[tuple[str, str, str]]
-                ) -> list[tuple[bool, Any]]:
-        """(found, value) of one column of each record, the records found as `ovs-vsctl set`
-        finds them: one read, and one more for records named through another table's row
-        (a bridge's Controller, a port's QoS)."""
+    def _host_schema(self, ctx: Context) -> dict[str, set[str]]:
+        """The host's tables and their columns (read once per client)."""
+        if self._schema is None:
+            argv = ["ovsdb-client", "get-schema", endpoint_of(ctx.host), DATABASE]
+            schema = json.loads(ctx.run(argv, timeout=TIMEOUT).stdout)
+            self._schema = {t: set(spec["columns"]) for t, spec in schema["tables"].items()}
+        return self._schema
+
+    def _known(self, ctx: Context, table: str, columns: Sequence[str]) -> list[str]:
+        """The columns the host's schema has among these."""
+        return [c for c in columns if c in self._host_schema(ctx).get(table, ())]
+
+    def rows(self, ctx: Context, selects: Sequence[Select]) -> list[list[dict[str, Any]]]:
+        """For each (table, column, value), the rows whose column has the value (column
+        None: every row), with every column the host has: one read. A table the host's
+        schema lacks has no rows."""
+        tables = self._host_schema(ctx)
+        asked = [(table, [] if column is None else
+                  where_uuid(value) if column == "_uuid" else [[column, "==", value]], None)
+                 for table, column, value in selects if table in tables]
+        found = iter(select(ctx, asked))
+        return [next(found) if table in tables else [] for table, _, _ in selects]
+
+    def records(self, ctx: Context, wanted: Sequence[tuple[str, str, Sequence[str]]]
+                ) -> list[tuple[bool, dict[str, Any]]]:
+        """(found, {column: value}) of some columns of each record, the records found as
+        `ovs-vsctl set` finds them: one read, and one more for records named through another
+        table's row (a bridge's Controller, a port's QoS)."""
         ways = [_way_to(table, record) for table, record, _ in wanted]
         refs = [way for way in ways if way is not None and way[2] is not None]
         held = iter(select(ctx, [(table, where, [ref]) for table, where, ref in refs]))
         wheres = [None if way is None else way[1] if way[2] is None else
                   _referred(next(held), way[2]) for way in ways]
-        asked = [(table, where, [column])
-                 for (table, _, column), where in zip(wanted, wheres) if where is not None]
+        asked = [(table, where, list(columns))
+                 for (table, _, columns), where in zip(wanted, wheres) if where is not None]
         found = iter(select(ctx, asked))
         result = []
-        for (_, _, column), where in zip(wanted, wheres):
+        for (_, _, columns), where in zip(wanted, wheres):
             rows = [] if where is None else next(found)
-            result.append((True, rows[0][column]) if len(rows) == 1 else (False, None))
+            result.append((True, {c: rows[0][c] for c in columns}) if len(rows) == 1
+                          else (False, {}))
         return result
 
     def execute(self, ctx: Context, ops: Sequence[Op], *, read_back: bool = True

@@ -28,6 +28,7 @@ ADDRESSED = VETH + [["ip", "addr", "add", "10.9.0.1/24", "dev", "v0"],
                     ["ip", "link", "set", "v0", "up"]]
 OVS_BRIDGE = [["ovs-vsctl", "add-br", "obr0", "--", "set", "bridge", "obr0",
                "datapath_type=netdev"]]
+VETHS = VETH + [["ip", "link", "add", "v2", "type", "veth", "peer", "name", "v3"]]
 
 
 class Case(NamedTuple):
@@ -82,8 +83,15 @@ OVS = {
          "type=internal"]]),
     "ovs.set": Case(fixed({"table": "Bridge", "record": "obr0", "column": "external_ids:owner",
                            "value": "kit"}), OVS_BRIDGE),
+    "ovs.unset": Case(fixed({"table": "Bridge", "record": "obr0", "column": "external_ids:owner"}),
+                      [[*OVS_BRIDGE[0], "external_ids:owner=kit"]]),
+    "ovs.bond.present": Case(fixed({"bridge": "obr0", "name": "obond", "interfaces": ["v0", "v2"],
+                                    "lacp": "active"}), OVS_BRIDGE + VETHS),
+    "ovs.bond.absent": Case(fixed({"name": "obond"}), OVS_BRIDGE + VETHS + [
+        ["ovs-vsctl", "add-bond", "obr0", "obond", "v0", "v2", "bond_mode=balance-slb"]]),
 }
-NOT_ROUND_TRIPPED = {"verify.command", "verify.ping", "service.restart"}
+# ovs.get reads: its state always holds (a value is there to read, or the step fails).
+NOT_ROUND_TRIPPED = {"verify.command", "verify.ping", "service.restart", "ovs.get"}
 
 REGISTRY = Plugins(entry_points=False).registry
 
@@ -153,7 +161,8 @@ def ovs_host(netns_host) -> Iterator[NetnsHost]:
 def test_ovs(ovs_host, tmp_path, action, backend):
     case = OVS[action]
     db = f"--db={ovs_host.endpoints['ovsdb']}"
-    trip(action, backend, case._replace(setup=[[a[0], db, *a[1:]] for a in case.setup]),
+    trip(action, backend, case._replace(setup=[[a[0], db, *a[1:]] if a[0] == "ovs-vsctl" else a
+                                               for a in case.setup]),
          ovs_host, tmp_path)
 
 

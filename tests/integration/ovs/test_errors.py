@@ -132,7 +132,7 @@ def test_a_port_on_another_bridge_is_not_moved(lab: Lab) -> None:
     ('action = "ovs.port.present"\nbridge = "br0"\nname = "a-very-long-port-name"',
      "name", "must be 1 to 15 bytes"),
     ('action = "ovs.bridge.present"\nname = "br0"\nfail_mode = "open"',
-     "fail_mode", "'standalone' or 'secure'"),
+     "fail_mode", "'standalone', 'secure' or ''"),
     ('action = "ovs.set"\ntable = "Bridges"\nrecord = "br0"\ncolumn = "stp_enable"\n'
      'value = true', "table", "unknown table 'Bridges'"),
     ('action = "ovs.set"\ntable = "Bridge"\nrecord = "br0; reboot"\ncolumn = "stp_enable"\n'
