@@ -5,77 +5,116 @@ rollback leaves Open vSwitch as it found it.
     ...  # run, roll back
     assert ovsdb_snapshot("unix:/tmp/x/db.sock") == before
 
-Bridges, ports and interfaces are keyed by name, with the columns a configuration sets (type,
-options, tag, external_ids, ...) and their members by name. UUIDs and what ovs-vswitchd
-writes (ofport, error, statistics, status) are left out: a bridge or port that was deleted and
-recreated with the same configuration compares equal. It reads with plain ovs-vsctl, not with
-runflow's own code.
+Every table of the schema, every column but what ovs-vswitchd and ovsdb-server write
+(statistics, status, ofport, error, link state, the configuration counters...: the schema's
+ephemeral columns and STATUS below). Bridges, ports and interfaces are keyed by name, and
+references to them are their names; a reference to a row of another table is that row's
+content (a bridge's "netflow" is its NetFlow row), and each of those tables is the sorted list
+of its rows' contents. So no UUID appears: a bridge deleted and recreated with the same
+configuration, with its mirrors and NetFlow, compares equal; one recreated without its
+NetFlow, or that left an extra QoS row behind, does not. It reads with plain ovs-vsctl and
+the schema file, not with runflow's own code.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+from functools import cache
 from typing import Any
 
-COLUMNS = {
-    "Open_vSwitch": ("bridges", "external_ids", "other_config"),
-    "Bridge": ("name", "ports", "datapath_type", "fail_mode", "protocols", "stp_enable",
-               "other_config", "external_ids"),
-    "Port": ("name", "interfaces", "tag", "trunks", "vlan_mode", "other_config",
-             "external_ids"),
-    "Interface": ("name", "type", "options", "mtu_request", "other_config", "external_ids"),
+SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+NAMED = ("Bridge", "Port", "Interface")
+# Written by ovs-vswitchd or ovsdb-server, and not marked ephemeral in the schema.
+STATUS = {
+    "Open_vSwitch": ("cur_cfg", "next_cfg", "db_version", "ovs_version", "system_type",
+                     "system_version", "datapath_types", "iface_types", "dpdk_initialized",
+                     "dpdk_version"),
+    "Bridge": ("datapath_version",),
+    "Port": ("bond_active_slave",),
+    "Interface": ("ofport", "error", "cfm_flap_count"),
 }
 
 
-def _value(value: Any, names: dict[str, str]) -> Any:
-    """OVSDB JSON notation as plain data; references as the referenced rows' names."""
-    if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
-        kind, body = value
-        if kind == "map":
-            return {k: _value(v, names) for k, v in body}
-        if kind == "set":
-            return sorted(_value(v, names) for v in body)
-        if kind == "uuid":
-            return names.get(body, body)
-    return value
+@cache
+def _columns() -> dict[str, tuple[str, ...]]:
+    """The compared columns of each table."""
+    with open(SCHEMA) as f:
+        tables = json.load(f)["tables"]
+    return {table: tuple(sorted(c for c, spec in schema["columns"].items()
+                                if not spec.get("ephemeral") and c not in STATUS.get(table, ())))
+            for table, schema in tables.items()}
 
 
 def ovsdb_snapshot(db: str) -> dict[str, Any]:
-    """{"Open_vSwitch": {...}, "Bridge": {name: {...}}, "Port": {...}, "Interface": {...}}"""
+    """{"Open_vSwitch": {...}, "Bridge": {name: {...}}, "Port": {...}, "Interface": {...},
+    "Mirror": [...], "NetFlow": [...], ...}"""
+    columns = _columns()
     argv = ["ovs-vsctl", f"--db={db}", "--format=json"]
-    for table, columns in COLUMNS.items():
-        argv += ["--", f"--columns=_uuid,{','.join(columns)}", "list", table]
+    for table in columns:
+        argv += ["--", f"--columns=_uuid,{','.join(columns[table])}", "list", table]
     out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-    tables = dict(zip(COLUMNS, (json.loads(line) for line in out.splitlines() if line)))
-    rows = {t: [dict(zip(d["headings"], r)) for r in d["data"]] for t, d in tables.items()}
-    names = {r["_uuid"][1]: r["name"] for t in ("Bridge", "Port", "Interface") for r in rows[t]}
+    listed = dict(zip(columns, (json.loads(line) for line in out.splitlines() if line)))
+    rows = {table: [dict(zip(d["headings"], r)) for r in d["data"]]
+            for table, d in listed.items()}
+    by_uuid = {r["_uuid"][1]: (table, r) for table, table_rows in rows.items()
+               for r in table_rows}
+
+    def value(v: Any) -> Any:
+        """OVSDB JSON notation as plain data; references as names or the rows' contents."""
+        if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str):
+            kind, body = v
+            if kind == "map":
+                return {json.dumps(value(k)) if isinstance(k, list) else k: value(x)
+                        for k, x in body}
+            if kind == "set":
+                return sorted((value(x) for x in body), key=json.dumps)
+            if kind == "uuid":
+                return content(body)
+        return v
+
+    def content(uuid: str) -> Any:
+        if uuid not in by_uuid:
+            return uuid  # a dangling weak reference: left as it is
+        table, row = by_uuid[uuid]
+        if table in NAMED:
+            return row["name"]
+        return {c: value(x) for c, x in row.items() if c != "_uuid"}
+
     result: dict[str, Any] = {}
     for table, table_rows in rows.items():
-        cleaned = [{c: _value(v, names) for c, v in r.items() if c != "_uuid"}
-                   for r in table_rows]
         if table == "Open_vSwitch":
-            result[table] = cleaned[0] if cleaned else {}
+            result[table] = content(table_rows[0]["_uuid"][1]) if table_rows else {}
+        elif table in NAMED:
+            result[table] = {r["name"]: {c: value(x) for c, x in r.items()
+                                         if c not in ("_uuid", "name")} for r in table_rows}
         else:
-            result[table] = {r.pop("name"): r for r in cleaned}
+            result[table] = sorted((content(r["_uuid"][1]) for r in table_rows),
+                                   key=json.dumps)
     return result
 
 
 def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     """Human-readable differences between two snapshots, for assertion messages."""
     lines = []
-    for table in COLUMNS:
-        b, a = before.get(table, {}), after.get(table, {})
-        if table == "Open_vSwitch":
-            b, a = {".": b}, {".": a}
-        for name in sorted(set(b) | set(a)):
-            if name not in a:
-                lines.append(f"{table} {name}: gone")
-            elif name not in b:
-                lines.append(f"{table} {name}: new {a[name]}")
-            elif a[name] != b[name]:
-                for column in sorted(set(a[name]) | set(b[name])):
-                    if a[name].get(column) != b[name].get(column):
-                        lines.append(f"{table} {name}.{column}: {b[name].get(column)!r} -> "
-                                     f"{a[name].get(column)!r}")
+    for table in sorted(set(before) | set(after)):
+        b, a = before.get(table), after.get(table)
+        if b == a:
+            continue
+        if table in NAMED:
+            for name in sorted(set(b or {}) | set(a or {})):
+                if name not in (a or {}):
+                    lines.append(f"{table} {name}: gone")
+                elif name not in (b or {}):
+                    lines.append(f"{table} {name}: new {a[name]}")
+                elif a[name] != b[name]:
+                    lines += [f"{table} {name}.{column}: {b[name].get(column)!r} -> "
+                              f"{a[name].get(column)!r}"
+                              for column in sorted(set(a[name]) | set(b[name]))
+                              if a[name].get(column) != b[name].get(column)]
+        elif table == "Open_vSwitch":
+            lines += [f"Open_vSwitch .{column}: {b.get(column)!r} -> {a.get(column)!r}"
+                      for column in sorted(set(a) | set(b)) if a.get(column) != b.get(column)]
+        else:
+            lines.append(f"{table}: {b!r} -> {a!r}")
     return lines

@@ -164,7 +164,7 @@ def step_states(events: list[dict[str, Any]]) -> dict[str, str]:
 
 def assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:
     """Snapshots of several hosts ({host: snapshot}) or of one."""
-    if set(before) <= {"Open_vSwitch", "Bridge", "Port", "Interface"}:
+    if "Open_vSwitch" in before:
         before, after = {"": before}, {"": after}
     problems = [f"{h}: {line}" for h in before for line in differences(before[h], after[h])]
     assert not problems, "\n".join(problems)
