@@ -235,6 +235,8 @@ class OvsdbClient:
             return [self._in_transaction(lambda txn: self._insert(txn, op, made))]
         if isinstance(op, Insert):
             return [self._in_transaction(lambda txn: self._add(op, made))]
+        if isinstance(op, SetColumns) and _refers(op.columns):
+            return [self._in_transaction(lambda txn: self._assign(op, made))]
         if isinstance(op, (AddBond, AddBridge)) and (isinstance(op, AddBond) or op.parent):
             return [command for part in _as_rows(op) for command in self._commands(part, made)]
         if isinstance(op, DelBridge) and self._fake_bridge(op.name) is not None:
@@ -268,6 +270,11 @@ class OvsdbClient:
     def _insert(self, txn: Any, op: Create, made: dict[Ref, Any]) -> None:
         row = txn.insert(self.api.idl.tables[op.table])
         made[op.ref] = row
+        for column, value in self._typed(op.table, _with_uuids(op.columns, made)).items():
+            setattr(row, column, value)
+
+    def _assign(self, op: SetColumns, made: dict[Ref, Any]) -> None:
+        row = self.api.lookup(op.table, op.record)
         for column, value in self._typed(op.table, _with_uuids(op.columns, made)).items():
             setattr(row, column, value)
 
@@ -365,6 +372,15 @@ def _with_uuids(value: Any, made: dict[Ref, Any]) -> Any:
     if isinstance(value, list):
         return [_with_uuids(v, made) for v in value]
     return value
+
+
+def _refers(value: Any) -> bool:
+    """Whether value holds a Ref (a row the transaction makes)."""
+    if isinstance(value, Ref):
+        return True
+    if isinstance(value, dict):
+        return any(_refers(v) for v in value.values())
+    return isinstance(value, list) and any(_refers(v) for v in value)
 
 
 def _as_rows(op: AddBond | AddBridge) -> list[Op]:

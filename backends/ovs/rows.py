@@ -105,21 +105,22 @@ class Rows:
     def follow(self, rows: Iterable[tuple[str, dict[str, Any]]],
                also: Iterable[tuple[str, str]] = ()) -> None:
         """Read what these rows refer to (but ports by name), and what that refers to: one
-        read a level (a bridge's mirrors and a port's QoS, then the QoS's queues). also:
-        (table, _uuid) of more rows to read with the first level."""
-        level = list(rows)
-        wanted: dict[str, str] = {u: table for table, u in also if u not in self.by_uuid}
-        while level or wanted:
-            for table, row in level:
-                for column, ref in REFERENCES.get(table, {}).items():
-                    if ref.kind != NAMES:
-                        wanted.update((u, ref.table) for u in references(row.get(column),
-                                                                         ref.keyed)
-                                      if u not in self.by_uuid)
-            found = self.read([(table, "_uuid", u) for u, table in wanted.items()])
-            level = [(table, row) for (u, table), rows in zip(wanted.items(), found)
-                     for row in rows]
-            wanted = {}
+        read a level at most (a bridge's mirrors and a port's QoS, then the QoS's queues).
+        also: (table, _uuid) of more rows to read with the first level."""
+        level = [(table, row["_uuid"]) for table, row in rows]
+        extra = list(also)
+        seen: set[str] = set()
+        while level or extra:
+            referred = extra + [(ref.table, u) for table, uuid in level if uuid not in seen
+                                for column, ref in REFERENCES.get(table, {}).items()
+                                if ref.kind != NAMES
+                                for u in references(self.by_uuid[uuid][1].get(column),
+                                                    ref.keyed)]
+            seen.update(uuid for _, uuid in level)
+            unread = {u: table for table, u in referred if u not in self.by_uuid}
+            self.read([(table, "_uuid", u) for u, table in unread.items()])
+            level = [(table, u) for table, u in referred if u in self.by_uuid and u not in seen]
+            extra = []
 
     def record(self, table: str, row: dict[str, Any]) -> dict[str, Any]:
         """The row's record: its settable columns that are not empty, with what it refers to

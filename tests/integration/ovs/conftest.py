@@ -5,6 +5,7 @@ an inventory, once per backend (`--target centos6` → ovs-vsctl, `--target mode
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -71,32 +72,33 @@ class OvsHost:
         return "\n".join(lines) + "\n"
 
 
+@contextlib.contextmanager
+def lab_host(name: str = "h1", **host_vars: Any) -> Iterator[OvsHost]:
+    """A started lab host, stopped and removed afterwards (daemons by pid, namespace, state
+    directory), even when what used it failed."""
+    need_tools(*TOOLS)
+    ns = Namespace(unique_name("rfo"))
+    # Short, as unix socket paths are limited to 108 bytes.
+    host = OvsHost(name, ns, OvsDaemons(ns, tempfile.mkdtemp(prefix="rfo-", dir="/tmp")),
+                   host_vars)
+    try:
+        ns.create()
+        host.ovs.start()
+        yield host
+    finally:
+        try:
+            host.ovs.stop()
+        finally:
+            host.ns.delete()
+            shutil.rmtree(host.ovs.state_dir, ignore_errors=True)
+
+
 @pytest.fixture
 def ovs_hosts() -> Iterator[Callable[..., OvsHost]]:
     """make(name="h1", **vars) → a started lab host; every one is stopped and removed at the
-    end (daemons by pid, namespace, state directory)."""
-    made: list[OvsHost] = []
-
-    def make(name: str = "h1", **host_vars: Any) -> OvsHost:
-        need_tools(*TOOLS)
-        ns = Namespace(unique_name("rfo"))
-        # Short, as unix socket paths are limited to 108 bytes.
-        host = OvsHost(name, ns, OvsDaemons(ns, tempfile.mkdtemp(prefix="rfo-", dir="/tmp")),
-                       host_vars)
-        made.append(host)
-        ns.create()
-        host.ovs.start()
-        return host
-
-    try:
-        yield make
-    finally:
-        for host in reversed(made):
-            try:
-                host.ovs.stop()
-            finally:
-                host.ns.delete()
-                shutil.rmtree(host.ovs.state_dir, ignore_errors=True)
+    end."""
+    with contextlib.ExitStack() as stack:
+        yield lambda name="h1", **host_vars: stack.enter_context(lab_host(name, **host_vars))
 
 
 @dataclass
