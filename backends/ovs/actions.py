@@ -160,9 +160,9 @@ class OvsAction(Action):
     def restore(self, args: Any, before: State, now: State, run_id: str) -> list[Op]:
         raise NotImplementedError
 
-    def lookups(self, args: Any, before: State) -> list[tuple[str, str]]:
-        """(table, _uuid) of rows restore refers to and did not record whole: undo reads which
-        of them exist, and gives their UUIDs to restore as now["existing"]."""
+    def lookups(self, args: Any, before: State) -> list[Select]:
+        """Rows restore refers to and did not record whole, as (table, column, value): undo
+        reads which of them exist, and gives restore those values as now["existing"]."""
         return []
 
     def links(self, args: Any, before: State) -> dict[str, ipstate.LinkState]:
@@ -236,10 +236,10 @@ class OvsAction(Action):
         wanted = list(dict.fromkeys(pair for pairs in lookups for pair in pairs))
         if not wanted:
             return nows
-        found = client.rows(ctx, [(table, "_uuid", u) for table, u in wanted])
-        existing = {u for (_, u), rows in zip(wanted, found) if rows}
-        return [{**now, "existing": sorted(u for _, u in pairs if u in existing)}
-                if pairs else now for now, pairs in zip(nows, lookups)]
+        found = client.rows(ctx, wanted)
+        existing = {value for (_, _, value), rows in zip(wanted, found) if rows}
+        return [{**now, "existing": sorted(v for _, _, v in selects if v in existing)}
+                if selects else now for now, selects in zip(nows, lookups)]
 
     def describe(self, args: Any, before: State | None = None) -> list[list[str]]:
         tags = {RUN_TAG: "RUN", STEP_TAG: "STEP"}  # the run's id is not known yet

@@ -18,7 +18,7 @@ from .args import (BRIDGE_COLUMNS, RUN_TAG, STEP_TAG, AddBridge, DelBridge, Op,
 from .commands import (EXPORT_RUN, shell_holds, shell_read_back, shell_save_values, shell_tagged,
                        vsctl, vsctl_ops)
 from .removal import removal_shell
-from .rows import bridges_removal, removal_lookups, removal_ops, upgraded
+from .rows import Select, bridges_removal, removal_lookups, removal_ops, upgraded
 
 
 class BridgePresent(OvsAction):
@@ -164,10 +164,10 @@ class BridgeAbsent(OvsAction):
         if now["exists"] or not before["exists"]:
             return []
         before = upgraded(before, args.name)
-        existing = now.get("existing", [u for _, u in removal_lookups(before)])
+        existing = now.get("existing", [key for _, _, key in removal_lookups(before)])
         return removal_ops(before, existing)
 
-    def lookups(self, args: OvsBridgeAbsentArgs, before: State) -> list[tuple[str, str]]:
+    def lookups(self, args: OvsBridgeAbsentArgs, before: State) -> list[Select]:
         return removal_lookups(upgraded(before, args.name))
 
     def links(self, args: OvsBridgeAbsentArgs, before: State) -> dict[str, ipstate.LinkState]:

@@ -19,7 +19,7 @@ from .args import (RUN_TAG, STEP_TAG, AddBond, AddPort, DelPort, Op, OvsBondAbse
 from .commands import (EXPORT_RUN, shell_holds, shell_read_back, shell_save_values, shell_tagged,
                        vsctl, vsctl_ops)
 from .removal import removal_shell
-from .rows import ports_removal, removal_lookups, removal_ops, upgraded
+from .rows import Select, ports_removal, removal_lookups, removal_ops, upgraded
 
 
 class PortPresent(OvsAction):
@@ -244,10 +244,10 @@ class PortAbsent(OvsAction):
         if now["exists"] or not before["exists"]:
             return []
         before = upgraded(before, args.name)
-        existing = now.get("existing", [u for _, u in removal_lookups(before)])
+        existing = now.get("existing", [key for _, _, key in removal_lookups(before)])
         return removal_ops(before, existing)
 
-    def lookups(self, args: OvsPortAbsentArgs, before: State) -> list[tuple[str, str]]:
+    def lookups(self, args: OvsPortAbsentArgs, before: State) -> list[Select]:
         return removal_lookups(upgraded(before, args.name))
 
     def links(self, args: OvsPortAbsentArgs, before: State) -> dict[str, ipstate.LinkState]:

@@ -142,14 +142,19 @@ def removal_shell(db: str | None, kind: str, name: str, bridge: str | None,
                f"{listed(value_of(table), value_of(row))} | awk -v tbl=\"${table}\" "
                f"-v row=\"${row}\" -v made=\"{made}\" -v skip={sh(_SKIPPED)} {sh(_CREATE)}; done")
     # Where the rows go back: the bridge into the Open_vSwitch row; or the ports into their
-    # bridge, and into the selections of its mirrors that had them.
-    selections = "".join(
-        f"if {vs('get', 'Mirror', value_of(mirror), column)} | grep -q \"${row}\"; then "
-        f"printf '%s\\n' -- {how}; fi; "
-        for column, how in (
-            ("select_src_port", f"add Mirror \"${mirror}\" select_src_port \"@u${row}\""),
-            ("select_dst_port", f"add Mirror \"${mirror}\" select_dst_port \"@u${row}\""),
-            ("output_port", f"set Mirror \"${mirror}\" \"output_port=@u${row}\"")))
+    # bridge, and into the selections of its mirrors that had them (a mirror by its name,
+    # which it keeps if its bridge is made again, else by its UUID).
+    key = var("mirror_key")
+    selections = (
+        f"{key}=$({vs('get', 'Mirror', value_of(mirror), 'name')} | tr -d '\"'); "
+        f"[ -n \"${key}\" ] || {key}=\"${mirror}\"; "
+        + "".join(
+            f"if {vs('get', 'Mirror', value_of(mirror), column)} | grep -q \"${row}\"; then "
+            f"printf '%s\\n' -- {how}; fi; "
+            for column, how in (
+                ("select_src_port", f"add Mirror \"${key}\" select_src_port \"@u${row}\""),
+                ("select_dst_port", f"add Mirror \"${key}\" select_dst_port \"@u${row}\""),
+                ("output_port", f"set Mirror \"${key}\" \"output_port=@u${row}\""))))
     top = (f"if [ -z \"${parent}\" ]; then printf '%s\\n' -- add Open_vSwitch . bridges "
            f"\"@u$(printf '%s\\n' \"${rows}\" | awk '$1 == \"Bridge\" {{print $2}}')\"; "
            f"else printf '%s\\n' \"${rows}\" | while read -r {table} {row}; do "
@@ -186,7 +191,7 @@ def removal_shell(db: str | None, kind: str, name: str, bridge: str | None,
         apply=(apply,),
         undo=("# shellcheck disable=SC2086",
               f"if [ -n \"${words}\" ] && {undo_if}; then",
-              f"    ({NEWLINE_WORDS}; {vsctl(db)} ${words})",
+              f"    ({NEWLINE_WORDS}; {vsctl(db)} ${words} >/dev/null)",
               f"    if [ -n \"${links}\" ]; then printf '%s\\n' \"${links}\" | ip -batch -; fi",
               f"    if [ -n \"${links6}\" ]; then printf '%s\\n' \"${links6}\" | ip -6 -batch -; fi",
               "fi"))

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple, Protocol
 from runflow.core.actions import Context, State
 
 from . import ipstate
-from .args import Create, Insert, Op, Ref, SetColumns, is_empty, text
+from .args import UUID, Create, Insert, Op, Ref, SetColumns, is_empty, text
 from .columns import scalar_default
 
 STATUS: dict[str, tuple[str, ...]] = {
@@ -226,8 +226,8 @@ class Recreation:
 
     def ports_on(self, bridge: str, nodes: Sequence[dict[str, Any]],
                  mirrors: dict[str, dict[str, list[str]]]) -> list[Op]:
-        """Ports on an existing bridge, and the references existing mirrors (by _uuid, those
-        among `existing`) had to them."""
+        """Ports on an existing bridge, and the references existing mirrors (by name or _uuid,
+        those among `existing`) had to them."""
         made = tuple(self.create("Port", node, f"{bridge}/{node['name']}") for node in nodes)
         self.ops.append(Insert("Bridge", bridge, "ports", made))
         for mirror, columns in mirrors.items():
@@ -310,7 +310,8 @@ def ports_removal(source: RowSource, ctx: Context, names: Sequence[str]) -> list
 
 def _ports_record(rows: Rows, bridge: dict[str, Any], ports: Sequence[dict[str, Any]]
                   ) -> State:
-    """The records of ports of a bridge, and its mirrors' references to them."""
+    """The records of ports of a bridge, and its mirrors' references to them (a mirror by
+    its name, which it keeps if its bridge is made again, else by its UUID)."""
     uuids = {p["_uuid"]: p["name"] for p in ports}
     mirrors: dict[str, dict[str, list[str]]] = {}
     for u in references(bridge.get("mirrors")):
@@ -318,7 +319,7 @@ def _ports_record(rows: Rows, bridge: dict[str, Any], ports: Sequence[dict[str, 
         for column in ("select_src_port", "select_dst_port", "output_port"):
             names = sorted(uuids[p] for p in references(mirror.get(column)) if p in uuids)
             if names:
-                mirrors.setdefault(u, {})[column] = names
+                mirrors.setdefault(mirror.get("name") or u, {})[column] = names
     return {"ports": sorted((rows.record("Port", p) for p in ports), key=_order),
             "mirrors": mirrors}
 
@@ -352,17 +353,19 @@ def removal_ops(state: State, existing: Iterable[str]) -> list[Op]:
                           state.get("mirrors", {}))
 
 
-def removal_lookups(state: State) -> list[tuple[str, str]]:
-    """(table, _uuid) of the rows outside the record that its recreation refers to, whose
-    existence undo must check: QoS and Queue rows, and the mirrors that referred to ports."""
+def removal_lookups(state: State) -> list[Select]:
+    """The rows outside the record that its recreation refers to, whose existence undo must
+    check: QoS and Queue rows (by _uuid), and the mirrors that referred to ports (by name or
+    _uuid). Undo gives restore the names and UUIDs of those that exist."""
     if not state.get("exists"):
         return []
     if isinstance(state.get("bridge"), dict):
-        return shared_rows("Bridge", state["bridge"])
-    found = [("Mirror", u) for u in state.get("mirrors", {})]
-    for port in state.get("ports", []):
-        found += shared_rows("Port", port)
-    return found
+        pairs = shared_rows("Bridge", state["bridge"])
+    else:
+        pairs = [pair for port in state.get("ports", []) for pair in shared_rows("Port", port)]
+    found: list[Select] = [(table, "_uuid", u) for table, u in pairs]
+    return found + [("Mirror", "_uuid" if UUID.fullmatch(key) else "name", key)
+                    for key in state.get("mirrors", {})]
 
 
 def upgraded(state: State, name: str) -> State:

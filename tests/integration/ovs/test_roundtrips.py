@@ -11,6 +11,8 @@ checks that it did."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from typing import Any
 import pytest
 
 from tests.support.snapshot import differences, snapshot as netns_snapshot, without_macs
+
+from tests.conftest import need_tools
 
 from .conftest import TARGETS, Lab, OvsHost, assert_same, lab_host, step_states
 
@@ -341,3 +345,144 @@ port_external_ids = { aging = "{{ aging }}" }
     steps = {s["key"]: s for s in lab.journal(run_id)["steps"]}
     assert steps["read-tag"]["published"] == {"vlan": 10}
     assert steps["same-vlan"]["state"] == "undone"
+
+
+# -- the same with the exported script (target centos6; the script is the same for both) ---
+
+REMOVALS = '''
+[[steps]]
+id = "no-vi0"
+action = "ovs.port.absent"
+name = "vi0"
+
+[[steps]]
+id = "no-ve0"
+action = "ovs.port.absent"
+bridge = "br0"
+name = "ve0"
+
+[[steps]]
+id = "no-bd0"
+action = "ovs.bond.absent"
+name = "bd0"
+
+[[steps]]
+id = "no-fb5"
+action = "ovs.bridge.absent"
+name = "fb5"
+
+[[steps]]
+id = "no-br0"
+action = "ovs.bridge.absent"
+name = "br0"
+'''
+
+CHANGES = '''
+[[steps]]
+id = "br0"
+action = "ovs.bridge.present"
+name = "br0"
+stp = false
+fail_mode = ""
+other_config = { mac-table-size = 4096 }
+
+[[steps]]
+id = "fb7"
+action = "ovs.bridge.present"
+name = "fb7"
+parent = "br0"
+vlan = 7
+external_ids = { purpose = "vlan7" }
+
+[[steps]]
+id = "trunk"
+action = "ovs.port.present"
+bridge = "br0"
+name = "p9"
+type = "internal"
+vlan_mode = "trunk"
+trunks = [40, 41]
+port_external_ids = { role = "trunk" }
+
+[[steps]]
+id = "access"
+action = "ovs.port.present"
+bridge = "br0"
+name = "vi0"
+tag = 11
+port_external_ids = { zone = "a" }
+
+[[steps]]
+id = "bond"
+action = "ovs.bond.present"
+bridge = "br0"
+name = "bd1"
+interfaces = ["vc0", "vc2"]
+lacp = "passive"
+other_config = { bond-detect-mode = "miimon" }
+
+[[steps]]
+id = "mtu"
+action = "ovs.set"
+table = "Interface"
+record = "ve0"
+column = "mtu_request"
+value = 9000
+
+[[steps]]
+id = "owner"
+action = "ovs.unset"
+table = "Bridge"
+record = "br0"
+column = "external_ids"
+keys = ["owner"]
+
+[[steps]]
+id = "trunks"
+action = "ovs.unset"
+table = "Port"
+record = "ve0"
+column = "trunks"
+values = [20]
+
+[[steps]]
+id = "protocols"
+action = "ovs.unset"
+table = "Bridge"
+record = "br0"
+column = "protocols"
+'''
+
+
+def test_removals_one_after_the_other(lab: Lab, shared: Host) -> None:
+    """Ports, a bond and a fake bridge removed, then their bridge: rollback makes the bridge
+    again first (its mirror by the same name), then the rest, each where it was."""
+    round_trip(lab, shared, REMOVALS)
+
+
+@pytest.mark.parametrize("shared", ["ovs-vsctl"], indirect=True)
+@pytest.mark.parametrize("steps", [REMOVALS, CHANGES], ids=["removals", "changes"])
+def test_exported_script_round_trip(lab: Lab, shared: Host, tmp_path: Path, steps: str) -> None:
+    need_tools("shellcheck", "dash")
+    script = tmp_path / "wf.sh"
+    lab.call("export", "-i", str(lab.inventory), "--host", "h1", "-t", "centos6", "-o",
+             str(script), str(lab.workflow(steps)))
+    checked = subprocess.run(["shellcheck", "-s", "sh", str(script)], capture_output=True,
+                             text=True)
+    assert checked.returncode == 0, checked.stdout
+
+    def sh(*args: str) -> str:
+        done = subprocess.run(["ip", "netns", "exec", lab.host.ns.name, "dash", str(script),
+                               *args], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "RUNFLOW_JOURNAL": str(tmp_path / "journal")})
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    first = sh()
+    assert "already so" not in first, first
+    changed = lab.host.snapshot()
+    again = sh()
+    assert again.count("already so") == again.count("== ") - 1, again
+    assert lab.host.snapshot() == changed
+    sh("--rollback")
+    shared.assert_as_set_up()
