@@ -90,7 +90,8 @@ class PortPresent(OvsAction):
         db = host.endpoints.get("ovsdb")
         port, port_keys, iface, iface_keys = self.wanted(args)
         existed, bridge = var("existed"), var("bridge")
-        on_bridge = f"[ \"$({vsctl(db, 'port-to-br', args.name)} 2>/dev/null)\" = {word(args.bridge)} ]"
+        on_bridge = (f"[ \"$({vsctl(db, 'port-to-br', args.name)} 2>/dev/null)\" = "
+                     f"{word(args.bridge)} ]")
         checks = [on_bridge, shell_holds(db, "Port", args.name, port, port_keys),
                   shell_holds(db, "Interface", args.name, iface, iface_keys)]
         save_port, port_names, undo_port = shell_save_values(

@@ -196,8 +196,9 @@ class OvsUnset(RecordAction):
         if keys is not None:
             save, names, undo = shell_save_values(db, args.table, args.record, [],
                                                   {column: keys}, var, "old")
-            found = " ".join(f"$({vsctl(db, 'get', args.table, args.record, f'{column}:{k}', options=('--if-exists',))})"
-                             for k in keys)
+            gets = [vsctl(db, "get", args.table, args.record, f"{column}:{k}",
+                          options=("--if-exists",)) for k in keys]
+            found = " ".join(f"$({got})" for got in gets)
             return ShellStep(check=f"[ -z \"{found}\" ]", save=tuple(save), saved=tuple(names),
                              apply=apply, undo=tuple(undo))
         save, names, undo = shell_save_values(db, args.table, args.record, [column], {}, var,

@@ -301,7 +301,8 @@ def ports_removal(source: RowSource, ctx: Context, names: Sequence[str]) -> list
     found = [next(iter(r), None) for r in named[:len(names)]]
     ports = [p for p in found if p is not None and p["_uuid"] in holder]
     rows.follow([("Port", p) for p in ports],
-                [("Mirror", u) for p in ports for u in references(holder[p["_uuid"]].get("mirrors"))])
+                [("Mirror", u) for p in ports
+                 for u in references(holder[p["_uuid"]].get("mirrors"))])
     return _with_links(ctx, [
         {"exists": True, "bridge": holder[p["_uuid"]]["name"],
          **_ports_record(rows, holder[p["_uuid"]], [p])}

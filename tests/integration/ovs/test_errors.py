@@ -166,10 +166,37 @@ def test_a_port_on_another_bridge_is_not_moved(lab: Lab) -> None:
      'value = "yes"', "value", "stp_enable: 'yes' is not true or false"),
     ('action = "ovs.set"\ntable = "Port"\nrecord = "p0"\ncolumn = "tag:x"\nvalue = 1',
      "value", "tag is not a map column"),
+    ('action = "ovs.bridge.present"\nname = "fb5"\nparent = "br0"',
+     "parent and vlan", "a fake bridge needs both"),
+    ('action = "ovs.bridge.present"\nname = "fb5"\nparent = "br0"\nvlan = 5\nstp = true',
+     "stp", "a fake bridge has no settings of its own"),
+    ('action = "ovs.port.present"\nbridge = "br0"\nname = "p0"\ntrunks = [10, 5000]',
+     "trunks.1", "less than or equal to 4095"),
+    ('action = "ovs.bond.present"\nbridge = "br0"\nname = "bd0"\ninterfaces = ["eth0"]',
+     "interfaces", "at least 2 items"),
+    ('action = "ovs.bond.present"\nbridge = "br0"\nname = "bd0"\ninterfaces = ["a", "a"]',
+     "interfaces", "each interface once"),
+    ('action = "ovs.unset"\ntable = "Port"\nrecord = "p0"\ncolumn = "trunks"\nkeys = ["a"]',
+     "keys", "trunks is not a map column"),
+    ('action = "ovs.unset"\ntable = "Bridge"\nrecord = "br0"\ncolumn = "external_ids"\n'
+     'values = ["a"]', "values", "external_ids is not a set column: remove its keys"),
+    ('action = "ovs.unset"\ntable = "Interface"\nrecord = "p0"\ncolumn = "type"',
+     "column", "type always holds a value"),
+    ('action = "ovs.unset"\ntable = "Port"\nrecord = "p0"\ncolumn = "trunks"\n'
+     'values = ["x"]', "trunks", "'x' is not an integer"),
+    ('action = "ovs.get"\ntable = "Port"\nrecord = "p0"\ncolumn = "tag:x"',
+     "column", "tag is not a map column"),
+    ('action = "ovs.set"\ntable = "Port"\nrecord = "p0"\ncolumn = "tag"\nvalue = 1\n'
+     'register = "t"', "register", "ovs.set publishes no value"),
+    ('action = "ovs.get"\ntable = "Port"\nrecord = "p0"\ncolumn = "tag"\n'
+     'register = "item"', "register", "that name is for_each's own"),
 ], ids=["gre-without-remote", "patch-without-peer", "tag", "name", "fail-mode", "table",
         "record", "map-key", "remote-ip", "local-ip", "vxlan-key", "gre-in-key", "dst-port",
         "option-word", "set-option", "set-map-without-key", "set-range", "set-boolean",
-        "set-key-of-scalar"])
+        "set-key-of-scalar", "fake-bridge-vlan", "fake-bridge-settings", "trunks",
+        "bond-one-interface", "bond-twice", "unset-keys-of-a-set", "unset-values-of-a-map",
+        "unset-a-required-column", "unset-value-type", "get-key-of-scalar",
+        "register-without-result", "register-item"])
 def test_bad_arguments_are_refused_before_anything_runs(runflow: Any, tmp_path: Path,
                                                         step: str, field: str,
                                                         says: str) -> None:
@@ -227,3 +254,93 @@ def test_undo_removes_the_taps_ovs_vswitchd_left_when_it_was_down(lab: Lab) -> N
     commands = [c for step in lab.journal(run_id)["steps"] for c in step.get("commands", [])]
     assert any("ip link del br0" in c for c in commands), commands
 
+
+
+GET_TAG = '''
+[[steps]]
+id = "read"
+action = "ovs.get"
+table = "Port"
+record = "p0"
+column = "tag"
+register = "vlan"
+'''
+
+
+@pytest.mark.parametrize("steps, field, says", [
+    (GET_TAG.replace('"read"', '"read"\nfor_each = [1]'), "register",
+     "a step with for_each cannot register a var"),
+    (GET_TAG + GET_TAG.replace('"read"', '"again"'), "register",
+     "step 'read' publishes it already"),
+    (GET_TAG.replace('register = "vlan"', 'register = "bridge"'), "register",
+     "a var of that name exists already"),
+    ('[[steps]]\nid = "early"\naction = "ovs.port.present"\nbridge = "br0"\nname = "p1"\n'
+     'tag = "{{ vlan }}"\n' + GET_TAG, "tag",
+     "vlan is published by step 'read', which does not run before this one"),
+    (GET_TAG + '[[steps]]\nid = "late"\naction = "ovs.port.present"\nbridge = "br0"\n'
+     'name = "p1"\nwhen = "vlan == 10"\n', "when",
+     "vlan is published by step 'read' when the run gets there, so only the step's arguments"),
+    (GET_TAG + '[[steps]]\nid = "late"\naction = "ovs.port.present"\nbridge = "br0"\n'
+     'name = "p1"\ntag = "{{ vlan + }}"\n', "tag", "TemplateSyntaxError"),
+], ids=["with-for-each", "twice", "a-var", "before-it-is-published", "in-when", "syntax"])
+def test_published_vars_are_checked_before_anything_runs(runflow: Any, tmp_path: Path,
+                                                         steps: str, field: str,
+                                                         says: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(f'[workflow]\nname = "bad"\n\n[vars]\nbridge = "br0"\n\n{steps}')
+    done = runflow("validate", str(path))
+    assert done.returncode == 2, done.stderr
+    assert f"{field}:" in done.stderr and says in done.stderr, done.stderr
+
+
+def test_several_problems_of_a_step_name_each_field_once(runflow: Any, tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[workflow]\nname = "bad"\n\n[[steps]]\nid = "s"\n'
+                    'action = "ovs.port.present"\nbridge = "br 0"\nname = "p;0"\n')
+    done = runflow("validate", str(path))
+    assert done.returncode == 2, done.stderr
+    assert "step 's': bridge: interface name 'br 0' contains the forbidden character ' '; " \
+           "name: interface name 'p;0'" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("argument, since", [("rstp = true", "2.4"),
+                                             ("mcast_snooping = true", "2.4")])
+def test_centos6_refuses_what_open_vswitch_1_9_lacks(runflow: Any, tmp_path: Path,
+                                                     argument: str, since: str) -> None:
+    path = tmp_path / "new.toml"
+    path.write_text('[workflow]\nname = "new"\n\n[[steps]]\nid = "br0"\n'
+                    f'action = "ovs.bridge.present"\nname = "br0"\n{argument}\n')
+    done = runflow("validate", "--target", "centos6", str(path))
+    assert done.returncode == 2, done.stderr
+    assert f"needs Open vSwitch {since} or later: the ovs-vsctl backend (target centos6)" in \
+        done.stderr, done.stderr
+    assert runflow("validate", "--target", "modern", str(path)).returncode == 0
+
+
+@pytest.mark.root
+def test_a_published_value_a_later_step_refuses_fails_that_step(lab: Lab) -> None:
+    """The later step's arguments are checked when the run gets to it: a value they do not
+    take fails the step (and the run rolls back), naming the argument."""
+    lab.host.vsctl("add-br", "br0", "--", "set", "Bridge", "br0", "datapath_type=netdev",
+                   "external_ids:vlan=ten")
+    before = lab.host.snapshot()
+    _, events, _ = lab.run(lab.workflow(BRIDGE + '''
+[[steps]]
+id = "read"
+action = "ovs.get"
+table = "Bridge"
+record = "br0"
+column = "external_ids:vlan"
+register = "vlan"
+
+[[steps]]
+id = "port"
+action = "ovs.port.present"
+bridge = "br0"
+name = "p1"
+type = "internal"
+tag = "{{ vlan }}"
+'''), "--var", "datapath=netdev", expect=1)
+    assert step_states(events)["h1:port"] == "failed"
+    assert "arguments: tag: Input should be a valid integer" in failure(events), failure(events)
+    assert_same(before, lab.host.snapshot())
