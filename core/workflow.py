@@ -481,6 +481,9 @@ def resolve(inst: Instance, registry: Registry, host: Host, published: Mapping[s
     except ValidationError as exc:
         raise _schema_error(lambda message, field: ActionError(
             f"{field}: {message}" if field else message), exc, schema, inst.key) from None
+    except Exception as exc:  # a plugin's schema or validator broke: the step fails
+        raise ActionError(failure_line(exc, method="validating the arguments",
+                                       action=inst.action)) from exc
     inst.data = data
 
 

@@ -6,8 +6,8 @@ compare as ovs-vsctl compares them, saves old values with `get`, whose output `s
 and reads back Interface.error and ofport after a change, as a run does).
 
 Only commands Open vSwitch 1.9 (CentOS 6) has are used: add-br, del-br, add-port, add-bond,
-del-port, set, remove, add, create (with --id=@name), get, find, list, br-exists, port-to-br,
-list-ports, with --if-exists and --may-exist.
+del-port, set, remove, add, create (with --id=@name), get, find, list, br-exists, br-to-parent,
+br-to-vlan, port-to-br, list-ports, with --if-exists and --may-exist.
 """
 
 from __future__ import annotations
@@ -96,14 +96,7 @@ EXPORT_RUN = "export"
 """runflow-run in what an exported script creates: a script has no run id. (runflow-step is
 the step's id, as in a run.) Its undo removes only what carries this tag."""
 
-# Columns a recreated port or bridge gets back. Those of later Open vSwitch releases than
-# CentOS 6's (Bridge.protocols, Interface.mtu_request) are left out: `get` would fail there.
 NAMED_TABLES = ("Bridge", "Port", "Interface", "Mirror", "Flow_Table")  # records by name
-SHELL_COLUMNS = {
-    "Bridge": ("datapath_type", "fail_mode", "other_config", "external_ids"),
-    "Port": ("tag", "trunks", "vlan_mode", "other_config", "external_ids"),
-    "Interface": ("type", "options", "other_config", "external_ids"),
-}
 # Words of a saved command list are one per line: a value in ovs-vsctl's syntax never holds a
 # raw newline, so splitting on newlines alone (and no globbing) gives back the exact words.
 NEWLINE_WORDS = "IFS=$(printf '\\n_'); IFS=${IFS%_}; set -f"
@@ -193,19 +186,3 @@ def shell_read_back(db: str | None, name: str, var: Callable[[str], str]) -> lis
             f"        echo {sh(setup_problem(name, None))} >&2; false",
             "    fi ;;",
             "esac"]
-
-
-def shell_port_words(db: str | None, port: str, bridge: str | None = None) -> str:
-    """A command printing, one word a line, the ovs-vsctl commands that recreate `port` with
-    its Port and Interface columns (on `bridge`, or on the bridge it is on now). Without a
-    bridge (the bridge's own port), they set the columns only."""
-    lines = []
-    for table, first in (("Port", ["add-port", bridge, port] if bridge else ["set", "Port", port]),
-                         ("Interface", ["set", "Interface", port])):
-        columns = [c for c in SHELL_COLUMNS[table] if bridge or c != "type"]
-        lines.append(f"printf '%s\\n' -- {command(first)}")
-        lines.append(f"{vsctl(db, 'get', table, port, *columns)} | "
-                     f"awk -v c={sh(' '.join(columns))} "
-                     "'BEGIN { split(c, name, \" \") } { print name[NR] \"=\" $0 }'")
-    return "{ " + "; ".join(lines) + "; }"
-

@@ -191,9 +191,11 @@ class Recreation:
         """Make the row of a record (and what goes with it); its Ref."""
         columns: dict[str, Any] = {}
         refs = REFERENCES.get(table, {})
-        # Ports first: mirrors refer to them by name.
-        for column in sorted(node, key=lambda c: (refs.get(c, Reference("", "")).table != "Port",
-                                                  c)):
+
+        def ports_first(column: str) -> tuple[bool, str]:  # mirrors refer to them by name
+            return refs[column].table != "Port" if column in refs else True, column
+
+        for column in sorted(node, key=ports_first):
             value, ref = node[column], refs.get(column)
             if column == "_uuid":
                 continue
