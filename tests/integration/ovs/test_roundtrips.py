@@ -486,3 +486,41 @@ def test_exported_script_round_trip(lab: Lab, shared: Host, tmp_path: Path, step
     assert lab.host.snapshot() == changed
     sh("--rollback")
     shared.assert_as_set_up()
+
+
+def test_resume_and_rollback_keep_the_published_value(lab: Lab, shared: Host,
+                                                      tmp_path: Path) -> None:
+    """A run stopped after a step used a published value: resume and rollback render that
+    step with the value the journal kept, not with what the record holds now."""
+    ready = tmp_path / "ready"
+    workflow = lab.workflow(f'''
+[[steps]]
+id = "read-tag"
+action = "ovs.get"
+table = "Port"
+record = "vi0"
+column = "tag"
+register = "vlan"
+
+[[steps]]
+id = "same-vlan"
+action = "ovs.port.present"
+bridge = "br0"
+name = "p{{{{ vlan }}}}"
+type = "internal"
+tag = "{{{{ vlan }}}}"
+
+[[steps]]
+id = "gate"
+action = "verify.command"
+cmd = ["test", "-e", "{ready}"]
+''')
+    run_id, _, _ = lab.run(workflow, "--no-rollback", expect=3)
+    lab.host.vsctl("set", "Port", "vi0", "tag=12")
+    ready.touch()
+    lab.call("resume", "-q", run_id)
+    ports = lab.host.vsctl("list-ports", "br0").split()
+    assert "p10" in ports and "p12" not in ports, ports
+    lab.rollback(run_id)
+    lab.host.vsctl("set", "Port", "vi0", "tag=10")
+    shared.assert_as_set_up()
