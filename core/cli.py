@@ -298,10 +298,30 @@ def plan(workflow, as_json, load_plugins, **selection) -> None:
             click.echo(f"    $ {command}")
         if row.get("traceback"):
             click.echo(row["traceback"].rstrip(), err=True)
+    _say_ssh_fallbacks(plugins, the_plan, options.target)
     unknown = sum(row["verdict"] == "unknown" for row in rows)
     if unknown:
         click.echo(f"runflow: warning: {unknown} step(s) could not be observed here, so the plan "
                    "is incomplete (runflow --debug plan ... shows the tracebacks)", err=True)
+
+
+def _say_ssh_fallbacks(plugins, the_plan, target: str) -> None:
+    """Which steps of an SSH host are served by another target's backend, and why (a
+    backend that works in this machine's kernel, such as netlink, cannot cross SSH)."""
+    from .targets import choose
+
+    for host in the_plan.hosts:
+        if not host.remote:
+            continue
+        said = set()
+        for inst in the_plan.instances[host.name]:
+            if inst.action in said or inst.backend is None:
+                continue
+            said.add(inst.action)
+            chosen, why = choose(plugins.registry, inst.action, target, host)
+            if chosen == inst.backend and "on an SSH host" in why:
+                _echo_err(f"runflow: note: [{host.name}] {inst.action} is served by "
+                          f"{inst.backend}: {why}")
 
 
 @cli.command()

@@ -79,11 +79,11 @@ class Host:
     def close(self) -> None:
         """Close what connect opened."""
 
-    def service_address(self, key: str, default: str) -> str:
-        """The address at which a client in this process reaches the host's service `key`
-        ("ovsdb", "docker"): the inventory's endpoint, or default. For an SSH host, a unix
-        socket on the host is forwarded to one here."""
-        return self.endpoints.get(key, default)
+    def service_address(self, address: str) -> str:
+        """The address at which a client in this process reaches a service that listens at
+        `address` as the host sees it (an OVSDB or docker endpoint): the same one here; for
+        an SSH host, a unix socket there is forwarded to one here."""
+        return address
 
     def enter(self) -> None:
         """Called once in the worker thread that runs this host's steps."""
@@ -243,10 +243,9 @@ class SshHost(Host):
 
         return RemoteLock(self.connection).acquire(run_id, timeout)
 
-    def service_address(self, key: str, default: str) -> str:
+    def service_address(self, address: str) -> str:
         """A unix socket of the host, forwarded over the master connection to one here (in
         the same syntax); a tcp:/ssl: endpoint is reached directly, as the inventory says."""
-        address = self.endpoints.get(key, default)
         for prefix in ("unix://", "unix:"):
             if address.startswith(prefix):
                 return prefix + str(self.connection.forward(address.removeprefix(prefix)))

@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import RunflowError
 from .namespaces import Namespace
 from .processes import read_pid, run_tool, runs_with, stop_pid
 
@@ -164,7 +165,11 @@ def relay(switch: Namespace, address: str, port: int) -> None:
     """Connect to address:port from inside the switch namespace and copy standard input to
     the connection and the connection to standard output, until both sides are done."""
     enter_network_namespace(switch.path)
-    conn = socket.create_connection((address, port), timeout=10)
+    try:
+        conn = socket.create_connection((address, port), timeout=10)
+    except OSError as exc:  # said on stderr, which ssh shows with its own error
+        raise RunflowError(f"lab connect: cannot connect to {address} port {port}: "
+                           f"{exc.strerror or exc}") from None
     conn.settimeout(None)
     reading = [0, conn]
     while conn in reading:
