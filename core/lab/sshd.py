@@ -100,7 +100,9 @@ class Sshd:
             "PrintMotd no",
             "Subsystem sftp internal-sftp",
             # The hosts share this machine's /run: each keeps its run lock in its own place.
-            f'SetEnv RUNFLOW_LOCK_DIR="{self.dir / "locks"}"',
+            # SHLVL=1: bash, root's login shell here, then skips ~/.bashrc, which it sources
+            # for a command over SSH (this machine's runs `pyenv init`: 0.1-0.3 s a session).
+            f'SetEnv RUNFLOW_LOCK_DIR="{self.dir / "locks"}" SHLVL=1',
             "",
         ]))
 
