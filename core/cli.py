@@ -680,15 +680,9 @@ def lab_connect(host, port, lab_dir) -> None:
     """Relay standard input and output to HOST:PORT from inside the lab's switch namespace:
     the ProxyCommand of an SSH lab's inventory. Touches neither the root network namespace
     nor the host's."""
-    from .errors import InputError
-    from .lab.lab import Lab
-    from .lab.sshd import relay
+    from .lab.sshd import connect_lab_host
 
-    the_lab = Lab(lab_dir or _lab_dir())
-    by_name = {h.name: h for h in the_lab.hosts()}
-    if host not in by_name:
-        raise InputError(f"no lab host {host!r} (hosts: {', '.join(by_name)})", field="HOST")
-    relay(the_lab.switch(), by_name[host].underlay_ip, port)
+    connect_lab_host(lab_dir or _lab_dir(), host, port)
 
 
 @lab.command("demo")

@@ -229,6 +229,11 @@ class SshHost(Host):
             self._connection = Connection(self)
         return self._connection
 
+    def check_reachable(self) -> None:
+        """Begin connecting (in the background: the plan is built meanwhile); whether the
+        host can be reached is known when the run connects (connect, before any lock)."""
+        self.connection.start()
+
     def connect(self) -> None:
         self.connection.open()
 

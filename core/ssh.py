@@ -26,6 +26,7 @@ master is gone, it fails instead of opening a connection of its own that would h
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import select
 import shlex
@@ -125,12 +126,16 @@ class Connection:
     def __init__(self, host: SshHost) -> None:
         self.host = host
         self.marker = "\n::runflow-" + os.urandom(12).hex() + "::"
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._master: subprocess.Popen | None = None
         self._log: Path | None = None
         self.socket: Path | None = None
         self._forwards: dict[str, Path] = {}
         self._opened = False  # once opened, a master that is gone is a lost connection
+        self._shell: subprocess.Popen | None = None  # the remote sh the commands go to
+        self._opening: threading.Thread | None = None  # a connection started ahead (start)
+        self._open_error: BaseException | None = None
+        self._sequence = itertools.count()
 
     # -- the master --------------------------------------------------------------------------
 
@@ -144,9 +149,31 @@ class Connection:
             argv += ["-i", h.ssh_identity]
         return [*argv, *h.ssh_options]
 
+    def start(self) -> None:
+        """Begin connecting in the background, so that logging in (0.3-1 s) overlaps with
+        building the plan; open() waits for it."""
+        with self._lock:
+            if self._opening is None and not self.alive():
+                self._opening = threading.Thread(target=self._open_ahead, daemon=True,
+                                                 name=f"ssh-{self.host.name}")
+                self._opening.start()
+
+    def _open_ahead(self) -> None:
+        try:
+            self.open()
+        except BaseException as exc:  # said by the open() that waits for it
+            self._open_error = exc
+
     def open(self) -> Connection:
         """Start the master and wait until it is logged in; raise HostUnreachable with ssh's
         own message (a refused or changed host key, no route, a refused key...)."""
+        ahead = self._opening
+        if ahead is not None and ahead is not threading.current_thread():
+            ahead.join()
+            self._opening = None
+            error, self._open_error = self._open_error, None
+            if error is not None:
+                raise error
         with self._lock:
             if self.alive():
                 return self
@@ -224,6 +251,7 @@ class Connection:
     def close(self) -> None:
         with self._lock:
             self._opened = False
+            self._stop_shell()
             self._stop_master()
             for path in [self.socket, self._log, *self._forwards.values()]:
                 if path is not None:
@@ -249,31 +277,69 @@ class Connection:
     def run(self, argv: Sequence[str], *, input: str | None, env: Mapping[str, str] | None,
             timeout: float | None) -> tuple[int, str, str]:
         """Run argv remotely; (exit status, stdout, stderr)."""
-        body = (f"{_with_input(quote_command(argv, env), input)}\n"
-                f"printf '%s%d\\n' {shlex.quote(self.marker)} \"$?\" >&2")
-        proc = subprocess.run(self.client_argv(), input=self.script(body), capture_output=True,
-                              text=True, timeout=timeout, check=False)
-        head, found, tail = proc.stderr.rpartition(self.marker)
-        if not found or not tail.strip().isdigit():
-            raise self._lost()
-        return int(tail.strip()), proc.stdout, head
+        return self._exchange([_with_input(f"( {quote_command(argv, env)} )", input)],
+                              timeout)[0]
 
     def run_many(self, argvs: Sequence[Sequence[str]], timeout: float | None
                  ) -> list[tuple[int, str, str]]:
-        """Run several argv lists in one session, one after the other (each one whatever the
-        previous one's exit status); each one's (exit status, stdout, stderr)."""
-        lines = []
-        for i, argv in enumerate(argvs):
-            mark = shlex.quote(f"{self.marker}{i}:")
-            lines.append(f"{_with_input(quote_command(argv), None)}\nrc=$?\n"
-                         f"printf '%s%d\\n' {mark} \"$rc\"; printf '%s%d\\n' {mark} \"$rc\" >&2")
-        proc = subprocess.run(self.client_argv(), input=self.script("\n".join(lines)),
-                              capture_output=True, text=True, timeout=timeout, check=False)
-        outs, codes = _split(proc.stdout, self.marker, len(argvs))
-        errs, codes_again = _split(proc.stderr, self.marker, len(argvs))
-        if len(codes) != len(argvs) or codes != codes_again:
+        """Run several argv lists in one round trip, one after the other (each one whatever
+        the previous one's exit status); each one's (exit status, stdout, stderr)."""
+        return self._exchange([_with_input(f"( {quote_command(argv)} )", None)
+                               for argv in argvs], timeout)
+
+    # The commands of a run go to one remote `sh -s` that lives as long as the connection:
+    # a command then costs one round trip of data, not a session (a new channel, sshd's fork,
+    # the login shell's start: 20-30 ms here). Each runs in a subshell, so that a builtin
+    # (exec, exit, cd) changes nothing of the next one, with stdin from /dev/null or its
+    # input; after it, its status follows a marker on both output streams.
+
+    def _exchange(self, commands: list[str], timeout: float | None
+                  ) -> list[tuple[int, str, str]]:
+        with self._lock:
+            shell = self._shell_session()
+            tag = f"{self.marker}{next(self._sequence)}."
+            body = "".join(
+                f"{command}\nrc=$?; printf '%s%d\\n' {shlex.quote(f'{tag}{i}:')} \"$rc\"; "
+                f"printf '%s%d\\n' {shlex.quote(f'{tag}{i}:')} \"$rc\" >&2\n"
+                for i, command in enumerate(commands))
+            last = f"{tag}{len(commands) - 1}:".encode()
+            try:
+                out, err = _converse(shell, body.encode(), last, timeout)
+            except subprocess.TimeoutExpired:
+                self._stop_shell()  # the next command gets a fresh one
+                raise
+            except EOFError:
+                self._stop_shell()
+                raise self._lost() from None
+        outs, codes = _split(out.decode(errors="replace"), tag, len(commands))
+        errs, codes_again = _split(err.decode(errors="replace"), tag, len(commands))
+        if len(codes) != len(commands) or codes != codes_again:
             raise self._lost()
         return list(zip(codes, outs, errs))
+
+    def _shell_session(self) -> subprocess.Popen:
+        if self._shell is None or self._shell.poll() is not None:
+            self._shell = subprocess.Popen(self.client_argv(), stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            assert self._shell.stdin is not None
+            os.set_blocking(self._shell.stdin.fileno(), False)
+            os.write(self._shell.stdin.fileno(), self.script("").encode())
+        return self._shell
+
+    def _stop_shell(self) -> None:
+        shell, self._shell = self._shell, None
+        if shell is None:
+            return
+        for stream in (shell.stdin, shell.stdout, shell.stderr):
+            try:
+                stream.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+        try:
+            shell.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            shell.kill()
+            shell.wait()
 
     def popen(self) -> subprocess.Popen:
         """A session whose script the caller writes (and keeps standard input open)."""
@@ -305,12 +371,12 @@ class Connection:
         return local
 
 
-def _split(text: str, marker: str, count: int) -> tuple[list[str], list[int]]:
+def _split(text: str, tag: str, count: int) -> tuple[list[str], list[int]]:
     """The pieces of a batch's output and the exit statuses after each marker."""
     pieces, codes = [], []
     rest = text
     for i in range(count):
-        head, found, tail = rest.partition(f"{marker}{i}:")
+        head, found, tail = rest.partition(f"{tag}{i}:")
         if not found:
             break
         status, _, rest = tail.partition("\n")
@@ -319,6 +385,42 @@ def _split(text: str, marker: str, count: int) -> tuple[list[str], list[int]]:
         pieces.append(head)
         codes.append(int(status))
     return pieces, codes
+
+
+def _converse(shell: subprocess.Popen, script: bytes, last: bytes,
+              timeout: float | None) -> tuple[bytes, bytes]:
+    """Write script to the shell and read its stdout and stderr until both carry the last
+    marker and its status line; EOFError if the session ends first."""
+    assert shell.stdin and shell.stdout and shell.stderr
+    deadline = None if timeout is None else time.monotonic() + timeout
+    out, err = bytearray(), bytearray()
+    buffers = {shell.stdout.fileno(): out, shell.stderr.fileno(): err}
+    pending = memoryview(script)
+    stdin = shell.stdin.fileno()
+
+    def complete(buffer: bytearray) -> bool:
+        at = buffer.rfind(last)
+        return at >= 0 and buffer.endswith(b"\n") and b"\n" in buffer[at + len(last):]
+
+    while not (complete(out) and complete(err)):
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise subprocess.TimeoutExpired("ssh", timeout or 0)
+        readable, writable, _ = select.select(list(buffers), [stdin] if pending else [], [],
+                                              left)
+        if writable:
+            try:
+                pending = pending[os.write(stdin, pending):]
+            except BlockingIOError:
+                pass
+            except BrokenPipeError:
+                raise EOFError from None
+        for fd in readable:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise EOFError
+            buffers[fd] += chunk
+    return bytes(out), bytes(err)
 
 
 # -- the remote host lock ---------------------------------------------------------------------

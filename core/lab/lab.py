@@ -36,13 +36,12 @@ from .dockerd import BUSYBOX_IMAGE, Dockerd, build_busybox_image
 from .dockerd import load as load_dockerd
 from .namespaces import Namespace, root_is_mount_point, wire
 from .ovs import OvsDaemons, build_underlay
-from .sshd import SWITCH_ADDRESS, LabKeys, Sshd, proxy_command
+from .sshd import SWITCH_ADDRESS, UNDERLAY, LabKeys, Sshd, proxy_command
 
 DEFAULT_DIR = Path("/tmp/rf-lab")
 MAX_HOSTS = 32
 # sun_path holds 107 bytes; the deepest socket is DIR/hN/docker/exec/containerd/containerd.sock
 MAX_DIR_LENGTH = 107 - len("/h32/docker/exec/containerd/containerd.sock.ttrpc")
-UNDERLAY = "10.99.0.{}"
 MTU = 1600
 # A lab dockerd: no default bridge, no iptables or ip_forward changes of its own.
 DOCKER_CONFIG = {"bridge": "none", "iptables": False, "ip-forward": False}
@@ -103,9 +102,6 @@ class Lab:
 
     def hosts(self) -> list[LabHost]:
         return [LabHost(**h) for h in self._load()["hosts"]]
-
-    def switch(self) -> Namespace:
-        return Namespace(self._load()["switch"])
 
     def features(self) -> dict[str, bool]:
         """What the hosts run besides OVS: {"docker": ..., "ssh": ...}."""

@@ -31,6 +31,7 @@ from .processes import read_pid, run_tool, runs_with, stop_pid
 
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself: it must be started by its absolute path
 PORT = 22
+UNDERLAY = "10.99.0.{}"  # host N's underlay address
 SWITCH_ADDRESS = "10.99.0.254/24"  # where `lab connect` connects from
 
 
@@ -161,6 +162,21 @@ def enter_network_namespace(path: str) -> None:
             raise OSError(err, f"setns {path}: {os.strerror(err)}")
     finally:
         os.close(fd)
+
+
+def connect_lab_host(lab_dir: str, host: str, port: int) -> None:
+    """`runflow lab connect`: relay to a lab host's port, knowing the lab by its lab.json
+    only (this runs for every SSH connection: it imports little)."""
+    import json
+
+    try:
+        state = json.loads((Path(lab_dir) / "lab.json").read_text())
+    except OSError:
+        raise RunflowError(f"lab connect: no lab in {lab_dir}") from None
+    hosts = {h["name"]: h["index"] for h in state["hosts"]}
+    if host not in hosts:
+        raise RunflowError(f"lab connect: no lab host {host!r} (hosts: {', '.join(hosts)})")
+    relay(Namespace(state["switch"]), UNDERLAY.format(hosts[host]), port)
 
 
 def relay(switch: Namespace, address: str, port: int) -> None:
