@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from runflow.core.lab.dockerd import BUSYBOX_IMAGE
 from tests.integration.lab.conftest import WORKFLOWS, events, run_id
+from tests.integration.export.conftest import comparable
 from tests.integration.lab.test_multihost import workflow_failing_at
 from tests.support.snapshot import differences
 
@@ -25,6 +27,14 @@ STEPS = GRE.read_text().count("[[steps]]")
 
 def assert_same(before, after):
     assert after == before, "\n".join(differences(before, after))
+
+
+def network(snapshot):
+    """What both targets must make alike: links, addresses, routes, bridge ports, iptables,
+    sysctls, OVSDB (MACs, runflow's tags and docker's files aside: each target writes its own
+    docker file, daemon.json or sysconfig)."""
+    return {host: {k: v for k, v in parts.items() if k in ("netns", "ovsdb")}
+            for host, parts in comparable(snapshot).items()}
 
 
 def test_multihost_gre_centos6_over_ssh_pings_is_idempotent_and_rolls_back(ssh_lab, tmp_path):
@@ -42,7 +52,7 @@ def test_multihost_gre_centos6_over_ssh_pings_is_idempotent_and_rolls_back(ssh_l
     assert_same(before, ssh_lab.snapshot())
 
 
-def test_modern_over_ssh_reaches_the_same_end_state_as_centos6(ssh_lab):
+def test_modern_over_ssh_reaches_the_same_end_state_as_centos6(ssh_lab, tmp_path):
     before = ssh_lab.snapshot()
     centos6 = ssh_lab.runflow(GRE, "--lab", "--target", "centos6")
     assert centos6.returncode == 0, centos6.stderr
@@ -54,9 +64,32 @@ def test_modern_over_ssh_reaches_the_same_end_state_as_centos6(ssh_lab):
     assert "is served by iproute2: target modern on an SSH host" in plan.stderr
     modern = ssh_lab.runflow(GRE, "--lab", "--target", "modern")
     assert modern.returncode == 0, modern.stderr
-    assert_same(end_state, ssh_lab.snapshot())
-    assert ssh_lab.runflow("rollback", run_id(modern)).returncode == 0
+    assert_same(network(end_state), network(ssh_lab.snapshot()))
+
+    # the Docker SDK reaches h1's dockerd through its socket forwarded over the master
+    container = tmp_path / "container.toml"
+    container.write_text(CONTAINER)
+    ran = ssh_lab.runflow(container, "--lab", "--target", "modern", "--host", "h1")
+    assert ran.returncode == 0, ran.stderr
+    assert ssh_lab.snapshot()["h1"]["containers"] == ["rf-ssh-c1"]
+    for run in (ran, modern):
+        assert ssh_lab.runflow("rollback", run_id(run)).returncode == 0
     assert_same(before, ssh_lab.snapshot())
+
+
+CONTAINER = f"""\
+[workflow]
+name = "one-container"
+
+[[steps]]
+id = "container"
+action = "container.run"
+name = "rf-ssh-c1"
+image = "{BUSYBOX_IMAGE}"
+command = ["sleep", "600"]
+network = "none"
+init = true
+"""
 
 
 @pytest.mark.parametrize("k", range(STEPS))
