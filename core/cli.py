@@ -680,9 +680,9 @@ def lab_connect(host, port, lab_dir) -> None:
     """Relay standard input and output to HOST:PORT from inside the lab's switch namespace:
     the ProxyCommand of an SSH lab's inventory. Touches neither the root network namespace
     nor the host's."""
-    from .lab.sshd import connect_lab_host
+    from .lab import relay
 
-    connect_lab_host(lab_dir or _lab_dir(), host, port)
+    sys.exit(relay.main([lab_dir or _lab_dir(), host, str(port)]))
 
 
 @lab.command("demo")
