@@ -105,19 +105,24 @@ def _last_lines(text: str, count: int = 3) -> str:
     return "; ".join(lines[-count:]) or "no message"
 
 
-def control_dir(home: Path | None = None) -> Path:
-    """A 0700 directory for this process's control sockets: HOME/ssh, or, when that path is
-    too long for a unix socket, one under /tmp made for this process."""
-    if home is None:
+_control_dir: Path | None = None
+
+
+def control_dir() -> Path:
+    """A 0700 directory for this process's control sockets: $RUNFLOW_HOME/ssh, or, when that
+    path is too long for a unix socket, one under /tmp made for this process."""
+    global _control_dir
+    if _control_dir is None:
         from .journal import default_home
 
-        home = default_home()
-    path = Path(home) / "ssh"
-    if len(str(path)) + 16 <= SOCKET_PATH_MAX:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(path, 0o700)
-        return path
-    return Path(tempfile.mkdtemp(prefix="rf-ssh-", dir="/tmp"))
+        path = default_home() / "ssh"
+        if len(str(path)) + 16 <= SOCKET_PATH_MAX:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(path, 0o700)
+        else:
+            path = Path(tempfile.mkdtemp(prefix="rf-ssh-", dir="/tmp"))
+        _control_dir = path
+    return _control_dir
 
 
 class Connection:
@@ -205,23 +210,22 @@ class Connection:
         seen = b""
         while READY.encode() not in seen:
             left = deadline - time.monotonic()
-            ready, _, _ = select.select([master.stdout], [], [], max(0.0, min(left, 1.0)))
-            chunk = os.read(master.stdout.fileno(), 256) if ready else b""
-            seen += chunk
-            if ready and not chunk or left <= 0:
+            why = None
+            if left <= 0:
+                why = f"no login within {CONNECT_TIMEOUT:g} s"
+            elif select.select([master.stdout], [], [], left)[0]:
+                chunk = os.read(master.stdout.fileno(), 256)
+                seen += chunk
+                if not chunk:  # ssh gave up: its own words are in the log
+                    why = _last_lines(self._log.read_text(errors="replace")) if self._log \
+                        else "ssh exited"
+            if why is not None:
                 self._stop_master()
-                why = (_last_lines(self._log.read_text(errors="replace"))
-                       if self._log else "") if left > 0 else \
-                    f"no login within {CONNECT_TIMEOUT:g} s"
                 raise HostUnreachable(f"cannot reach host {self.host.name} "
                                       f"({self.host.ssh}) over SSH: {why}")
 
     def alive(self) -> bool:
         return self._master is not None and self._master.poll() is None
-
-    @property
-    def master_pid(self) -> int | None:
-        return self._master.pid if self._master else None
 
     def _lost(self) -> ConnectionLost:
         said = _last_lines(self._log.read_text(errors="replace")) if self._log else ""

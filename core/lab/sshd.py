@@ -15,7 +15,6 @@ and relays its standard input and output to HOST:PORT there.
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 import sys
