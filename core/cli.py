@@ -712,7 +712,7 @@ def lab_down() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @handles_errors
 def lab_status(as_json) -> None:
-    """Show each lab host: namespace, OVS daemons, dockerd."""
+    """Show each lab host: namespace, OVS daemons, dockerd, sshd."""
     from .lab.lab import Lab
 
     rows = Lab(_lab_dir()).status()
@@ -720,10 +720,11 @@ def lab_status(as_json) -> None:
         _print_json(rows)
         return
     for r in rows:
-        ok = lambda flag: "ok" if flag else "DOWN"  # noqa: E731
+        ok = lambda flag: "-" if flag is None else "ok" if flag else "DOWN"  # noqa: E731
+        sshd = f"  sshd {ok(r['sshd_running'])}" if "sshd_running" in r else ""
         click.echo(f"{r['host']}  netns {r['netns']} {ok(r['netns_exists'])}  underlay "
                    f"{r['underlay_ip']}  ovs {ok(r['ovs_running'])}  dockerd "
-                   f"{ok(r['dockerd_answers'])}")
+                   f"{ok(r['dockerd_answers'])}{sshd}")
 
 
 @lab.command("connect")
