@@ -18,8 +18,8 @@ namespace, the real OpenSSH client, reached through `runflow lab connect`):
             runflow process, its ssh children excluded) is printed for both.
 
 Each runflow figure is the wall time of the `runflow run` process (start-up, connecting,
-locks, plan, journal included), the median of --repeat runs; every run is rolled back
-(untimed) before the next. One JSON line per figure on stdout; a summary on stderr.
+locks, plan, journal included), the median of --repeat runs (the variants compared take
+turns); every run is rolled back (untimed) before the next. One JSON line per figure on stdout; a summary on stderr.
 
 Usage (root; the lab's prerequisites, openssh-server/-client, ethtool; network to PyPI for
 ansible-core the first time):
@@ -158,9 +158,10 @@ class BenchLab:
         return subprocess.run([*RUNFLOW, *map(str, args)], capture_output=True, text=True,
                               env=self.env, timeout=1800)
 
-    def timed(self, *args: object) -> tuple[float, int]:
-        """Seconds and peak RSS (KiB) of one runflow run, which must succeed; then it is
-        rolled back, untimed."""
+    def timed(self, *args: object) -> tuple[float, int, float]:
+        """Seconds, peak RSS (KiB) and CPU seconds (its own and its children's: the ssh
+        clients and relays, the control side's share) of one runflow run, which must
+        succeed; then it is rolled back, untimed."""
         with tempfile.TemporaryFile("w+") as err:
             started = time.monotonic()
             proc = subprocess.Popen([*RUNFLOW, *map(str, args)], stdout=subprocess.DEVNULL,
@@ -171,20 +172,33 @@ class BenchLab:
             if proc.returncode != 0:
                 err.seek(0)
                 raise SystemExit(f"runflow {shlex.join(map(str, args))} failed:\n{err.read()}")
-        rss = usage.ru_maxrss
+        rss, cpu = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
         rolled = self.runflow("rollback", "last")
         if rolled.returncode != 0:
             raise SystemExit(f"rollback failed:\n{rolled.stderr}")
-        return seconds, rss
+        return seconds, rss, cpu
 
     def down(self) -> None:
         self.runflow("lab", "down")
         subprocess.run(["rm", "-rf", "--one-file-system", str(self.root)])
 
 
-def median_run(lab: BenchLab, repeat: int, *args: object) -> tuple[float, int]:
+def median_run(lab: BenchLab, repeat: int, *args: object) -> tuple[float, int, float]:
+    """The median time, the largest peak RSS and the median CPU time of repeat runs."""
     runs = [lab.timed(*args) for _ in range(repeat)]
-    return statistics.median(s for s, _ in runs), max(r for _, r in runs)
+    return (statistics.median(s for s, _, _ in runs), max(r for _, r, _ in runs),
+            statistics.median(c for _, _, c in runs))
+
+
+def interleaved(lab: BenchLab, repeat: int, *variants: list[object]) -> list[float]:
+    """The median time of each variant, their runs taken in turns (the machine's load moves:
+    runs of one variant after the other's would measure the load as much as the variant)."""
+    times: list[list[float]] = [[] for _ in variants]
+    for _ in range(repeat):
+        for i, args in enumerate(variants):
+            times[i].append(lab.timed(*args)[0])
+    say("runs: " + "; ".join(", ".join(f"{t:.2f}" for t in ts) for ts in times))
+    return [statistics.median(t) for t in times]
 
 
 def report(name: str, **figures: object) -> None:
@@ -194,8 +208,8 @@ def report(name: str, **figures: object) -> None:
 # -- the figures ---------------------------------------------------------------------------------
 
 def gre(lab: BenchLab, repeat: int) -> None:
-    netns, _ = median_run(lab, repeat, GRE, "-i", lab.netns_inventory, "--target", "centos6")
-    ssh, _ = median_run(lab, repeat, GRE, "-i", lab.ssh_inventory, "--target", "centos6")
+    netns, ssh = interleaved(lab, repeat, [GRE, "-i", lab.netns_inventory, "--target", "centos6"],
+                             [GRE, "-i", lab.ssh_inventory, "--target", "centos6"])
     report("gre", netns_s=round(netns, 3), ssh_s=round(ssh, 3), ratio=round(ssh / netns, 2),
            goal="<= 1.5")
     say(f"multihost-gre centos6: netns {netns:.2f} s, SSH {ssh:.2f} s ({ssh / netns:.2f}x; "
@@ -205,10 +219,9 @@ def gre(lab: BenchLab, repeat: int) -> None:
 def foreach(lab: BenchLab, repeat: int, items: int) -> None:
     workflow = lab.root / "foreach.toml"
     workflow.write_text(FOREACH.format(n=items))
-    local, _ = median_run(lab, repeat, workflow, "-i", lab.netns_inventory, "--host", "h1",
-                          "--target", "centos6")
-    ssh, _ = median_run(lab, repeat, workflow, "-i", lab.ssh_inventory, "--host", "h1",
-                        "--target", "centos6")
+    local, ssh = interleaved(
+        lab, repeat, [workflow, "-i", lab.netns_inventory, "--host", "h1", "--target", "centos6"],
+        [workflow, "-i", lab.ssh_inventory, "--host", "h1", "--target", "centos6"])
     report("foreach", items=items, local_s=round(local, 3), ssh_s=round(ssh, 3),
            ratio=round(ssh / local, 2), goal="<= 1.3")
     say(f"for_each of {items} veth pairs centos6: local (netns) {local:.2f} s, SSH "
@@ -281,7 +294,7 @@ def ansible(lab: BenchLab, repeat: int, venv: Path) -> None:
             raise SystemExit(f"ansible-playbook {name} failed:\n{done.stdout}\n{done.stderr}")
         return time.monotonic() - started
 
-    runflow_s, _ = median_run(lab, repeat, GRE, "-i", lab.ssh_inventory, "--target", "centos6")
+    runflow_s, _, _ = median_run(lab, repeat, GRE, "-i", lab.ssh_inventory, "--target", "centos6")
     times = []
     for _ in range(repeat):
         times.append(playbook("site.yml"))
@@ -299,15 +312,18 @@ def scale(hosts: int, repeat: int, forks: int | None) -> None:
         workflow = lab.root / "scale.toml"
         workflow.write_text(SCALE)
         extra = ["--target", "centos6", *(["--forks", str(forks)] if forks else [])]
-        two, two_rss = median_run(lab, repeat, workflow, "-i", lab.ssh_inventory, "--host",
+        two, two_rss, two_cpu = median_run(lab, repeat, workflow, "-i", lab.ssh_inventory, "--host",
                                   "h1", "--host", "h2", *extra)
-        many, many_rss = median_run(lab, repeat, workflow, "-i", lab.ssh_inventory, *extra)
+        many, many_rss, many_cpu = median_run(lab, repeat, workflow, "-i", lab.ssh_inventory, *extra)
         report("scale", hosts=hosts, two_s=round(two, 3), all_s=round(many, 3),
                ratio=round(many / two, 2), goal="<= 3", two_rss_kib=two_rss,
-               all_rss_kib=many_rss, forks=forks or "default")
+               all_rss_kib=many_rss, two_cpu_s=round(two_cpu, 2), all_cpu_s=round(many_cpu, 2),
+               forks=forks or "default")
         say(f"Linux+OVS workflow (centos6) over SSH: 2 hosts {two:.2f} s, {hosts} hosts "
             f"{many:.2f} s ({many / two:.2f}x; goal <= 3x); control process peak RSS "
-            f"{two_rss / 1024:.0f} MiB (2 hosts), {many_rss / 1024:.0f} MiB ({hosts} hosts)")
+            f"{two_rss / 1024:.0f} MiB (2 hosts), {many_rss / 1024:.0f} MiB ({hosts} hosts); "
+            f"control side CPU (runflow, its ssh clients and relays) {two_cpu:.2f} s and "
+            f"{many_cpu:.2f} s")
     finally:
         lab.down()
 

@@ -201,6 +201,7 @@ class Connection:
                 log.close()
             self._wait_ready()
             self._opened = True
+            self._shell_session()  # the remote sh starts while the lock is being taken
             return self
 
     def _wait_ready(self) -> None:
