@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import relay
 from .namespaces import Namespace
-from .processes import read_pid, run_tool, runs_with, stop_pid
+from .processes import alive, command_line, read_pid, run_tool, stop_pid
 
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself: it must be started by its absolute path
 PORT = 22
@@ -125,9 +125,13 @@ class Sshd:
             time.sleep(0.01)
 
     def pid(self) -> int | None:
-        """The listening sshd's pid, while it is this host's (by its config on its argv)."""
+        """The listening sshd's pid, while it is this host's: its config is on its command
+        line, which sshd rewrites into one title ("sshd: /usr/sbin/sshd -D -e -f CONFIG
+        [listener] ...")."""
         pid = read_pid(self.pidfile)
-        return pid if pid is not None and runs_with(pid, "-f", str(self.config)) else None
+        if pid is None or not alive(pid):
+            return None
+        return pid if f"-f {self.config}" in " ".join(command_line(pid)) else None
 
     def stop(self) -> None:
         pid = self.pid()

@@ -64,4 +64,14 @@ def ssh_lab() -> Iterator[SshLab]:
         yield lab
     finally:
         lab.runflow("lab", "down")
+        left = [pid for pid in filter(str.isdigit, os.listdir("/proc"))
+                if str(root) in _title(pid)]
         subprocess.run(["rm", "-rf", "--one-file-system", str(root)])
+    assert not left, f"lab down left processes of the lab running: {left}"
+
+
+def _title(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
