@@ -88,6 +88,9 @@ class ConnectionLost(BaseException):
 
 def quote_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
     """One POSIX sh command line running argv: every word quoted, env as assignments."""
+    for name in env or {}:
+        if not name.isidentifier() or not name.isascii():
+            raise ValueError(f"{name!r} is not an environment variable name")
     words = [f"{k}={shlex.quote(v)}" for k, v in (env or {}).items()]
     return " ".join([*words, *(shlex.quote(str(a)) for a in argv)])
 
