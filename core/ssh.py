@@ -4,19 +4,20 @@ Why the system's client: the user's ~/.ssh/config, agents, ProxyJump, bastions a
 known_hosts must work exactly as they do for `ssh`, and the remote side needs nothing but its
 sshd and /bin/sh (a CentOS 6 host has no Python 3).
 
-One master connection per host and command (`ssh -M`, ControlPersist=no, BatchMode=yes),
-started as a child process with its control socket in a 0700 directory under $RUNFLOW_HOME.
-Its remote command is `cat` reading the master's standard input, a pipe only this process
-holds: when runflow ends, however it ends, the pipe closes, the remote `cat` ends, and the
-master with it — nothing is left running on either side. Every command is one more session
-over that master (`ssh -S SOCKET`), which costs a round trip, not a new TCP and key exchange.
+One master connection per host and runflow command (`ssh -M`, ControlPersist=no,
+BatchMode=yes), started as a child process with its control socket in a 0700 directory under
+$RUNFLOW_HOME. Its remote command is `cat` reading the master's standard input, a pipe only
+this process holds: when runflow ends, however it ends, the pipe closes, the remote `cat`
+ends, and the master with it — nothing is left running on either side. Over that master go
+two sessions (`ssh -S SOCKET`): the host lock's (RemoteLock) and one remote `sh` that runs
+every command of the run, one round trip of data each (Connection._exchange).
 
 Commands stay argv lists. The remote login shell only ever sees the constant command
-`exec /bin/sh -s`; the script goes on its standard input with every word quoted for POSIX sh
-(shlex.quote) and LC_ALL=C, so nothing from a workflow, var or inventory becomes shell syntax,
-whatever the remote user's login shell is. The exit status comes back in-band, after an
-unguessable marker on standard error: a session that ends without it never ran to the end,
-and that is a lost connection (ConnectionLost), not an exit code of the command.
+`exec /bin/sh -s`; the commands go on that sh's standard input with every word quoted for
+POSIX sh (shlex.quote) and LC_ALL=C, so nothing from a workflow, var or inventory becomes
+shell syntax, whatever the remote user's login shell is. Each command's exit status comes
+back in-band, after an unguessable marker on both output streams: a session that ends before
+it does is a lost connection (ConnectionLost), not an exit code of the command.
 
 Host keys are checked as the user's configuration says: runflow never adds
 StrictHostKeyChecking=no. A mux client is given ProxyCommand=/bin/false so that, when the
