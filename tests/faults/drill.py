@@ -221,6 +221,12 @@ class Drill:
         assert now == want, (f"after {after}, the hosts differ from an undisturbed run's end:\n"
                              + "\n".join(differences(want, now)))
 
+    def has_link(self, host: str, name: str) -> bool:
+        """Whether the host has a link of that name (asked of `ip`, not of runflow)."""
+        netns = next(h["netns"] for h in self.hosts() if h["name"] == host)
+        return subprocess.run(["ip", "-n", netns, "link", "show", "dev", name],
+                              capture_output=True).returncode == 0
+
     # -- the lab's daemons -------------------------------------------------------------------
 
     def host_dir(self, name: str) -> Path:
