@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from runflow.backends.linux.iproute2 import parse_addresses, parse_routes, render
+from runflow.backends.linux.commands import parse_addresses, parse_routes, render
 from runflow.backends.system.args import FirewallRuleArgs, SysctlArgs
 from runflow.backends.system.iptables import canonical, parse_save
 from runflow.backends.linux.args import (AddAddr, AddBridge, AddrPresentArgs, BridgePortArgs,
@@ -109,7 +109,7 @@ def test_iptables_save_and_rules_written_differently_but_equal() -> None:
 
 
 def test_an_exclusive_address_that_is_a_secondary_goes_and_comes_back() -> None:
-    from runflow.backends.linux.iproute2 import AddrPresent
+    from runflow.backends.linux.actions import AddrPresent
 
     before = {"links": {"va": {"exists": True, "addresses": [
         {"address": "10.2.0.5/24"}, {"address": "10.2.0.6/24"}, {"address": "10.3.0.1/16"},

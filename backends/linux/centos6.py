@@ -1,0 +1,144 @@
+"""The Linux family on CentOS 6's tools: `Centos6`, the `Linux` of the iproute2 and brctl
+backends (target centos6). It reads and changes the host only through commands run by
+ctx.run, so that it works wherever a command can run, with nothing but iproute 2.6.32,
+bridge-utils 1.2, coreutils, grep and sh:
+
+    links        `ls /sys/class/net` (for every link) and one `grep -sH '' FILE...` of the
+                 files sysfs.py reads, for all the links a step observes
+    other netns  `ip netns exec NAME ip -o link show dev N` (`nsenter -t PID -n ...`)
+    addresses    `ip -o addr show [dev D]`
+    routes       `ip -4|-6 route show [exact PREFIX]`
+    changes      consecutive `ip` commands through one `ip -batch -`; consecutive brctl
+                 commands started by one `sh` reading them on stdin (a constant program)
+
+The commands are commands.py's `render`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+from runflow.core.actions import Context
+
+from .actions import Linux, abridged
+from .args import ABSENT, Change, Netns, Record
+from .commands import parse_addresses, parse_link, parse_routes
+from .sysfs import FILES, SYS_NET, Read, link_record, port_number
+
+# Files per grep: its argv stays far below the kernel's limit (2 MiB, and the remote
+# command line of an SSH host) whatever the number of links.
+FILES_PER_READ = 2400
+
+
+class Centos6(Linux):
+    """Runs `ip` and `brctl`; reads links from /sys with grep, addresses and routes from
+    `ip` output."""
+
+    centos6 = True
+
+    # -- observing --
+
+    def links(self, ctx: Context, names: Sequence[str] | None, *,
+              full: bool) -> Mapping[str, Record]:
+        # A bridge's ports are the links whose master it is: a full read reads every link.
+        if names is None or full:
+            names = ctx.run(["ls", "-1", SYS_NET]).stdout.split()
+        files = [f"{SYS_NET}/{name}/{leaf}" for name in names for leaf in FILES]
+        values: dict[str, dict[str, list[str]]] = {}
+        for start in range(0, len(files), FILES_PER_READ):
+            # -s: a file that is not there (a link without a master...) is no error to show;
+            # grep then exits 2, and 1 if it read nothing at all.
+            done = ctx.run(["grep", "-s", "-H", "", *files[start:start + FILES_PER_READ]],
+                           check=False)
+            for line in done.stdout.splitlines():
+                path, _, text = line.partition(":")  # no ':' in a link name or a file name
+                name, _, leaf = path[len(SYS_NET) + 1:].partition("/")
+                values.setdefault(name, {}).setdefault(leaf, []).append(text.strip())
+        records = {}
+        for name in names:
+            read = _reader(values.get(name, {}))
+            rec = link_record(read, full=full)
+            if rec["exists"]:
+                records[name] = rec
+        if full:
+            for name, rec in records.items():
+                if rec["kind"] == "bridge":
+                    ports = [p for p, r in records.items() if r["master"] == name]
+                    rec["ports"] = sorted(ports, key=lambda p: port_number(
+                        _reader(values.get(p, {}))))
+        return records
+
+    def remote_link(self, ctx: Context, ns: Netns, name: str) -> Record:
+        # `ip`, not /sys: nsenter (a process's namespace) does not mount that namespace's /sys
+        done = ctx.run([*ns.prefix(), "ip", "-o", "link", "show", "dev", name], check=False)
+        found = parse_link(done.stdout) if done.returncode == 0 else None
+        return {"exists": True, **found} if found else dict(ABSENT)
+
+    def addresses(self, ctx: Context, dev: str | None) -> dict[str, list[Record]]:
+        argv = ["ip", "-o", "addr", "show", *(["dev", dev] if dev else [])]
+        done = ctx.run(argv, check=False)
+        return parse_addresses(done.stdout) if done.returncode == 0 else {}
+
+    def routes(self, ctx: Context, fam: int, to: str | None) -> list[Record]:
+        argv = ["ip", f"-{fam}", "route", "show", *(["exact", to] if to else [])]
+        return parse_routes(ctx.run(argv).stdout, fam)
+
+    # -- changing --
+
+    def execute(self, ctx: Context, changes: Sequence[Change]) -> None:
+        for group in _runs(self.describe(changes, ctx.host)):
+            if len(group) == 1:
+                ctx.run(group[0])
+            elif group[0][0] == "ip":
+                # One process for a run of `ip` commands; it stops at the first failure and
+                # says which line ("Command failed -:3").
+                _fed(ctx, ["ip", "-batch", "-"], group)
+            else:
+                # Still one brctl process per command (bridge-utils has no batch mode), but
+                # started by sh rather than by this (much larger) process: sh starts them 20%
+                # faster than xargs did. It goes on after a failure and exits 123, as xargs
+                # does; the engine then sees which ones took effect.
+                _fed(ctx, ["sh", "-c", BRCTL_LINES], group)
+
+
+def _reader(files: dict[str, list[str]]) -> Read:
+    """What grep printed of one link's files, by file."""
+    return lambda leaf: "\n".join(files[leaf]) if leaf in files else None
+
+
+# A constant program: the commands' words (validated link names) reach it as data on stdin and
+# are passed on as quoted arguments, never read as shell syntax.
+BRCTL_LINES = ('status=0; while read -r command a b; do '
+               'brctl "$command" "$a" ${b:+"$b"} || status=123; done; exit $status')
+
+
+def _fed(ctx: Context, argv: list[str], group: list[list[str]]) -> None:
+    """Run argv with the commands of group (without their program name) on stdin, one per
+    line, and journal it as a here-document."""
+    # Names and addresses are validated (no blanks, quotes or backslashes): safe as words.
+    lines = [" ".join(command[1:]) for command in group]
+    try:
+        ctx.run(argv, input="".join(line + "\n" for line in lines))
+    finally:
+        ctx.commands[-1] += " <<EOF\n" + "\n".join(abridged(lines)) + "\nEOF"
+
+
+def _runs(commands: list[list[str]]) -> Iterator[list[list[str]]]:
+    """Consecutive plain `ip` commands together, consecutive `brctl` commands together, every
+    other command (ip netns exec, nsenter) alone."""
+    def kind(argv: list[str]) -> str | None:
+        if argv[0] == "ip" and argv[1] != "netns":
+            return "ip"
+        return "brctl" if argv[0] == "brctl" else None
+
+    group: list[list[str]] = []
+    for argv in commands:
+        if group and kind(argv) != kind(group[0]):
+            yield group
+            group = []
+        if kind(argv):
+            group.append(argv)
+        else:
+            yield [argv]
+    if group:
+        yield group
