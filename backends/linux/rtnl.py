@@ -115,15 +115,16 @@ def opened_in(netns: str | None, factory: Callable[[], T]) -> T:
 
 
 class Rtnl:
-    """A NETLINK_ROUTE socket in one network namespace (see opened_in), opened on first use
-    and again after a failure that left it unusable."""
+    """A NETLINK_ROUTE socket in one network namespace (see opened_in), opened again after a
+    failure that left it unusable."""
 
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
-        self._sock: socket.socket | None = None
         self.seq = 0
         self._acks = Marshal()  # answers decoded without their payload: only errors matter
         self._records = MarshalRtnl()
+        self._sock: socket.socket | None = None
+        self._sock = self.sock  # FileNotFoundError now if the namespace is not there
 
     def close(self) -> None:
         if self._sock is not None:
