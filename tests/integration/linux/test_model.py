@@ -12,7 +12,8 @@ from runflow.backends.system.iptables import canonical, parse_save
 from runflow.backends.linux.args import (AddAddr, AddBridge, AddrPresentArgs, BridgePortArgs,
                                          DelAddr, DelLink, Enslave, LinkSetArgs, NetnsMoveArgs,
                                          Release, RoutePresentArgs, SetLink, VethAbsentArgs,
-                                         fresh, restore_addresses, restore_link)
+                                         VethPresentArgs, fresh, restore_addresses,
+                                         restore_link)
 from runflow.backends.linux.netlink import Netlink
 from runflow.core.plugins import Plugins
 
@@ -23,6 +24,9 @@ from runflow.core.plugins import Plugins
     (LinkSetArgs, {"name": "br0", "master": "br0"}, "own master"),
     (LinkSetArgs, {"name": "eth0", "mtu": 20}, "mtu"),
     (BridgePortArgs, {"bridge": "br0", "name": "eth;rm"}, "forbidden character"),
+    (LinkSetArgs, {"name": "eth\u202e0", "state": "up"}, "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+    (BridgePortArgs, {"bridge": "br\u200d0", "name": "va"}, "format character U+200D"),
+    (VethPresentArgs, {"name": "va", "peer": "vb\x07"}, "control or format character U+0007"),
     (AddrPresentArgs, {"dev": "br0", "address": "172.16.42.1"}, "prefix length"),
     (AddrPresentArgs, {"dev": "br0", "address": "172.16.42.300/24"}, "CIDR"),
     (VethAbsentArgs, {"name": "va", "peer_netns": "ns1"}, "peer_netns needs peer"),
