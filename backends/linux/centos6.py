@@ -23,7 +23,7 @@ from runflow.core.actions import Context
 from .actions import Linux, abridged
 from .args import ABSENT, Change, Netns, Record
 from .commands import parse_addresses, parse_link, parse_routes
-from .sysfs import FILES, SYS_NET, Read, link_record, port_number
+from .sysfs import GREP_FILES, SYS_NET, link_record, port_number, printed_links
 
 # Files per grep: its argv stays far below the kernel's limit (2 MiB, and the remote
 # command line of an SSH host) whatever the number of links.
@@ -43,29 +43,24 @@ class Centos6(Linux):
         # A bridge's ports are the links whose master it is: a full read reads every link.
         if names is None or full:
             names = ctx.run(["ls", "-1", SYS_NET]).stdout.split()
-        files = [f"{SYS_NET}/{name}/{leaf}" for name in names for leaf in FILES]
-        values: dict[str, dict[str, list[str]]] = {}
+        files = [f"{SYS_NET}/{name}/{leaf}" for name in names for leaf in GREP_FILES]
+        printed = ""
         for start in range(0, len(files), FILES_PER_READ):
             # -s: a file that is not there (a link without a master...) is no error to show;
-            # grep then exits 2, and 1 if it read nothing at all.
-            done = ctx.run(["grep", "-s", "-H", "", *files[start:start + FILES_PER_READ]],
-                           check=False)
-            for line in done.stdout.splitlines():
-                path, _, text = line.partition(":")  # no ':' in a link name or a file name
-                name, _, leaf = path[len(SYS_NET) + 1:].partition("/")
-                values.setdefault(name, {}).setdefault(leaf, []).append(text.strip())
+            # grep then exits 2, and 1 if it printed nothing.
+            printed += ctx.run(["grep", "-s", "-H", "", *files[start:start + FILES_PER_READ]],
+                               check=False).stdout
+        entries = printed_links(printed)
         records = {}
         for name in names:
-            read = _reader(values.get(name, {}))
-            rec = link_record(read, full=full)
+            rec = link_record(entries[name], full=full) if name in entries else ABSENT
             if rec["exists"]:
                 records[name] = rec
         if full:
             for name, rec in records.items():
                 if rec["kind"] == "bridge":
                     ports = [p for p, r in records.items() if r["master"] == name]
-                    rec["ports"] = sorted(ports, key=lambda p: port_number(
-                        _reader(values.get(p, {}))))
+                    rec["ports"] = sorted(ports, key=lambda p: port_number(entries[p]))
         return records
 
     def remote_link(self, ctx: Context, ns: Netns, name: str) -> Record:
@@ -99,11 +94,6 @@ class Centos6(Linux):
                 # faster than xargs did. It goes on after a failure and exits 123, as xargs
                 # does; the engine then sees which ones took effect.
                 _fed(ctx, ["sh", "-c", BRCTL_LINES], group)
-
-
-def _reader(files: dict[str, list[str]]) -> Read:
-    """What grep printed of one link's files, by file."""
-    return lambda leaf: "\n".join(files[leaf]) if leaf in files else None
 
 
 # A constant program: the commands' words (validated link names) reach it as data on stdin and
