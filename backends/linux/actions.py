@@ -102,28 +102,41 @@ def abridged(lines: list[str], keep: int = 8) -> list[str]:
 
 
 class View:
-    """One observation pass. Observing the instances of a for_each step, it reads every link,
-    every address and every route of a family once for all of them (on the command backends,
-    one command each) instead of once per instance."""
+    """One observation pass. The links the instances of a step name (`LinkAction.link_names`)
+    are read together first, and every address and every route of a family once for all the
+    instances of a for_each step: on the command backends one command each, not one per
+    instance."""
 
-    def __init__(self, linux: Linux, ctx: Context, *, many: int = 1) -> None:
+    def __init__(self, linux: Linux, ctx: Context, names: Sequence[str] = (), *,
+                 many: int = 1) -> None:
         self.linux = linux
         self.ctx = ctx
         self.many = many > 1
+        wanted = list(dict.fromkeys(names))
+        self._read: dict[str, Record] = dict.fromkeys(wanted, ABSENT)
+        if wanted:
+            self._read.update(linux.links(ctx, wanted, full=False))
         self._every: dict[bool, Mapping[str, Record]] = {}
         self._addresses: dict[str, list[Record]] | None = None
         self._routes: dict[int, list[Record]] = {}
 
     def link(self, name: str, *, addresses: bool = False, full: bool = False) -> Record:
         """A link's record; with its addresses, or (full) all that recreating it needs."""
-        found = self.every(full) if self.many else \
-            self.linux.links(self.ctx, [name], full=full)
+        if full:
+            found = self.every(full=True) if self.many else \
+                self.linux.links(self.ctx, [name], full=True)
+        else:
+            if name not in self._read:
+                self._read[name] = self.linux.links(self.ctx, [name], full=False).get(
+                    name, ABSENT)
+            found = self._read
         rec = dict(found.get(name, ABSENT))  # instances add to their copy (a veth's peer)
         if rec["exists"] and (addresses or full):
             rec["addresses"] = self.addresses(name)
         return rec
 
     def every(self, full: bool = False) -> Mapping[str, Record]:
+        """Every link of the host."""
         if full not in self._every:
             self._every[full] = self.linux.links(self.ctx, None, full=full)
         return self._every[full]
@@ -191,6 +204,10 @@ class LinkAction(Action):
     def look(self, view: View, args: Any) -> State:
         raise NotImplementedError
 
+    def link_names(self, args: Any) -> list[str]:
+        """The links `look` reads (but for full reads): read together before it runs."""
+        return []
+
     def changes(self, args: Any, before: State) -> list[Change]:
         raise NotImplementedError
 
@@ -209,10 +226,11 @@ class LinkAction(Action):
     # -- the Action contract --
 
     def observe(self, ctx: Context, args: Any) -> State:
-        return self.look(View(self.linux.of(ctx), ctx), args)
+        return self.look(View(self.linux.of(ctx), ctx, self.link_names(args)), args)
 
     def observe_many(self, ctx: Context, args: Sequence[Any]) -> list[State]:
-        view = View(self.linux.of(ctx), ctx, many=len(args))
+        view = View(self.linux.of(ctx), ctx, [n for a in args for n in self.link_names(a)],
+                    many=len(args))
         return [self.look(view, a) for a in args]
 
     def apply(self, ctx: Context, args: Any, before: State) -> None:
@@ -290,6 +308,9 @@ class LinkSet(LinkAction):
     Args = LinkSetArgs
     summary = "set a link's state, MTU or master"
 
+    def link_names(self, args: LinkSetArgs) -> list[str]:
+        return [args.name, *([args.master] if args.master else [])]
+
     def look(self, view: View, args: LinkSetArgs) -> State:
         links = {args.name: view.link(args.name)}
         if args.master:
@@ -358,6 +379,9 @@ class LinkSet(LinkAction):
 class AddressAction(LinkAction):
     """addr.present and addr.absent: undo puts the link's addresses back, and only while the
     link is there (the step that made or removed the link undoes that)."""
+
+    def link_names(self, args: Any) -> list[str]:
+        return [args.dev]
 
     def restore(self, args: Any, before: State, now: State) -> list[Change]:
         was, seen = link_record(before, args.dev), link_record(now, args.dev)
@@ -473,6 +497,9 @@ class VethPresent(LinkAction):
     family = "link"
     Args = VethPresentArgs
     summary = "a veth pair exists (its peer optionally in another namespace)"
+
+    def link_names(self, args: VethPresentArgs) -> list[str]:
+        return [args.name, *([args.peer] if args.peer_netns is None else [])]
 
     def look(self, view: View, args: VethPresentArgs) -> State:
         state = _veth_state(view, args.name, args.peer, args.peer_netns, full=False)
@@ -626,6 +653,9 @@ class NetnsMove(LinkAction):
         pid = info.get("State", {}).get("Pid") or 0
         return Netns(pid=pid) if pid else None
 
+    def link_names(self, args: NetnsMoveArgs) -> list[str]:
+        return [args.name]
+
     def look(self, view: View, args: NetnsMoveArgs) -> State:
         target = self._target(view, args)
         there = view.remote(target, args.rename or args.name) if target else None
@@ -735,6 +765,9 @@ class BridgePresent(LinkAction):
     Args = BridgeArgs
     summary = "a Linux bridge exists"
 
+    def link_names(self, args: BridgeArgs) -> list[str]:
+        return [args.name]
+
     def look(self, view: View, args: BridgeArgs) -> State:
         return {"links": {args.name: view.link(args.name)}}
 
@@ -791,6 +824,9 @@ class BridgePort(LinkAction):
     family = "bridge"
     Args = BridgePortArgs
     summary = "a link is (or is not) a port of a Linux bridge"
+
+    def link_names(self, args: BridgePortArgs) -> list[str]:
+        return [args.name, args.bridge]
 
     def look(self, view: View, args: BridgePortArgs) -> State:
         return {"links": {args.name: view.link(args.name), args.bridge: view.link(args.bridge)}}

@@ -3,8 +3,10 @@ backends (target centos6). It reads and changes the host only through commands r
 ctx.run, so that it works wherever a command can run, with nothing but iproute 2.6.32,
 bridge-utils 1.2, coreutils, grep and sh:
 
-    links        `ls /sys/class/net` (for every link) and one `grep -sH '' FILE...` of the
-                 files sysfs.py reads, for all the links a step observes
+    links        one `grep -sH '' FILE...` of the files sysfs.py names, for all the links
+                 the instances of a step name; `ls /sys/class/net` first when every link is
+                 wanted (a veth's peer found by its ifindex); a bridge's ports (to recreate
+                 it) with `ls /sys/class/net/BR/brif` and one grep of their numbers
     other netns  `ip netns exec NAME ip -o link show dev N` (`nsenter -t PID -n ...`)
     addresses    `ip -o addr show [dev D]`
     routes       `ip -4|-6 route show [exact PREFIX]`
@@ -23,7 +25,8 @@ from runflow.core.actions import Context
 from .actions import Linux, abridged
 from .args import ABSENT, Change, Netns, Record
 from .commands import parse_addresses, parse_link, parse_routes
-from .sysfs import GREP_FILES, SYS_NET, link_record, port_number, printed_links
+from .sysfs import (GREP_FILES, GREP_FULL, SYS_NET, Printed, link_record, ports_in_order,
+                    printed_links)
 
 # Files per grep: its argv stays far below the kernel's limit (2 MiB, and the remote
 # command line of an SSH host) whatever the number of links.
@@ -40,27 +43,20 @@ class Centos6(Linux):
 
     def links(self, ctx: Context, names: Sequence[str] | None, *,
               full: bool) -> Mapping[str, Record]:
-        # A bridge's ports are the links whose master it is: a full read reads every link.
-        if names is None or full:
+        if names is None:
             names = ctx.run(["ls", "-1", SYS_NET]).stdout.split()
-        files = [f"{SYS_NET}/{name}/{leaf}" for name in names for leaf in GREP_FILES]
-        printed = ""
-        for start in range(0, len(files), FILES_PER_READ):
-            # -s: a file that is not there (a link without a master...) is no error to show;
-            # grep then exits 2, and 1 if it printed nothing.
-            printed += ctx.run(["grep", "-s", "-H", "", *files[start:start + FILES_PER_READ]],
-                               check=False).stdout
-        entries = printed_links(printed)
+        entries = _grep(ctx, [f"{SYS_NET}/{name}/{leaf}" for name in names
+                              for leaf in (GREP_FULL if full else GREP_FILES)])
         records = {}
         for name in names:
             rec = link_record(entries[name], full=full) if name in entries else ABSENT
             if rec["exists"]:
                 records[name] = rec
-        if full:
-            for name, rec in records.items():
-                if rec["kind"] == "bridge":
-                    ports = [p for p, r in records.items() if r["master"] == name]
-                    rec["ports"] = sorted(ports, key=lambda p: port_number(entries[p]))
+            if full and rec.get("kind") == "bridge":
+                ports = ctx.run(["ls", "-1", f"{SYS_NET}/{name}/brif"], check=False).stdout
+                numbers = _grep(ctx, [f"{SYS_NET}/{name}/brif/{port}/port_no"
+                                      for port in ports.split()])
+                rec["ports"] = ports_in_order(numbers.get(name, Printed({})), ports.split())
         return records
 
     def remote_link(self, ctx: Context, ns: Netns, name: str) -> Record:
@@ -94,6 +90,19 @@ class Centos6(Linux):
                 # faster than xargs did. It goes on after a failure and exits 123, as xargs
                 # does; the engine then sees which ones took effect.
                 _fed(ctx, ["sh", "-c", BRCTL_LINES], group)
+
+
+def _grep(ctx: Context, files: list[str]) -> dict[str, Printed]:
+    """The files' lines, by link, read by grep FILES_PER_READ at a time."""
+    if not files:  # grep would read its standard input
+        return {}
+    printed = ""
+    for start in range(0, len(files), FILES_PER_READ):
+        # -s: a file that is not there (a link without a master...) is no error to show; grep
+        # then exits 2, and 1 if it printed nothing.
+        printed += ctx.run(["grep", "-s", "-H", "", *files[start:start + FILES_PER_READ]],
+                           check=False).stdout
+    return printed_links(printed)
 
 
 # A constant program: the commands' words (validated link names) reach it as data on stdin and

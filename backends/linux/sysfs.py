@@ -74,9 +74,9 @@ def uevent(text: str | None, key: str) -> str | None:
     return None
 
 
-def port_number(entries: Entries) -> int:
-    """A bridge port's number (re-adding ports in their order gives the same numbers)."""
-    return int(entries.text("brport/port_no") or "0", 16)
+def ports_in_order(bridge: Entries, ports: list[str]) -> list[str]:
+    """A bridge's ports in port-number order (re-adding them in it gives the same numbers)."""
+    return sorted(ports, key=lambda port: int(bridge.text(f"brif/{port}/port_no") or "0", 16))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,8 +142,7 @@ def _ports(bridge: int) -> list[str]:
         ports = os.listdir(brif)
     finally:
         os.close(brif)
-    directory = _Directory(bridge)
-    return sorted(ports, key=lambda port: int(directory.text(f"brif/{port}/port_no") or "0", 16))
+    return ports_in_order(_Directory(bridge), ports)
 
 
 def link_names() -> list[str]:
@@ -156,10 +155,11 @@ def link_names() -> list[str]:
 
 # The files under /sys/class/net/NAME that make the entries `link_record` asks for: a
 # symbolic link's target is named by the INTERFACE= of the uevent file behind it, a directory
-# is there if a file that every such directory has is.
-GREP_FILES = ("ifindex", "iflink", "flags", "mtu", "uevent", "address", "addr_assign_type",
-              "master/uevent", "brport/bridge/uevent", "brport/port_no", "bridge/bridge_id",
-              "device/uevent")
+# is there if a file that every such directory has is. A bridge's ports are listed apart
+# (brif/), with their numbers (brif/PORT/port_no).
+GREP_FILES = ("ifindex", "iflink", "flags", "mtu", "uevent", "master/uevent",
+              "brport/bridge/uevent", "bridge/bridge_id", "device/uevent")
+GREP_FULL = (*GREP_FILES, "address", "addr_assign_type")
 _MARKERS = {"bridge": "bridge/bridge_id", "device": "device/uevent"}
 
 
