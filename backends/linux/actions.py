@@ -144,7 +144,8 @@ class View:
     def name_of(self, ifindex: int) -> str | None:
         """The link with this ifindex (a veth's peer, whose ifindex is the veth's iflink)."""
         every = self.every()
-        return next((name for name in every if every[name]["ifindex"] == ifindex), None)
+        return next((name for name in every
+                     if every.get(name, ABSENT).get("ifindex") == ifindex), None)
 
     def addresses(self, dev: str) -> list[Record]:
         if not self.many:

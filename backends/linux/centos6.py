@@ -100,9 +100,15 @@ def _grep(ctx: Context, files: list[str]) -> dict[str, Printed]:
     for start in range(0, len(files), FILES_PER_READ):
         # -s: a file that is not there (a link without a master...) is no error to show; grep
         # then exits 2, and 1 if it printed nothing.
-        printed += ctx.run(["grep", "-s", "-H", "", *files[start:start + FILES_PER_READ]],
-                           check=False).stdout
+        argv = ["grep", "-s", "-H", "", *files[start:start + FILES_PER_READ]]
+        printed += ctx.run(argv, check=False).stdout
+        if len(argv) > _JOURNALED:  # the journal keeps the command, not every file it read
+            ctx.commands[-1] = (f"{ctx.host.describe(argv[:_JOURNALED])} ... "
+                                f"({len(argv) - _JOURNALED} more files)")
     return printed_links(printed)
+
+
+_JOURNALED = 4 + 2 * len(GREP_FILES)  # grep's arguments and two links' files
 
 
 # A constant program: the commands' words (validated link names) reach it as data on stdin and
