@@ -37,13 +37,15 @@ class Entries(Protocol):
 
 def link_record(entries: Entries, *, full: bool = False) -> Record:
     """The record of the link whose entries these are (without "ports"), or ABSENT."""
-    ifindex, iflink, flags, mtu = (entries.text(leaf)
-                                   for leaf in ("ifindex", "iflink", "flags", "mtu"))
+    # uevent says INTERFACE=, IFINDEX= and, for some kinds, DEVTYPE= (since 2.6.2x)
+    device, iflink, flags, mtu = (entries.text(leaf)
+                                  for leaf in ("uevent", "iflink", "flags", "mtu"))
+    ifindex = uevent(device, "IFINDEX")
     if ifindex is None or iflink is None or flags is None or mtu is None:
         return dict(ABSENT)  # not there, or gone while reading
     rec: Record = {
         "exists": True,
-        "kind": _kind(entries, int(ifindex), int(iflink)),
+        "kind": _kind(entries, device, int(ifindex), int(iflink)),
         "up": bool(int(flags, 16) & 1),
         "mtu": int(mtu),
         "master": entries.names("master") or entries.names("brport/bridge"),
@@ -57,13 +59,13 @@ def link_record(entries: Entries, *, full: bool = False) -> Record:
     return rec
 
 
-def _kind(entries: Entries, ifindex: int, iflink: int) -> str:
+def _kind(entries: Entries, device: str | None, ifindex: int, iflink: int) -> str:
     if entries.has("bridge"):
         return "bridge"
     if iflink == ifindex:
         return "physical" if entries.has("device") else "virtual"
     # A veth reports its peer's ifindex as iflink; so do vlans and macvlans, which say so.
-    return uevent(entries.text("uevent"), "DEVTYPE") or "veth"
+    return uevent(device, "DEVTYPE") or "veth"
 
 
 def uevent(text: str | None, key: str) -> str | None:
@@ -157,8 +159,8 @@ def link_names() -> list[str]:
 # symbolic link's target is named by the INTERFACE= of the uevent file behind it, a directory
 # is there if a file that every such directory has is. A bridge's ports are listed apart
 # (brif/), with their numbers (brif/PORT/port_no).
-GREP_FILES = ("ifindex", "iflink", "flags", "mtu", "uevent", "master/uevent",
-              "brport/bridge/uevent", "bridge/bridge_id", "device/uevent")
+GREP_FILES = ("uevent", "iflink", "flags", "mtu", "master/uevent", "brport/bridge/uevent",
+              "bridge/bridge_id", "device/uevent")
 GREP_FULL = (*GREP_FILES, "address", "addr_assign_type")
 _MARKERS = {"bridge": "bridge/bridge_id", "device": "device/uevent"}
 
