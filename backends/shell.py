@@ -19,10 +19,13 @@ from runflow.core.hosts import Host
 
 
 class ShellRunArgs(Args):
-    cmd: Argv
-    undo: list[str]
-    check: Argv | None = None
-    timeout: float | None = Field(default=None, gt=0)
+    cmd: Argv = Field(description="the command, as a list of arguments (no shell)")
+    undo: list[str] = Field(description="the command rollback runs; [] when there is nothing "
+                                        "to undo")
+    check: Argv | None = Field(default=None, description=(
+        "a command whose exit 0 means the step is done already (it is skipped)"))
+    timeout: float | None = Field(default=None, gt=0,
+                                  description="seconds each command may take")
 
 
 class ShellRun(Action):
@@ -40,6 +43,9 @@ class ShellRun(Action):
 
     def check(self, args: ShellRunArgs, before: State) -> bool:
         return before.get("check_exit") == 0
+
+    def observable(self, args: ShellRunArgs) -> bool:
+        return args.check is not None
 
     def apply(self, ctx: Context, args: ShellRunArgs, before: State) -> None:
         ctx.run(args.cmd, timeout=args.timeout)

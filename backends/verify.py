@@ -58,8 +58,9 @@ class Verification(Action):
 
 
 class VerifyCommandArgs(Args):
-    cmd: Argv
-    timeout: float = Field(default=0, ge=0)
+    cmd: Argv = Field(description="the command; exit 0 is a pass")
+    timeout: float = Field(default=0, ge=0, description=(
+        "seconds to keep trying before the step fails (0: one try)"))
 
 
 class VerifyCommand(Verification):
@@ -76,10 +77,12 @@ class VerifyCommand(Verification):
 
 
 class VerifyPingArgs(Args):
-    to: IPAddress
-    container: Name | None = None
-    count: int = Field(default=1, ge=1, le=100)
-    timeout: float = Field(default=5, ge=0)
+    to: IPAddress = Field(description="the address to ping")
+    container: Name | None = Field(
+        default=None, description="ping from inside this container (default: from the host)")
+    count: int = Field(default=1, ge=1, le=100, description="echo requests per try")
+    timeout: float = Field(default=5, ge=0,
+                           description="seconds to keep trying before the step fails")
 
 
 class VerifyPing(Verification):

@@ -5,8 +5,12 @@ with a subclass of `Action`:
 
     observe  read the live state the step is about (JSON-serialisable; journaled as "before")
     check    does the desired state already hold in what observe saw? → the step is skipped
+             (a step whose state cannot be observed says so with `observable`)
     apply    make it hold
-    undo     restore what observe saw before apply (not just "delete what I made")
+    undo     restore what observe saw before apply (not just "delete what I made"). Undo
+             also runs for a step whose apply failed half-way and for a step left in doubt
+             by a killed run, whose apply may never have happened: it must change only what
+             a fresh look shows is still changed, and running it twice must be harmless
     describe the commands apply would run (the exact argv for shell backends, an equivalent
              command line for API backends), for `plan` and `export`
 
@@ -24,6 +28,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
+from .events import Event
 from .hosts import Completed, Host
 
 State = dict[str, Any]
@@ -72,12 +77,29 @@ class Context:
     step: str  # the step instance's name, e.g. "ports[3]"
     resources: Resources
     commands: list[str] = field(default_factory=list)
+    # Where `log` sends an event (the engine's subscribers: progress, journal, --events).
+    emit: Callable[[Event], None] | None = None
 
     def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True,
             timeout: float | None = None) -> Completed:
-        """Run argv on the host and remember it for the journal."""
+        """Run argv on the host and remember it for the journal. With check=True (the
+        default) a non-zero exit raises CommandError; with check=False the caller reads
+        `returncode`. `input` is written to its standard input; after `timeout` seconds it
+        is killed and CommandError raised (exit 124)."""
         self.commands.append(self.host.describe(argv))
         return self.host.run(argv, input=input, check=check, timeout=timeout)
+
+    def record(self, argv: Sequence[str]) -> None:
+        """Remember, for the journal, the command line equivalent of what an API call did
+        (a backend that talks netlink or OVSDB runs no command `run` could record)."""
+        self.commands.append(self.host.describe(argv))
+
+    def log(self, message: str) -> None:
+        """Say something about this step: a line in the progress output, an event of kind
+        "log" in the journal and in --events."""
+        if self.emit is not None:
+            self.emit(Event("log", self.run_id, None, "log", host=self.host.name,
+                            step=self.step, message=message))
 
 
 class Action:
@@ -86,9 +108,12 @@ class Action:
 
     name: ClassVar[str]  # e.g. "bridge.present"
     backend: ClassVar[str]  # e.g. "brctl"
-    family: ClassVar[str]  # what a target maps to a backend, e.g. "bridge"
+    family: ClassVar[str]  # the actions whose backends go together, e.g. "bridge"
     Args: ClassVar[type[Args]]
-    summary: ClassVar[str] = ""
+    # The targets this implementation serves ("centos6", "modern"); () serves every target
+    # (see core/targets.py for how a step's backend is chosen).
+    targets: ClassVar[tuple[str, ...]] = ()
+    summary: ClassVar[str] = ""  # one line for `runflow actions` and `runflow backends`
     holds_message: ClassVar[str] = "already in the desired state"  # why a step was skipped
     # True when apply has an effect observe cannot see (e.g. restarting a daemon after writing
     # its config): a step left in doubt by a killed run is then applied again, not trusted.
@@ -107,6 +132,14 @@ class Action:
 
     def check(self, args: Any, before: State) -> bool:
         raise NotImplementedError
+
+    def observable(self, args: Any) -> bool:
+        """False when observe cannot see whether this step's desired state holds (e.g. a
+        `shell.run` without `check`): check then always says "not yet", so the step is always
+        applied when first met. On resume, an applied step that cannot be observed stays
+        applied, as the journal says: only a real observation may report drift and apply it
+        again. A step in doubt (killed during apply) is applied again, as check decides."""
+        return True
 
     def apply(self, ctx: Context, args: Any, before: State) -> None:
         raise NotImplementedError
@@ -200,9 +233,18 @@ class Registry:
         self._rank = rank
 
     def register(self, impl: type[Action], plugin: str) -> None:
+        if not (isinstance(impl, type) and issubclass(impl, Action)):
+            raise TypeError(f"{getattr(impl, '__qualname__', repr(impl))} is not an Action "
+                            "subclass (register the class that implements the action)")
         for attr in ("name", "backend", "family", "Args"):
             if not hasattr(impl, attr):
-                raise TypeError(f"{impl.__qualname__} (plugin {plugin}) does not set {attr}")
+                raise TypeError(f"{impl.__qualname__} does not set {attr}")
+        if not (isinstance(impl.Args, type) and issubclass(impl.Args, Args)):
+            raise TypeError(f"{impl.__qualname__}.Args is not a subclass of "
+                            "runflow.core.actions.Args")
+        if isinstance(impl.targets, str):
+            raise TypeError(f"{impl.__qualname__}.targets must be a tuple of target names, "
+                            f"e.g. ({impl.targets!r},)")
         backends = self._by_action.setdefault(impl.name, {})
         if impl.backend in backends:
             other = backends[impl.backend]
@@ -220,6 +262,20 @@ class Registry:
         backends[impl.backend] = Registered(impl, plugin)
         self._by_action[impl.name] = dict(sorted(backends.items(),
                                                  key=lambda item: self._rank(item[1].plugin)))
+
+    def owner(self, action: str, backend: str) -> str | None:
+        """The plugin that registered this implementation (without loading anything)."""
+        registered = self._by_action.get(action, {}).get(backend)
+        return registered.plugin if registered else None
+
+    def remove_plugin(self, plugin: str) -> None:
+        """Forget every implementation a plugin registered (another one replaces it)."""
+        for action, backends in list(self._by_action.items()):
+            kept = {b: r for b, r in backends.items() if r.plugin != plugin}
+            if kept:
+                self._by_action[action] = kept
+            else:
+                del self._by_action[action]
 
     def names(self) -> list[str]:
         self._load(None)

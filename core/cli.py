@@ -3,22 +3,31 @@
 
 from __future__ import annotations
 
-import functools
-import gc
-import json
 import os
+import signal
 import sys
-from collections.abc import Callable
-from typing import Any
 
-import click
+# When this module is the program (python -m, the `runflow` script), Ctrl-C while it loads ends
+# the process as the signal does by default (exit 130, nothing changed yet), not with a
+# traceback of the import it interrupted; main() then answers it with a message.
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "runflow":
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-from . import __version__
+import functools  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
+
+from . import __version__  # noqa: E402
 
 EPILOG = """\b
 Exit codes: 0 succeeded (or nothing to change) · 1 a step failed and everything was rolled
 back · 2 invalid input, nothing was touched · 3 a step failed and rollback failed or was
-disabled: the host needs attention (runflow show RUN) · 4 another run holds the host lock."""
+disabled: the host needs attention (runflow show RUN) · 4 another run holds the host lock ·
+130 interrupted (Ctrl-C) before anything was changed."""
 
 
 class DefaultRunGroup(click.Group):
@@ -31,14 +40,21 @@ class DefaultRunGroup(click.Group):
 
 
 def fail_with(exc: Exception) -> None:
-    from .errors import RunflowError
+    from .errors import RunflowError, debugging, traceback_text
 
     code = exc.exit_code if isinstance(exc, RunflowError) else 1
-    if code:
-        click.echo(f"runflow: error: {exc}", err=True)
-    else:
-        click.echo(f"runflow: {exc}", err=True)
+    if debugging() and exc.__cause__ is not None:
+        _echo_err(traceback_text(exc).rstrip())
+    _echo_err(f"runflow: error: {exc}" if code else f"runflow: {exc}")
     sys.exit(code)
+
+
+def _echo_err(text: str) -> None:
+    """A line on stderr; a closed one (`2>&1 | head -1`) must not change the exit code."""
+    try:
+        click.echo(text, err=True)
+    except (OSError, ValueError):
+        pass
 
 
 def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -67,7 +83,11 @@ def selection_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      type=click.Choice(["auto", "centos6", "modern"]),
                      help="Which backends serve the actions."),
         click.option("--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False),
-                     help="Load a plugin from a Python file (repeatable)."),
+                     help="Load a plugin from a Python file, relative to the current "
+                          "directory (repeatable)."),
+        click.option("--allow-outside-plugins", "plugins_outside", is_flag=True,
+                     help="Let the workflow's plugins = [...] name files outside its "
+                          "directory."),
         click.option("--lab", "use_lab", is_flag=True,
                      help="Use the inventory of the lab (runflow lab up)."),
     ]
@@ -76,10 +96,32 @@ def selection_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def load_plugins_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Commands that change nothing run a workflow's plugin code only when asked."""
+    return click.option(
+        "--load-plugins", is_flag=True,
+        help="Load the plugin files the workflow names (plugins = [...]): they are Python "
+             "code and run when loaded. Without it, a workflow that names plugins is refused."
+    )(func)
+
+
+class PrivateFile(click.File):
+    """click.File, but a file it creates is its owner's only: --events files hold the
+    workflow, the inventory and the vars."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, str) and value != "-":
+            try:
+                os.close(os.open(value, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+            except OSError:
+                pass  # click.File says why it cannot open it
+        return super().convert(value, param, ctx)
+
+
 def change_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options of the commands that change hosts."""
     decorators = [
-        click.option("--events", "events_file", type=click.File("a"),
+        click.option("--events", "events_file", type=PrivateFile("a"),
                      help="Append every event to FILE as one JSON line."),
         click.option("--lock-timeout", default=0.0, show_default=True, metavar="SECONDS",
                      help="Wait this long for a host locked by another run, then exit 4."),
@@ -114,7 +156,8 @@ def _options(cli_vars=(), inventory=None, hosts=(), target="auto", plugin_files=
 def _plugins(options) -> Any:
     from .plugins import Plugins
 
-    plugins = Plugins(options.plugin_files)
+    plugins = Plugins(options.plugin_files, workflow_plugins=options.load_plugins,
+                      plugins_outside=options.plugins_outside)
     # What is loaded by now (modules, argument schemas) lives as long as the process: keep it
     # out of the collector's full passes from now on (main() held the collector off while it
     # loaded). pydantic-core's validators are slow to traverse: a full pass took 60-100 ms.
@@ -133,11 +176,11 @@ def _say_why(session, run_id: str, code: int, quiet: bool) -> None:
     if not (quiet and code):
         return
     run = session.journal.find(run_id)
-    click.echo(f"runflow: run {run.id}: {run.state.replace('_', ' ')}", err=True)
+    _echo_err(f"runflow: run {run.id}: {run.state.replace('_', ' ')}")
     for step in session.journal.steps(run_id):
         if step.state in ("failed", "undo_failed"):
-            click.echo(f"runflow: step {step.key} on {step.host}: "
-                       f"{step.state.replace('_', ' ')}: {step.error}", err=True)
+            _echo_err(f"runflow: step {step.key} on {step.host}: "
+                      f"{step.state.replace('_', ' ')}: {step.error}")
 
 
 def _home():
@@ -167,15 +210,21 @@ def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 @click.group(cls=DefaultRunGroup, epilog=EPILOG,
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="runflow")
-def cli() -> None:
+@click.option("--debug", is_flag=True, envvar="RUNFLOW_DEBUG",
+              help="Print the traceback of a failure in plugin or backend code (also "
+                   "RUNFLOW_DEBUG=1).")
+def cli(debug: bool) -> None:
     """Run network-plumbing workflows (Linux bridges, Open vSwitch, docker, iptables)
     step by step: journaled, rolled back on failure, resumable.
 
     \b
     runflow WORKFLOW.toml            run it (same as: runflow run WORKFLOW.toml)
     runflow plan WORKFLOW.toml       what would change, with the commands
+    runflow actions [ACTION]         the actions, their backends and arguments
     runflow runs / show / resume / rollback
     """
+    if debug:  # read where failures are reported, in threads as well (errors.debugging)
+        os.environ["RUNFLOW_DEBUG"] = "1"
 
 
 @cli.command()
@@ -205,14 +254,17 @@ def run(workflow, events_file, lock_timeout, quiet, no_rollback, **selection) ->
 @cli.command()
 @click.argument("workflow", type=click.Path(dir_okay=False))
 @selection_options
+@load_plugins_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @handles_errors
-def plan(workflow, as_json, **selection) -> None:
-    """Show, step by step, what a run would change and the commands it would run."""
+def plan(workflow, as_json, load_plugins, **selection) -> None:
+    """Show, step by step, what a run would change and the commands it would run. A step
+    that cannot be observed here (a daemon down, a socket missing) is shown as unknown, with
+    the cause, and the others are still planned."""
     from .engine import Engine
     from .session import plan_workflow
 
-    options = _options(**selection)
+    options = _options(**selection, load_plugins=load_plugins)
     plugins = _plugins(options)
     the_plan = plan_workflow(workflow, options, plugins)
     rows = Engine(plugins, "plan", the_plan.per_host()).preview()
@@ -222,25 +274,34 @@ def plan(workflow, as_json, **selection) -> None:
     multi = len(the_plan.hosts) > 1
     for row in rows:
         where = f"[{row['host']}] " if multi else ""
-        verdict = {"change": "would change", "skip": "would skip"}[row["verdict"]]
+        verdict = {"change": "would change", "skip": "would skip",
+                   "unknown": "cannot tell"}[row["verdict"]]
         reason = f"  ({row['reason']})" if row.get("reason") else ""
         click.echo(f"{where}{row['step']:<24} {row['action']:<22} {row['backend'] or '-':<10} "
                    f"{verdict}{reason}")
         for command in row["commands"]:
             click.echo(f"    $ {command}")
+        if row.get("traceback"):
+            click.echo(row["traceback"].rstrip(), err=True)
+    unknown = sum(row["verdict"] == "unknown" for row in rows)
+    if unknown:
+        click.echo(f"runflow: warning: {unknown} step(s) could not be observed here, so the plan "
+                   "is incomplete (runflow --debug plan ... shows the tracebacks)", err=True)
 
 
 @cli.command()
 @click.argument("workflows", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @selection_options
+@load_plugins_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handles_errors
-def validate(workflows, as_json, **selection) -> None:
-    """Check workflow files (syntax, actions, arguments, vars) without touching anything."""
+def validate(workflows, as_json, load_plugins, **selection) -> None:
+    """Check workflow files (syntax, actions, arguments, vars) without touching anything.
+    Plugin files a workflow names are code: they are loaded only with --load-plugins."""
     from .errors import InputError
     from .session import plan_workflow
 
-    options = _options(**selection)
+    options = _options(**selection, load_plugins=load_plugins)
     results = []
     for path in workflows:
         try:
@@ -272,17 +333,19 @@ def validate(workflows, as_json, **selection) -> None:
               help="The script language (POSIX sh).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the script here (mode 0755) instead of to standard output.")
+@load_plugins_option
 @handles_errors
-def export(workflow, fmt, output, **selection) -> None:
+def export(workflow, fmt, output, load_plugins, **selection) -> None:
     """Write WORKFLOW as a standalone POSIX sh script for one host (default target centos6):
     checks, the commands, a journal, and a trap that undoes the applied steps on failure.
-    For hosts without Python 3. The script takes --dry-run and --rollback."""
+    For hosts without Python 3. The script takes --dry-run and --rollback. Each step's
+    backend is chosen as `runflow backends --target` shows, without probing this host."""
     from .export import script
     from .session import plan_workflow
 
     if selection["target"] == "auto":  # API backends have no shell form
         selection["target"] = "centos6"
-    options = _options(**selection)
+    options = _options(**selection, load_plugins=load_plugins)
     plugins = _plugins(options)
     text = script(plugins, plan_workflow(workflow, options, plugins, probe=False))
     if output is None:
@@ -294,15 +357,17 @@ def export(workflow, fmt, output, **selection) -> None:
     click.echo(f"runflow: wrote {output}", err=True)
 
 
-@cli.command()
+@cli.command(short_help="Backends: targets served, usable here, the one chosen.")
 @selection_options
 @click.option("--json", "as_json", is_flag=True, help="Print the listing as JSON.")
 @handles_errors
 def backends(as_json, **selection) -> None:
-    """List the plugins, the actions they implement, and whether each can run here."""
+    """List the plugins, the actions they implement, the targets each backend serves, whether
+    each can run here, and which one a step of each action gets with --target (default auto)
+    on this host (or --host of --inventory), and why."""
     from .inventory import LOCAL
     from .inventory import load as load_inventory
-    from .targets import TARGETS
+    from .targets import BackendChoiceError, choose, unusable
 
     options = _options(**selection)
     plugins = _plugins(options)
@@ -310,20 +375,73 @@ def backends(as_json, **selection) -> None:
     host = inv.select(options.hosts)[0]
     rows = []
     for action in plugins.registry.names():
-        for backend, reg in sorted(plugins.registry.implementations(action).items()):
-            reason = reg.impl.unusable(host)
+        impls = plugins.registry.implementations(action)
+        chosen = why = refused = None
+        try:
+            chosen, why = choose(plugins.registry, action, options.target, host)
+        except BackendChoiceError as exc:
+            refused = str(exc)
+        for number, (backend, reg) in enumerate(sorted(impls.items())):
+            reason = unusable(reg, host)
             rows.append({"action": action, "backend": backend, "family": reg.impl.family,
                          "plugin": reg.plugin, "usable": reason is None, "why_not": reason,
-                         "targets": [t for t, m in TARGETS.items()
-                                     if m.get(reg.impl.family) == backend],
-                         "summary": reg.impl.summary})
+                         "targets": list(reg.impl.targets), "summary": reg.impl.summary,
+                         "chosen": backend == chosen, "why_chosen": why,
+                         "refused": refused if number == 0 else None})
     if as_json:
         _print_json(rows)
         return
     _print_table(("ACTION", "BACKEND", "FAMILY", "TARGETS", "PLUGIN", "STATUS"),
-                 [(r["action"], r["backend"], r["family"], ",".join(r["targets"]) or "-",
-                   r["plugin"], "usable" if r["usable"] else f"not usable: {r['why_not']}")
-                  for r in rows])
+                 [(r["action"], r["backend"], r["family"], ",".join(r["targets"]) or "all",
+                   r["plugin"], _backend_status(r)) for r in rows])
+    click.echo(f"(* the backend a step gets with --target {options.target} on {host.name})",
+               err=True)
+
+
+def _backend_status(row: dict[str, Any]) -> str:
+    status = "usable" if row["usable"] else f"not usable: {row['why_not']}"
+    if row["chosen"]:
+        return f"{status} * {row['why_chosen']}"
+    if row["refused"]:  # on the action's first backend
+        return f"{status} (steps refused: {row['refused']})"
+    return status
+
+
+@cli.command(short_help="Every action, its backends; an action's arguments.")
+@click.argument("action", required=False)
+@click.option("--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Also load a plugin from a Python file, relative to the current directory "
+                   "(repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the listing as JSON.")
+@handles_errors
+def actions(action, plugin_files, as_json) -> None:
+    """List every action with its family, backends (and the targets each serves) and summary;
+    with ACTION, its arguments: type, default and meaning."""
+    from . import catalog
+    from .plugins import Plugins
+
+    registry = Plugins(plugin_files).registry
+    if action is None:
+        rows = catalog.listing(registry)
+        if as_json:
+            _print_json(rows)
+            return
+        _print_table(("ACTION", "FAMILY", "BACKENDS", "SUMMARY"),
+                     [(r["action"], r["family"], catalog.backends_text(r["backends"]),
+                       r["summary"]) for r in rows])
+        return
+    info = catalog.detail(registry, action)
+    if as_json:
+        _print_json(info)
+        return
+    click.echo(f"{info['action']}: {info['summary']}" if info["summary"] else info["action"])
+    click.echo(f"  family {info['family']}; backends {catalog.backends_text(info['backends'])}")
+    if info["description"]:
+        click.echo(f"  {info['description']}")
+    click.echo()
+    _print_table(("ARGUMENT", "TYPE", "DEFAULT", "MEANING"),
+                 [(a["name"], a["type"], a["default_text"], a["description"])
+                  for a in info["arguments"]])
 
 
 @cli.command()
@@ -336,17 +454,32 @@ def runs(as_json, limit) -> None:
 
     from .journal import Journal
 
-    journal = Journal(_home())
+    journal = Journal(_home(), create=False)
     records = journal.runs(limit)
+    interrupted = _interrupted(journal, records)
     if as_json:
-        _print_json([r.to_json() for r in records])
+        _print_json([{**r.to_json(), "interrupted": r.id in interrupted} for r in records])
         return
     if not records:
         click.echo(f"runflow: no runs in the journal ({journal.path})", err=True)
     _print_table(("RUN", "STATE", "STARTED", "WORKFLOW", "HOSTS"),
-                 [(r.id, r.state,
+                 [(r.id, _state(r, interrupted),
                    datetime.datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M:%S"),
                    r.workflow, ",".join(r.hosts)) for r in records])
+
+
+def _interrupted(journal, records) -> set[str]:
+    """The runs the journal says are in progress while no live process drives them: killed
+    (or their machine went down). A run that ended as it was looked at is not one of them."""
+    from .journal import LIVE
+
+    suspects = [r.id for r in records if r.state in LIVE and not journal.is_driven(r.id)]
+    return {run_id for run_id in suspects if journal.find(run_id).state in LIVE}
+
+
+def _state(run, interrupted: set[str]) -> str:
+    state = run.state.replace("_", " ") if run.id in interrupted else run.state
+    return f"interrupted ({state})" if run.id in interrupted else state
 
 
 @cli.command()
@@ -357,17 +490,22 @@ def show(run_ref, as_json) -> None:
     """Show a run's steps (state, backend, time, error) and its events. RUN: id, prefix, last."""
     from .journal import Journal
 
-    journal = Journal(_home())
+    journal = Journal(_home(), create=False)
     run_rec = journal.find(run_ref)
     steps = journal.steps(run_rec.id)
     events = journal.events(run_rec.id)
+    interrupted = _interrupted(journal, [run_rec])
     if as_json:
-        _print_json({"run": run_rec.to_json(full=True), "steps": [s.to_json() for s in steps],
-                     "events": events})
+        _print_json({"run": {**run_rec.to_json(full=True),
+                             "interrupted": run_rec.id in interrupted},
+                     "steps": [s.to_json() for s in steps], "events": events})
         return
     click.echo(f"run {run_rec.id}: {run_rec.workflow} ({run_rec.workflow_path})")
-    click.echo(f"  state {run_rec.state}, attempts {run_rec.attempts}, target "
+    click.echo(f"  state {_state(run_rec, interrupted)}, attempts {run_rec.attempts}, target "
                f"{run_rec.record.get('target')}, hosts {', '.join(run_rec.hosts)}")
+    if interrupted:
+        click.echo(f"  no runflow process drives it (killed?): `runflow resume {run_rec.id}` "
+                   f"goes on, `runflow rollback {run_rec.id}` undoes it")
     if run_rec.message:
         click.echo(f"  {run_rec.message}")
     for s in steps:
@@ -502,10 +640,21 @@ def main() -> None:
     # collector's passes over them cost 15-60 ms of start-up for nothing: none is garbage.
     # _plugins() turns it back on once they are loaded.
     gc.disable()
+    # Ctrl-C before a command changes anything ends it with a message, not a traceback (click
+    # would take a KeyboardInterrupt for "Aborted!", exit 1). A command that changes hosts
+    # answers signals itself from when it opens its journal (core/session.py).
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         cli()  # standalone click: always ends in SystemExit
     except SystemExit as exc:
         code = exc.code
+    except BaseException as exc:
+        from .errors import Interrupted  # not at start-up: `runflow --version` needs none
+
+        if not isinstance(exc, Interrupted):
+            raise
+        _echo_err(f"runflow: {exc}")
+        code = exc.exit_code
     if isinstance(code, str):
         click.echo(code, err=True)
         code = 1
@@ -518,6 +667,12 @@ def main() -> None:
         except (BrokenPipeError, ValueError):  # the reader went away (`runflow runs | head`)
             pass
     os._exit(code or 0)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    from .errors import Interrupted
+
+    raise Interrupted(signum)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,18 @@ sees every host configured, and a failure anywhere rolls back every host.
 Ordering that makes runs recoverable: the "applying" event, which carries the observed "before"
 state, is sent (and journaled by the journal subscriber) *before* apply runs; the "applied"
 event after. A step with the first and not the second is "in doubt" and settled on resume.
+
+Events go to every `runflow_event` subscriber, one at a time, journal first. A subscriber
+that raises fails the run: no step starts changing anything after it (its intent may be on
+record nowhere), and what the run changed is rolled back from the engine's own memory. When the
+journal is the one that failed, the command ends with exit 2 if it had changed nothing yet, and
+with exit 3 (RunNotJournaled) once it had: the journal no longer tells what the hosts hold.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import traceback
 from collections.abc import Sequence
@@ -19,7 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .actions import Action, Context, Resources, State
-from .errors import EXIT_NEEDS_ATTENTION, EXIT_OK, EXIT_ROLLED_BACK, ActionError
+from .errors import (EXIT_NEEDS_ATTENTION, EXIT_OK, EXIT_ROLLED_BACK, JournalError,
+                     RunNotJournaled, debugging, failure_line)
 from .events import Event
 from .hosts import Host
 from .lifecycle import STEP_CHANGED, Lifecycles, StepMachine
@@ -79,7 +87,17 @@ class Engine:
         self.lifecycles = Lifecycles(self._on_transition)
         self.run = RunModel(run_id)
         self._emit_lock = threading.Lock()
-        self._stop_reason: str | None = None
+        self._hook = plugins.pm.hook.runflow_event
+        self._trace = (plugins.pm.trace.root.get("hook") if os.environ.get("RUNFLOW_TRACE_HOOKS")
+                       else None)
+        # What a command is doing, for the signal handler (core/session.py): None before it
+        # starts, then "forward", "rollback", "done".
+        self.phase: str | None = None
+        self._interrupted: str | None = None  # the signal that asked to stop (forward)
+        self._rollback_interrupts: list[str] = []  # signals received while rolling back
+        self._fault: str | None = None  # the first failure of an event subscriber
+        self._journal_failure: str | None = None
+        self._touched = False  # this command has begun changing a host
         self.hosts = [host for host, _ in plans]
         self.steps: dict[str, list[StepRun]] = {
             host.name: [StepRun(host, inst, self.lifecycles.steps) for inst in plan]
@@ -101,36 +119,86 @@ class Engine:
             for r in runs:
                 r.state, r.before = steps.get((r.host.name, r.key), ("pending", None))
 
-    def request_stop(self, reason: str) -> None:
-        """Stop after the step in progress (Ctrl-C, SIGTERM) and roll back as for a failure."""
-        self._stop_reason = reason
+    def request_stop(self, signal_name: str) -> str | None:
+        """A signal (Ctrl-C, SIGTERM) asks to stop. Running forward: stop after the step in
+        progress and roll back as for a failure. Rolling back: go on, since stopping half-way
+        leaves hosts half-restored — unless asked twice, then stop after the undo in progress
+        (exit 3). Returns a note for the person who sent it, if there is something to say."""
+        if self.phase == "forward":
+            self._interrupted = self._interrupted or signal_name
+        elif self.phase == "rollback":
+            self._rollback_interrupts.append(signal_name)
+            if len(self._rollback_interrupts) == 1:
+                return (f"{signal_name}: the rollback goes on (stopping half-way would leave "
+                        f"hosts half-restored); {signal_name} again stops it after the undo in "
+                        "progress")
+            return f"{signal_name}: stopping the rollback after the undo in progress"
+        return None
 
     def execute(self) -> int:
         """Run (or resume) forward; on failure roll back unless disabled. Returns the exit code."""
         self.lifecycles.track_run(self.run, self.run.state)
+        self.phase = "forward"
         try:
+            self._refuse_unrecorded()
             if self.run.state == "pending":
                 self.run.start()
             else:
                 self.run.resume(message="resumed")
+            self._refuse_unrecorded()
             failure = self._forward()
             if failure is None:
                 self.run.succeed()
-                return EXIT_OK
-            self.run.fail(message=failure)
+                failure = self._fault  # a subscriber failed on the run's last event
+                if failure is None:
+                    return EXIT_OK
+            else:
+                self.run.fail(message=failure)
+            self._refuse_unrecorded()
             if not self.rollback_on_failure:
-                return EXIT_NEEDS_ATTENTION
-            return self._roll_back()
+                return self._outcome(EXIT_NEEDS_ATTENTION)
+            return self._outcome(self._roll_back())
         finally:
+            self.phase = "done"
             self._close()
 
     def roll_back(self) -> int:
         """Undo the applied steps of a finished, failed or interrupted run."""
         self.lifecycles.track_run(self.run, self.run.state)
         try:
-            return self._roll_back()
+            return self._outcome(self._roll_back())
         finally:
+            self.phase = "done"
             self._close()
+
+    @property
+    def _stop_reason(self) -> str | None:
+        """Why the run stops going forward, if it must: a failed subscriber, or a signal."""
+        if self._fault:
+            return self._fault
+        return f"interrupted by {self._interrupted}" if self._interrupted else None
+
+    def _refuse_unrecorded(self) -> None:
+        """The journal failed before this command changed anything: change nothing (exit 2)."""
+        if self._journal_failure and not self._touched:
+            raise JournalError(f"{self._journal_failure}; nothing was changed")
+
+    def _outcome(self, code: int) -> int:
+        """The exit code, unless the journal failed while the hosts were being changed: then
+        the hosts hold what the engine's memory says, and the journal does not know it."""
+        if self._journal_failure is None:
+            return code
+        left = [f"{r.key} on {r.host.name}" for runs in self.steps.values() for r in runs
+                if r.state in STEP_CHANGED]
+        if code == EXIT_ROLLED_BACK:
+            done = "runflow stopped and rolled back what the run had changed, from memory"
+        else:
+            done = "runflow stopped; " + ("still changed: " + ", ".join(left) if left else
+                                          "nothing is left changed")
+        raise RunNotJournaled(
+            f"{self._journal_failure}. Run {self.run.id}: {done}; the journal does not show "
+            f"it: check the hosts, and once the journal can be written, `runflow rollback "
+            f"{self.run.id}` closes the run")
 
     def preview(self) -> list[dict[str, Any]]:
         """What a run would do now: observe and check every step, change nothing."""
@@ -149,27 +217,51 @@ class Engine:
             group = list(same_step)
             # a step's instances are observed together, as a run observes them
             todo = [r for r in group if not r.instance.skip_reason]
-            observed = {}
+            observed: dict[str, State] = {}
+            unknown: dict[str, str] = {}  # cannot be observed (daemon down...): said, not fatal
             if todo:
-                impl = self._impl(rt, todo[0].instance)
-                states = impl.observe_many(self._context(rt, todo[0]),
-                                           [r.instance.args for r in todo])
-                observed = {r.key: before for r, before in zip(todo, states)}
+                method = "observe"
+                try:
+                    impl = self._impl(rt, todo[0].instance)
+                    states = impl.observe_many(self._context(rt, todo[0]),
+                                               [r.instance.args for r in todo])
+                    observed = {r.key: before for r, before in zip(todo, states)}
+                except Exception as exc:
+                    unknown = self._plugin_failure(todo[0].instance, method, exc)
             for r in group:
                 inst = r.instance
                 row = {"host": rt.host.name, "step": inst.key, "action": inst.action,
                        "backend": inst.backend, "verdict": "skip", "reason": inst.skip_reason,
                        "commands": []}
-                if r.key in observed:
+                if unknown and not inst.skip_reason:
+                    row.update(unknown)
+                elif r.key in observed:
                     before = observed[r.key]
-                    if impl.check(inst.args, before):
-                        row["reason"] = impl.holds_message
+                    try:
+                        method = "check"
+                        holds = impl.check(inst.args, before)
+                        method = "describe"
+                        commands = [] if holds else impl.describe(inst.args, before)
+                    except Exception as exc:
+                        row.update(self._plugin_failure(inst, method, exc))
                     else:
-                        row["verdict"] = "change"
-                        row["commands"] = [rt.host.describe(argv)
-                                           for argv in impl.describe(inst.args, before)]
+                        if holds:
+                            row["reason"] = impl.holds_message
+                        else:
+                            row["verdict"] = "change"
+                            row["commands"] = [rt.host.describe(argv) for argv in commands]
                 rows.append(row)
         return rows
+
+    def _plugin_failure(self, inst: Instance, method: str, exc: Exception) -> dict[str, str]:
+        """A preview row's verdict when plugin code raised: one line naming the plugin,
+        backend and method and the exception (and its traceback under --debug)."""
+        plugin = self.registry.owner(inst.action, inst.backend or "")
+        row = {"verdict": "unknown", "reason": failure_line(
+            exc, method=method, action=inst.action, backend=inst.backend, plugin=plugin)}
+        if debugging():
+            row["traceback"] = traceback.format_exc()
+        return row
 
     # -- forward -----------------------------------------------------------------------------
 
@@ -187,23 +279,23 @@ class Engine:
                                   ).result()
         for group in groups:
             if self._stop_reason:
-                return f"interrupted by {self._stop_reason}"
+                return self._stop_reason
             futures = [self._runtime(h).pool.submit(self._run_group, self._runtime(h), runs)
                        for h, runs in group.items()]
             failed = [f for f in (future.result() for future in futures) if f]
             if failed:
                 return "; ".join(failed)
-        return f"interrupted by {self._stop_reason}" if self._stop_reason else None
+        return self._stop_reason
 
     def _forward_alone(self, rt: HostRuntime, groups: list[list[StepRun]]) -> str | None:
         """Every step of a single-host run, in the host's worker thread."""
         for runs in groups:
             if self._stop_reason:
-                return f"interrupted by {self._stop_reason}"
+                return self._stop_reason
             failure = self._run_group(rt, runs)
             if failure:
                 return failure
-        return f"interrupted by {self._stop_reason}" if self._stop_reason else None
+        return self._stop_reason
 
     def _run_group(self, rt: HostRuntime, runs: list[StepRun]) -> str | None:
         """Run the instances of one step on one host (in the host's worker thread)."""
@@ -222,7 +314,7 @@ class Engine:
                 return self._run_batch(rt, impl, todo)
             for r in todo:
                 if self._stop_reason:
-                    return f"interrupted by {self._stop_reason}"
+                    return self._stop_reason
                 error = self._run_one(rt, impl, r)
                 if error:
                     return error
@@ -236,53 +328,74 @@ class Engine:
             if r.state in ("pending", "skipped", "failed", "undone"):
                 r.fire("check")
             now = impl.observe(ctx, r.instance.args)
-            if not self._needs_apply(impl, r, now, impl.check(r.instance.args, now)):
+            fired = self._needs_apply(impl, r, now, impl.check(r.instance.args, now))
+            if not fired:
                 return None
+            if self._stop_reason:
+                return self._not_applied(r, fired)
+            self._touched = True
             impl.apply(ctx, r.instance.args, now)
         except Exception as exc:
             if r.state == "applying":
-                exc = self._clean_up_partial(impl, ctx, r, now, exc)
+                return self._fail_applying(impl, ctx, r, exc)
             return self._fail(r, exc, ctx)
         r.fire("succeed", detail={"commands": ctx.commands})
         return None
 
-    @staticmethod
-    def _clean_up_partial(impl: Action, ctx: Context, r: StepRun, now: State,
-                          exc: Exception) -> Exception:
+    def _fail_applying(self, impl: Action, ctx: Context, r: StepRun, exc: Exception) -> str:
         """An apply that failed half-way (e.g. a veth made, its move failed) must not leave
-        half-done state: if the step's state moved, undo restores what was observed."""
+        half-done state: if the step's state is not what the journal holds as its "before" —
+        observed before its first apply, maybe by a run killed since — undo restores that.
+        When that fails too, the step stays changed (undo_failed) for rollback to undo."""
+        before = r.before
+        if before is None:  # a journal of an older runflow may lack it: nothing to compare
+            return self._fail(r, exc, ctx)
         try:
-            if impl.observe(ctx, r.instance.args) == now:
-                return exc
-            impl.undo(ctx, r.instance.args, now)
+            changed = impl.observe(ctx, r.instance.args) != before
+            if changed:
+                impl.undo(ctx, r.instance.args, before)
         except Exception as cleanup:
-            return ActionError(f"{exc}; its partial changes could not be undone: {cleanup}")
-        return ActionError(f"{exc} (its partial changes were undone)")
+            r.error = f"{exc}; its partial changes could not be undone: {cleanup}"
+            r.fire("fail_undo", message=r.error, detail={"commands": ctx.commands})
+            return self._fail_message(r, r.error)
+        return self._fail(r, f"{exc} (its partial changes were undone)" if changed else exc, ctx)
 
     def _needs_apply(self, impl: Action, r: StepRun, now: State, holds: bool,
-                     durable: bool = True) -> bool:
+                     durable: bool = True) -> str | None:
         """Decide from a fresh observation, in which the desired state holds or not; sends the
-        transition (and so the journal intent). durable=False lets a batch's intents reach the
-        disk together, with its last one."""
+        transition (and so the journal intent) and returns its trigger when the step must be
+        applied. durable=False lets a batch's intents reach the disk together, with its last
+        one."""
         if r.state == "checking":
             if holds:
                 r.fire("skip", message=impl.holds_message)
-                return False
+                return None
             r.before = now
             r.fire("change", detail={"before": now}, durable=durable)
-            return True
+            return "change"
         if r.state == "applied":  # resume: an applied step must still hold
-            if holds:
-                return False
+            if holds or not impl.observable(r.instance.args):
+                return None  # only an observation may say it no longer holds
             r.fire("drift", message="drift: no longer in the desired state; applying again",
                    durable=durable)
-            return True
-        # "applying" with no outcome: the process died during apply (in doubt)
+            return "drift"
+        # in doubt: "applying" with no outcome (the process died during apply), or an apply
+        # that failed and whose clean-up failed too ("undo_failed")
+        why = "in doubt" if r.state == "applying" else "its partial changes were left"
         if holds and not impl.reapply_in_doubt:
-            r.fire("succeed", message="in doubt; the desired state holds")
-            return False
-        r.fire("reapply", message="in doubt; applying again", durable=durable)
-        return True
+            r.fire("succeed", message=f"{why}; the desired state holds")
+            return None
+        r.fire("reapply", message=f"{why}; applying again", durable=durable)
+        return "reapply"
+
+    def _not_applied(self, r: StepRun, fired: str) -> str:
+        """The run stops between a step's intent and its apply: a step met for the first time
+        fails, unapplied; one this run applied earlier (drift, in doubt) stays changed, for
+        rollback to undo."""
+        reason = self._stop_reason or ""
+        if fired == "change":
+            r.fire("fail", message=f"not applied: {reason}")
+        return reason
 
     def _run_batch(self, rt: HostRuntime, impl: Action, runs: list[StepRun]) -> str | None:
         ctx = self._context(rt, runs[0])
@@ -292,14 +405,17 @@ class Engine:
         observed = impl.observe_many(ctx, [r.instance.args for r in runs])
         holds = [impl.check(r.instance.args, now) for r, now in zip(runs, observed)]
         last = max((i for i, h in enumerate(holds) if not h), default=-1)
-        todo = [(r, now) for i, (r, now) in enumerate(zip(runs, observed))
-                if self._needs_apply(impl, r, now, holds[i], durable=i == last)]
+        fired = [self._needs_apply(impl, r, now, holds[i], durable=i == last)
+                 for i, (r, now) in enumerate(zip(runs, observed))]
+        todo = [(r, now) for r, now, how in zip(runs, observed, fired) if how]
         if not todo:
             return None
         if self._stop_reason:
-            for r, _ in todo:
-                r.fire("fail", message=f"not applied: interrupted by {self._stop_reason}")
-            return f"interrupted by {self._stop_reason}"
+            for r, how in zip(runs, fired):
+                if how:
+                    self._not_applied(r, how)
+            return self._stop_reason
+        self._touched = True
         try:
             impl.apply_many(ctx, [(r.instance.args, now) for r, now in todo])
         except Exception as exc:
@@ -327,7 +443,7 @@ class Engine:
                 r.fire("fail", message=f"not applied: the batch stopped at {runs[0].key}")
         return failure or self._fail_message(runs[0], exc)
 
-    def _fail(self, r: StepRun, exc: Exception, ctx: Context) -> str:
+    def _fail(self, r: StepRun, exc: Exception | str, ctx: Context) -> str:
         r.error = str(exc) or type(exc).__name__
         if r.state in ("checking", "applying"):
             r.fire("fail", message=r.error, detail={"commands": ctx.commands})
@@ -343,19 +459,23 @@ class Engine:
         return f"{type(exc).__name__}: {exc}"
 
     @staticmethod
-    def _fail_message(r: StepRun, exc: Exception) -> str:
+    def _fail_message(r: StepRun, exc: Exception | str) -> str:
         where = f" on {r.host.name}" if r.host.name != "local" else ""
         return f"step {r.key}{where}: {exc}"
 
     # -- rollback ----------------------------------------------------------------------------
 
     def _roll_back(self) -> int:
+        self.phase = "rollback"
         self.run.roll_back()
+        self._refuse_unrecorded()
         futures = [self._runtime(h.name).pool.submit(self._undo_host, self._runtime(h.name),
                                                      self.steps[h.name])
                    for h in self.hosts]
         errors = [e for f in futures for e in f.result()]
         if errors:
+            if self._rollback_interrupts:
+                errors.append(f"run `runflow rollback {self.run.id}` to finish it")
             self.run.fail_rollback(message="; ".join(errors))
             return EXIT_NEEDS_ATTENTION
         self.run.finish_rollback()
@@ -368,6 +488,12 @@ class Engine:
         changed = [r for r in reversed(runs) if r.state in STEP_CHANGED]
         for _, same_step in itertools.groupby(changed, key=lambda r: r.instance.step_index):
             group = list(same_step)
+            if len(self._rollback_interrupts) > 1:
+                left = [r.key for r in changed if r.state in STEP_CHANGED]
+                where = f" on {rt.host.name}" if rt.host.name != "local" else ""
+                errors.append(f"rollback stopped by {self._rollback_interrupts[-1]}{where}: "
+                              f"not undone: {', '.join(left)}")
+                break
             impl = self._impl(rt, group[0].instance)
             if len(group) > 1 and impl.batches_undo():
                 errors += self._undo_batch(rt, impl, group)
@@ -380,6 +506,7 @@ class Engine:
         ctx = self._context(rt, runs[0])
         for i, r in enumerate(runs):  # the intents reach the disk together, with the last one
             r.fire("undo", durable=i == len(runs) - 1)
+        self._touched = True
         try:
             impl.undo_many(ctx, [(r.instance.args, r.before or {}) for r in runs])
         except Exception:
@@ -394,6 +521,7 @@ class Engine:
 
     def _undo_one(self, impl: Action, r: StepRun, ctx: Context) -> str | None:
         r.fire("undo", durable=True)
+        self._touched = True
         try:
             impl.undo(ctx, r.instance.args, r.before or {})
         except Exception as exc:
@@ -420,7 +548,7 @@ class Engine:
         return rt.impls[key]
 
     def _context(self, rt: HostRuntime, r: StepRun) -> Context:
-        return Context(rt.host, self.run.id, r.key, rt.resources)
+        return Context(rt.host, self.run.id, r.key, rt.resources, emit=self._emit)
 
     def _close(self) -> None:
         for rt in self._runtimes.values():
@@ -440,5 +568,24 @@ class Engine:
         self._emit(event)
 
     def _emit(self, event: Event) -> None:
+        # Each subscriber on its own: pluggy stops calling a hook's implementations at the
+        # first that raises, and one failing subscriber must not keep events from the others
+        # (the journal above all, which goes first: it is tryfirst).
         with self._emit_lock:
-            self.plugins.emit(event)
+            for impl in reversed(self._hook.get_hookimpls()):
+                if impl.hookwrapper or impl.wrapper:  # nothing to wrap: not called
+                    continue
+                if self._trace:
+                    self._trace("runflow_event", impl.plugin_name, event)
+                try:
+                    impl.function(event) if impl.argnames else impl.function()
+                except Exception as exc:
+                    self._subscriber_failed(impl.plugin_name, exc)
+
+    def _subscriber_failed(self, name: str, exc: Exception) -> None:
+        if isinstance(exc, JournalError):
+            self._journal_failure = self._journal_failure or str(exc)
+            self._fault = self._fault or str(exc)
+        else:
+            self._fault = self._fault or (f"the event subscriber {name} failed: "
+                                          f"{type(exc).__name__}: {exc}")

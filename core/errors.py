@@ -3,7 +3,8 @@
 Exit codes (a contract other tools rely on):
 0 succeeded or nothing to change · 1 a step failed and everything was rolled back ·
 2 invalid input, nothing was touched · 3 a step failed and rollback failed or was disabled ·
-4 another run holds the host lock.
+4 another run holds the host lock · 128 + N: signal N (SIGINT: 130) ended the command before
+it changed anything.
 """
 
 from __future__ import annotations
@@ -80,9 +81,32 @@ class LockHeld(RunflowError):
 
 
 class JournalError(RunflowError):
-    """The journal cannot be read or written, or names no such run."""
+    """The journal cannot be read or written, or names no such run. Before a command changed
+    anything, that ends it with nothing touched."""
 
     exit_code = EXIT_INVALID
+
+
+class RunNotJournaled(RunflowError):
+    """The journal failed while a run was changing hosts: the run stopped and undid what it had
+    changed from its own memory, and the journal does not know. The hosts need a look."""
+
+    exit_code = EXIT_NEEDS_ATTENTION
+
+
+class Interrupted(BaseException):
+    """A signal (SIGINT, SIGTERM) ended a command before it changed anything.
+
+    A BaseException, as KeyboardInterrupt is, so that no `except Exception` on its way (an event
+    subscriber's guard, a backend's) takes it for a failure of its own; and not a
+    KeyboardInterrupt, which click would turn into "Aborted!" and exit 1."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signal = signal.Signals(signum).name
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {self.signal} before anything was changed")
 
 
 class ActionError(Exception):
@@ -99,3 +123,63 @@ class CommandError(ActionError):
         where = f" on {host}" if host else ""
         detail = f": {self.stderr}" if self.stderr else ""
         super().__init__(f"{shlex.join(self.argv)} exited {returncode}{where}{detail}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures of plugin code: one line each, the traceback only with --debug
+# ---------------------------------------------------------------------------------------------
+
+
+def debugging() -> bool:
+    """True under `runflow --debug` (or RUNFLOW_DEBUG=1): print tracebacks too."""
+    import os
+
+    return os.environ.get("RUNFLOW_DEBUG", "") not in ("", "0")
+
+
+def one_line(text: str) -> str:
+    """A message on one line: a command's stderr or a validation error may span several."""
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def failure_line(exc: BaseException, *, method: str, action: str | None = None,
+                 backend: str | None = None, plugin: str | None = None) -> str:
+    """What failed, where, and how, on one line — the one style of every failure of plugin
+    or backend code (loading, registering, validating, planning, running, undoing):
+
+        observe of ovs.port.present in backend ovsdb (plugin runflow.backends.ovsdb) raised
+        ActionError: cannot reach OVSDB at unix:/var/run/openvswitch/db.sock
+    """
+    what = f"{method} of {action}" if action else method
+    if backend:
+        what += f" in backend {backend}"
+    if plugin:
+        what += f" (plugin {plugin})"
+    message = one_line(str(exc))
+    return f"{what} raised {type(exc).__name__}" + (f": {message}" if message else "")
+
+
+class PluginError(InputError):
+    """Plugin code failed while it was loaded, registered or asked to validate or plan:
+    nothing was touched (exit 2). The original exception is the __cause__ (--debug shows its
+    traceback)."""
+
+    def __init__(self, message: str, *, plugin: str | None = None, **where: str | None) -> None:
+        super().__init__(message, **where)  # type: ignore[arg-type]
+        self.plugin = plugin
+
+    @classmethod
+    def raised(cls, exc: BaseException, *, method: str, action: str | None = None,
+               backend: str | None = None, plugin: str | None = None) -> PluginError:
+        error = cls(failure_line(exc, method=method, action=action, backend=backend,
+                                 plugin=plugin), plugin=plugin)
+        error.__cause__ = exc
+        return error
+
+
+def traceback_text(exc: BaseException) -> str:
+    """The traceback of what caused exc (or of exc itself), for --debug."""
+    import traceback
+
+    cause = exc.__cause__ or exc
+    return "".join(traceback.format_exception(cause))

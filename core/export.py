@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .actions import ShellStep, sh
-from .errors import InputError
+from .errors import InputError, PluginError
 from .plan import Plan
 from .plugins import Plugins
 
@@ -154,8 +154,48 @@ def command(argv: Sequence[Any]) -> str:
 
 
 def indent(lines: Iterable[str]) -> list[str]:
-    """Lines one level deeper (for a shell block a backend builds)."""
-    return [f"    {line}" for text in lines for line in text.split("\n")]
+    """Lines one level deeper (for a shell block a backend builds). A line that goes on with a
+    quoted word (a value that holds a newline) or after a backslash is left as it is: spaces
+    there would become part of the value. (Here-documents are not followed: shell forms must
+    not use them.)"""
+    out, open_contexts, joined = [], [], False
+    for text in lines:
+        shifted = []
+        for line in text.split("\n"):
+            quoted = joined or (open_contexts and open_contexts[-1] in "'\"")
+            shifted.append(line if quoted else f"    {line}")
+            joined = _follow_quotes(line, open_contexts)
+        out.append("\n".join(shifted))
+    return out
+
+
+def _follow_quotes(line: str, contexts: list[str]) -> bool:
+    """Follow sh's quoting through one line: `contexts` holds the contexts open at its start
+    and is left with those open at its end, innermost last (' and " quotes, ( a $(...), which is
+    unquoted even inside "..."). True if the line ends with an escaped newline."""
+    at = 0
+    while at < len(line):
+        char, top = line[at], contexts[-1] if contexts else None
+        if top == "'":
+            if char == "'":
+                contexts.pop()
+        elif char == "\\":
+            if at == len(line) - 1:
+                return True
+            at += 1  # the next character is literal
+        elif top == '"' and char == '"':
+            contexts.pop()
+        elif line.startswith("$(", at):
+            contexts.append("(")
+            at += 1
+        elif top == "(" and char == ")":
+            contexts.pop()
+        elif top != '"' and char in "'\"":
+            contexts.append(char)
+        elif top != '"' and char == "#" and (at == 0 or line[at - 1] in " \t;&|("):
+            break  # a comment: quotes in it mean nothing
+        at += 1
+    return False
 
 
 class StepVariables:
@@ -179,8 +219,9 @@ def script(plugins: Plugins, plan: Plan) -> str:
     name = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{plan.workflow.name}-{host.name}")
     parts = [
         "#!/bin/sh",
-        f"# {plan.workflow.name}: {plan.workflow.description}".rstrip(": "),
-        f"# Exported by runflow from {plan.workflow.path} (sha256 {plan.workflow.sha256[:12]}),",
+        _comment(f"{plan.workflow.name}: {plan.workflow.description}".rstrip(": ")),
+        _comment(f"Exported by runflow from {plan.workflow.path} "
+                 f"(sha256 {plan.workflow.sha256[:12]}),"),
         f"# target {plan.target}, host {host.name}. Usage: sh THIS [--dry-run | --rollback]",
         PREAMBLE % {"journal": f"{name}.journal"},
     ]
@@ -189,10 +230,15 @@ def script(plugins: Plugins, plan: Plan) -> str:
     for number, inst in enumerate(plan.instances[host.name], 1):
         step = f"s{number}"
         if inst.skip_reason:
-            parts.append(f"# {inst.key}: skipped ({inst.skip_reason})")
+            parts.append(_comment(f"{inst.key}: skipped ({inst.skip_reason})"))
             continue
-        impl = registry.implementations(inst.action)[inst.backend].impl()
-        form = impl.shell(host, inst.args, StepVariables(step, inst.key.split("[")[0]))
+        registered = registry.implementations(inst.action)[inst.backend]
+        try:
+            form = registered.impl().shell(host, inst.args,
+                                           StepVariables(step, inst.key.split("[")[0]))
+        except Exception as exc:  # plugin code: one line naming it (--debug: the traceback)
+            raise PluginError.raised(exc, method="shell", action=inst.action,
+                                     backend=inst.backend, plugin=registered.plugin) from exc
         if form is None:
             raise plan.workflow.error(
                 f"{inst.action} (backend {inst.backend}) has no shell form, so this workflow "
@@ -206,15 +252,24 @@ def script(plugins: Plugins, plan: Plan) -> str:
     return "\n".join(parts)
 
 
+def _comment(text: str) -> str:
+    """A comment line: the text's own line breaks would end it, and what follows would run."""
+    return "# " + re.sub(r"[\r\n]+", " ", text)
+
+
 def _lines(lines: Iterable[str]) -> str:
-    body = "\n".join(f"    {line}" for text in lines for line in text.split("\n"))
-    return body or "    :"
+    return "\n".join(indent(lines)) or "    :"
 
 
 def _step(step: str, key: str, action: str, form: ShellStep) -> str:
     title = sh(f"== {key} ({action})")
     check = form.check or "false"
     listing = "\n".join(form.apply) or ":"
+    # The listing's end marker: a line of a value (one that holds newlines) must not end the
+    # here-document early, or the rest of the value would run as commands under --dry-run.
+    marker = f"RUNFLOW_{step.upper()}"
+    while marker in listing.split("\n"):
+        marker += "_"
     saved = " ".join(form.saved)
     return f'''
 # --- {key} ({action})
@@ -238,9 +293,9 @@ def _step(step: str, key: str, action: str, form: ShellStep) -> str:
     fi
     if [ "$mode" = dry-run ]; then
         say "   would run:"
-        cat <<'RUNFLOW_{step.upper()}'
+        cat <<'{marker}'
 {listing}
-RUNFLOW_{step.upper()}
+{marker}
         return 0
     fi
     if ! is_ours {step}; then

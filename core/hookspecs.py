@@ -11,7 +11,9 @@ with functions marked `@hookimpl`, found through the entry-point group "runflow"
         register(MyBridgePresent)
 
 An implementation whose name matches no spec below is refused when the plugin is loaded.
-Set RUNFLOW_TRACE_HOOKS=1 to log every hook call.
+Set RUNFLOW_TRACE_HOOKS=1 to log every hook call. contrib/PLUGINS.md is the guide: the action
+contract, the Context API, errors, targets, export, undo rules, events and the test kit
+(`runflow.testing`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ if TYPE_CHECKING:
     from .events import Event
 
 PROJECT = "runflow"
+
+API_VERSION = (1, 1)
+"""The plugin API's version (major, minor): these hooks, `runflow.core.actions` (Action, Args,
+Context, ShellStep, sh), `runflow.core.errors` (ActionError, CommandError), the argument types
+of `runflow.core.fields` and `runflow.testing`. A minor version adds to the API; a major one
+changes something a plugin may rely on. A plugin may declare the version it was written for,
+`RUNFLOW_API_VERSION = (1, 0)`: it is refused, with a message, by a runflow of another major
+version or an older minor one. 1.1 added `Action.targets`, `Context.log` and `Context.record`."""
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -40,7 +50,8 @@ def runflow_register_actions(register: RegisterActions) -> None:
     """Contribute action implementations.
 
     Call ``register(cls)`` once per implementation; ``cls`` is a subclass of
-    :class:`runflow.core.actions.Action` naming its action, backend, family and ``Args`` schema.
+    :class:`runflow.core.actions.Action` naming its action, backend, family and ``Args`` schema,
+    and the targets it serves (``targets = ("centos6",)``; none: every target).
     Two backends implementing the same action must use the same ``Args`` class.
     """
 
@@ -56,6 +67,9 @@ def runflow_event(event: Event) -> None:
 
     Called synchronously, in order, for every transition (run created, step checking, applying
     with the observed "before" state, applied, failed, undone, ...). The journal, the progress
-    view and the ``--events`` JSON-lines sink are implementations of this hook. An exception
-    raised here stops the run: subscribers that must not interfere should catch their own.
+    view and the ``--events`` JSON-lines sink are implementations of this hook. The engine
+    calls each implementation on its own (the journal first), so that one that raises cannot
+    keep an event from the others; hook wrappers are not called. An exception raised here
+    fails the run: no further step is applied and what the run changed is rolled back.
+    Subscribers that must not interfere should catch their own.
     """

@@ -18,9 +18,12 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import CommandError, InputError
+
+if TYPE_CHECKING:
+    from .locks import FileLock
 
 
 def tools_missing(*tools: str) -> str | None:
@@ -58,6 +61,15 @@ class Host:
     def key(self) -> str:
         """Identifies the machine (or namespace) for the run lock."""
         return "local"
+
+    def lock(self, run_id: str, timeout: float) -> FileLock:
+        """Take this host's run lock for run_id (one run at a time per host, whatever journal
+        each run writes), waiting up to timeout seconds; raise LockHeld naming the holder.
+        The lock lives where the host is: for this machine and its namespaces a file under
+        /run/runflow (core/locks.py); a remote host takes it on the remote machine."""
+        from .locks import FileLock, lock_dir
+
+        return FileLock(lock_dir() / f"{self.key}.lock", self.name).acquire(run_id, timeout)
 
     def where(self) -> str:
         return "the local host"

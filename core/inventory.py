@@ -7,14 +7,21 @@
     docker = "unix:///tmp/rf-lab/h1/docker.sock"
 
 Other keys of a host table are kept as settings for plugins (e.g. `services`, see README).
+
+Endpoints are checked for their form here, before anything runs: an address the client
+libraries would take apart only when a step first connects (a docker endpoint "garbage", a
+relative socket path, a port 99999) is an input error naming the host and key. Whether the
+socket is there and is a socket is the backends' probe (see backends/docker/client.py).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 from .errors import InputError
 from .hosts import Host, NetnsHost
@@ -22,6 +29,14 @@ from .hosts import Host, NetnsHost
 ENDPOINT_KEYS = ("ovsdb", "docker")
 _HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _NETNS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_DNS_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with its NUL
+
+ENDPOINT_FORMS = {
+    "docker": "unix:///PATH/docker.sock, tcp://HOST:PORT or ssh://[USER@]HOST[:PORT]",
+    "ovsdb": "unix:/PATH/db.sock, tcp:IP:PORT or ssl:IP:PORT",
+}
 
 
 # A NamedTuple, not a frozen dataclass: those generate their methods with exec, ~1 ms of
@@ -84,9 +99,12 @@ def _host(path: str, name: str, table: Any) -> Host:
     endpoints = {}
     for key in ENDPOINT_KEYS:
         if key in table:
-            if not isinstance(table[key], str) or not table[key]:
-                raise fail("must be a socket address such as unix:/path/to.sock", key)
-            endpoints[key] = table[key]
+            value = table[key]
+            problem = (endpoint_problem(key, value) if isinstance(value, str)
+                       else "is not a string")
+            if problem:
+                raise fail(f"{value!r} {problem}: give {ENDPOINT_FORMS[key]}", key)
+            endpoints[key] = value
     if "ssh" in table:
         raise fail("ssh hosts are not supported yet: use a local or netns host", "ssh")
     settings = {k: v for k, v in table.items() if k not in ("netns", "vars", *ENDPOINT_KEYS)}
@@ -96,3 +114,68 @@ def _host(path: str, name: str, table: Any) -> Host:
     if not isinstance(netns, str) or not _NETNS_NAME.fullmatch(netns):
         raise fail(f"netns {netns!r} is not a valid namespace name", "netns")
     return NetnsHost(name, dict(host_vars), endpoints, settings, netns=netns)
+
+
+# -- endpoints ----------------------------------------------------------------------------------
+
+
+def endpoint_problem(key: str, value: str) -> str | None:
+    """What is wrong with the form of a docker or ovsdb endpoint, or None."""
+    if key == "ovsdb":  # OVS's own syntax: unix:PATH, tcp:IP[:PORT], ssl:IP[:PORT]
+        scheme, _, rest = value.partition(":")
+        if scheme == "unix":
+            return _socket_path_problem(rest)
+        if scheme in ("tcp", "ssl"):
+            host, port = rest, ""
+            if rest.startswith("["):  # [IPv6]:PORT
+                host, _, port = rest[1:].partition("]")
+                port = port.removeprefix(":")
+            elif rest.count(":") == 1:
+                host, _, port = rest.partition(":")
+            return _host_problem(host) or _port_problem(port)
+        return "is not an OVSDB endpoint"
+    if value.startswith("unix:") and not value.startswith("unix://"):
+        return _socket_path_problem(value.removeprefix("unix:"))
+    try:
+        url = urlsplit(value)
+        port = url.port
+    except ValueError as exc:
+        return f"is not a docker endpoint ({exc})"
+    if url.scheme == "unix":
+        return _socket_path_problem(url.netloc + url.path) if not url.query else \
+            "is not a docker endpoint (a unix socket path has no query)"
+    if url.scheme not in ("tcp", "http", "https", "ssh") or url.path not in ("", "/") \
+            or url.query or url.fragment:
+        return "is not a docker endpoint"
+    if url.username is not None and url.scheme != "ssh":
+        return "is not a docker endpoint (only ssh:// takes a user)"
+    return _host_problem(url.hostname or "") or _port_problem(str(port or ""))
+
+
+def _socket_path_problem(path: str) -> str | None:
+    if not path.startswith("/") or "\x00" in path:
+        return "does not name an absolute socket path"
+    if len(path.encode()) > _SOCKET_PATH_MAX:
+        return f"names a socket path over {_SOCKET_PATH_MAX} bytes (the kernel's limit)"
+    return None
+
+
+def _host_problem(host: str) -> str | None:
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    # digits and dots only is a bad address (192.0.2.999), not a name
+    if _DNS_NAME.fullmatch(host) and not re.fullmatch(r"[\d.]+", host):
+        return None
+    return "has no valid host name or address"
+
+
+def _port_problem(port: str) -> str | None:
+    """A port, if one is given (the clients have defaults)."""
+    if not port:
+        return None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f"has no valid port ({port!r}: 1 to 65535)"
+    return None

@@ -6,6 +6,18 @@ A step's intent (its "applying" event, with the observed "before" state) is comm
 the engine calls apply — the engine sends it durable — and its outcome with the next commit.
 The journal only ever appends events: a step's record (state, before, error, commands, times)
 is folded from them when read, which is what resume, rollback and `runflow show` do.
+
+The journal is the only record of how to undo what runs changed, so it must not vanish
+quietly. A command that wrote folds the write-ahead log back into the database when it ends
+(a checkpoint), so that the database file alone holds everything between commands; and
+`journal.mark` beside it holds the id of the last event written. A database that is missing,
+emptied or shorter than its header says while the mark says it held events, or that holds
+fewer events than the mark (its -wal file was lost after a kill), is refused with an error
+naming the files: never read as "no runs", never laid out afresh.
+
+A commit that fails (a full disk, the database locked by another process for longer than the
+busy timeout) raises JournalError to the engine once; the journal then keeps the events in
+memory and tries once more when the command ends.
 """
 
 from __future__ import annotations
@@ -17,10 +29,12 @@ import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
 from .errors import JournalError
 from .events import Event
 from .hookspecs import hookimpl
+from .locks import run_is_driven
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -60,6 +74,9 @@ CREATE INDEX IF NOT EXISTS events_run ON events(run_id, id);
 VERSION = 2
 FINISHED = ("skipped", "applied", "failed", "undone", "undo_failed")
 FAILED = ("failed", "undo_failed")
+LIVE = ("pending", "running", "rolling_back")  # run states a live process is in
+BUSY_TIMEOUT_MS = 5000
+MARK = "journal.mark"
 
 
 def default_home() -> Path:
@@ -73,7 +90,8 @@ def default_home() -> Path:
 
 def ensure_home(home: Path) -> Path:
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(home, 0o700)
+    if home.stat().st_mode & 0o077:  # it holds workflows, inventories and vars
+        os.chmod(home, 0o700)
     return home
 
 
@@ -120,46 +138,96 @@ class StepRecord(NamedTuple):
 
 
 class Journal:
-    """One SQLite file; safe to use from the engine's worker threads."""
+    """One SQLite file; safe to use from the engine's worker threads.
 
-    def __init__(self, home: Path) -> None:
-        self.home = ensure_home(home)
+    create=False opens it for reading (`runflow runs`, `show`): a home without a journal
+    reads as one without runs, and nothing is created."""
+
+    def __init__(self, home: Path, *, create: bool = True) -> None:
+        self.home = home
         self.path = home / "journal.sqlite"
         self._lock = threading.Lock()
+        self._events: list[tuple[Any, ...]] = []  # inserted together at the next commit
+        self._run_changes: list[Event] = []  # what those events change in `runs`
+        self.failure: str | None = None  # why a commit failed; nothing is committed after it
+        self._mark: int | None = None  # the file descriptor of journal.mark
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
-            self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a killed process; a power cut may lose the last
-            # commits, which resume then settles with `check` like any step in doubt.
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA busy_timeout=5000")
-            if self.db.execute("PRAGMA user_version").fetchone()[0] != VERSION:
-                _upgrade(self.db)
+            mark = _read_mark(home / MARK)
+            _check_files(self.path, mark)
+            if not create and not self.path.exists():
+                self.db = _empty_database()
+                return
+            if create:
+                ensure_home(home)
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            self.db = _connect(self.path, create)
+            held = self.db.execute("SELECT max(id) FROM events").fetchone()[0] or 0
+            if mark is not None and held < mark:
+                self.db.close()
+                raise JournalError(
+                    f"journal {self.path} ends at event {held}, but events up to {mark} were "
+                    f"written to it ({home / MARK}): its write-ahead log ({self.path}-wal) or "
+                    "the database was lost or replaced, and with them the record of what runs "
+                    f"changed. Put the lost file back; to start an empty journal, move {home} "
+                    "away")
+            if create:
+                self._mark = os.open(home / MARK, os.O_RDWR | os.O_CREAT, 0o600)
+                self._write_mark(held)
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"journal {self.path} cannot be used: {exc}") from None
-        self._events: list[tuple[Any, ...]] = []  # inserted together at the next commit
+        except OSError as exc:
+            raise JournalError(f"journal {self.path} cannot be used: "
+                               f"{exc.strerror or exc}: {exc.filename or self.path}") from None
 
     def commit(self) -> None:
         """Write the events still pending (outcomes ride along with the next commit)."""
         with self._lock:
             self._commit()
 
-    def close(self) -> None:
+    def finish(self) -> str | None:
+        """At the end of a command: write what is pending (once more after a failure, briefly)
+        and fold the write-ahead log into the database, so that the database file alone holds
+        the journal until the next command. Returns what could not be written, if anything."""
         with self._lock:
-            self._commit()
+            try:
+                if self.failure is not None:
+                    self.db.execute("PRAGMA busy_timeout=1000")
+                    self.failure = None
+                self._commit()
+            except sqlite3.DatabaseError as exc:
+                self.failure = f"the journal {self.path} cannot record the run: {exc}"
+                return f"its last {len(self._events)} events could not be written ({exc})"
+            try:
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.DatabaseError:
+                pass  # all of it is in the log still: the next command folds it in
+            return None
+
+    def close(self) -> None:
+        try:
+            if self.failure is None:
+                self.finish()
+        finally:
             self.db.close()
+            if self._mark is not None:
+                os.close(self._mark)
+                self._mark = None
+
+    def is_driven(self, run_id: str) -> bool:
+        """Is a live process driving this run (run, resume or rollback)? See core/locks.py."""
+        return run_is_driven(self.home, run_id)
 
     # -- writing (as an event subscriber) ----------------------------------------------------
 
-    @hookimpl
+    # First of the subscribers: an intent is on disk before anyone else hears of it.
+    @hookimpl(tryfirst=True)
     def runflow_event(self, event: Event) -> None:
         with self._lock:
             try:
                 self._record(event)
-            except sqlite3.DatabaseError as exc:
-                raise JournalError(f"journal {self.path}: cannot record an event: {exc}")
+            except (sqlite3.DatabaseError, TypeError, ValueError) as exc:
+                self.failure = f"the journal {self.path} cannot record the run: {exc}"
+                raise JournalError(self.failure) from None
 
     def _record(self, e: Event) -> None:
         detail = None
@@ -170,35 +238,51 @@ class Journal:
             detail = json.dumps(kept) if kept else None
         self._events.append((e.run_id, e.time, e.kind, e.host, e.step, e.source, e.dest,
                              e.message, detail))
+        if e.kind == "run":
+            self._run_changes.append(e)
         # Intents and run changes are committed before the engine goes on. An outcome rides
         # along with the next commit; if the process dies first, the step is "in doubt" and
-        # resume settles it with `check`, as for a kill during apply.
-        if e.kind == "run":
-            self._commit(e)
-        elif e.durable:
+        # resume settles it with `check`, as for a kill during apply. After a failed commit
+        # nothing is tried again until the command ends: the engine has stopped the run, and
+        # each try could wait the whole busy timeout for a lock another process holds.
+        if (e.kind == "run" or e.durable) and self.failure is None:
             self._commit()
 
-    def _commit(self, run: Event | None = None) -> None:
-        if not self._events:
+    def _commit(self) -> None:
+        if not self._events or self.failure is not None:
             return
         try:
             self.db.execute("BEGIN")
-            if run is not None and run.source is None:
-                self._create_run(run)
-            elif run is not None:
-                attempts = "attempts + 1" if run.message == "resumed" else "attempts"
-                self.db.execute(f"UPDATE runs SET state=?, updated=?, message=?, "
-                                f"attempts={attempts} WHERE id=?",
-                                (run.dest, run.time, run.message, run.run_id))
+            for run in self._run_changes:
+                self._change_run(run)
             self.db.executemany(
                 "INSERT INTO events (run_id, time, kind, host, step, source, dest, message, "
                 "detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._events)
+            last = self.db.execute("SELECT last_insert_rowid()").fetchone()[0]
             self.db.execute("COMMIT")
         except BaseException:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             raise
         self._events.clear()
+        self._run_changes.clear()
+        self._write_mark(last)
+
+    def _write_mark(self, last_event: int) -> None:
+        if self._mark is not None:
+            try:
+                os.pwrite(self._mark, b"%020d\n" % last_event, 0)
+            except OSError:  # the mark only ever gets weaker for it, never wrong
+                pass
+
+    def _change_run(self, run: Event) -> None:
+        if run.source is None:
+            self._create_run(run)
+            return
+        attempts = "attempts + 1" if run.message == "resumed" else "attempts"
+        self.db.execute(f"UPDATE runs SET state=?, updated=?, message=?, "
+                        f"attempts={attempts} WHERE id=?",
+                        (run.dest, run.time, run.message, run.run_id))
 
     def _create_run(self, e: Event) -> None:
         # The plan goes to a table of its own, not into the run's record: the record is
@@ -298,6 +382,82 @@ def _fold(plan: dict[str, list[list[Any]]], events: Iterable[Sequence[Any]]) -> 
             record.update(json.loads(detail))
     return [StepRecord(**r) for r in sorted(records.values(),
                                              key=lambda r: (r["host"], r["seq"]))]
+
+
+def _connect(path: Path, create: bool) -> sqlite3.Connection:
+    """A connection to the journal, laid out in this version's layout. A reading command that
+    may not write beside the database (a read-only directory or mount) reads it as it is."""
+    try:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if create:
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a killed process; a power cut may lose the last
+            # commits, which resume then settles with `check` like any step in doubt.
+            db.execute("PRAGMA synchronous=NORMAL")
+        if db.execute("PRAGMA user_version").fetchone()[0] != VERSION:
+            _upgrade(db)
+        return db
+    except sqlite3.OperationalError:
+        if create:
+            raise
+        db = sqlite3.connect(f"file:{quote(str(path))}?immutable=1", uri=True,
+                             check_same_thread=False, isolation_level=None)
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version != VERSION:
+            raise sqlite3.DatabaseError(f"it is of layout {version} and cannot be upgraded "
+                                        "where it is (read-only)") from None
+        return db
+
+
+def _empty_database() -> sqlite3.Connection:
+    """What a home without a journal reads as."""
+    db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+    _upgrade(db)
+    return db
+
+
+def _read_mark(path: Path) -> int | None:
+    """The id of the last event written to the journal, as journal.mark says, if it does."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.strip().isdigit() else None
+
+
+def _check_files(path: Path, mark: int | None) -> None:
+    """Refuse a database that was deleted, emptied or cut short while the mark says it held
+    events (SQLite would lay out a new one, or read what is left as if it were all)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        size = None
+    lost = {None: "is missing", 0: "is empty"}.get(size) if mark else None
+    if lost is None and size and _wal_is_empty(path):
+        with open(path, "rb") as f:
+            header = f.read(100)
+        # https://sqlite.org/fileformat.html: the page size at offset 16 (1 means 65536), the
+        # page count at 28, valid when the change counter at 24 equals the one at 92. A
+        # checkpoint writes the pages and then sets the size: a whole file is never shorter.
+        if header.startswith(b"SQLite format 3\0") and header[24:28] == header[92:96]:
+            page_size = int.from_bytes(header[16:18], "big")
+            expected = (page_size if page_size != 1 else 65536) * int.from_bytes(
+                header[28:32], "big")
+            if size < expected:
+                lost = f"is cut short ({size} of its {expected} bytes)"
+    if lost:
+        held = f"{path.parent / MARK} says it held {mark} events" if mark else "it was a journal"
+        raise JournalError(
+            f"journal {path} {lost}, but {held}: the record of what runs changed is lost. "
+            f"Restore the file; to start an empty journal, move {path.parent} away")
+
+
+def _wal_is_empty(path: Path) -> bool:
+    try:
+        return path.with_name(path.name + "-wal").stat().st_size == 0
+    except FileNotFoundError:
+        return True
 
 
 def _upgrade(db: sqlite3.Connection) -> None:

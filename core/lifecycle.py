@@ -2,7 +2,9 @@
 
 run:  pending → running → succeeded | failed → rolling_back → rolled_back | rollback_failed
 step: pending → checking → skipped | applying → applied | failed;
-      applied → undoing → undone | undo_failed
+      applied → undoing → undone | undo_failed;
+      applying → undo_failed when apply failed half-way and its clean-up failed too: the step
+      changed the host, so rollback must undo it, and resume settles it as a step in doubt
 
 An invalid transition raises `transitions.MachineError`: the engine can never, say, undo a step
 that was not applied. `transitions` does not undo anything when a callback raises; failure
@@ -24,30 +26,36 @@ RUN_TRANSITIONS = [
     {"trigger": "fail", "source": "running", "dest": "failed"},
     # resume: a failed run, or one whose process died while running
     {"trigger": "resume", "source": ["failed", "running"], "dest": "running"},
-    # rollback: at once after a failure, later on request, or again after an interruption
-    {"trigger": "roll_back", "source": ["failed", "succeeded", "running", "rolling_back",
-                                        "rollback_failed"], "dest": "rolling_back"},
+    # rollback: at once after a failure, later on request, or again after an interruption;
+    # "pending": the process died between recording the run and starting it
+    {"trigger": "roll_back", "source": ["pending", "failed", "succeeded", "running",
+                                        "rolling_back", "rollback_failed"],
+     "dest": "rolling_back"},
     {"trigger": "finish_rollback", "source": "rolling_back", "dest": "rolled_back"},
     {"trigger": "fail_rollback", "source": "rolling_back", "dest": "rollback_failed"},
 ]
 
 STEP_STATES = ["pending", "checking", "skipped", "applying", "applied", "failed", "undoing",
                "undone", "undo_failed"]
+IN_DOUBT = ["applying", "undo_failed"]  # changed, maybe not all the way: resume settles them
 STEP_TRANSITIONS = [
     # (re)consider a step: first time, or on resume after it was skipped, failed or undone
     {"trigger": "check", "source": ["pending", "skipped", "failed", "undone"], "dest": "checking"},
     {"trigger": "skip", "source": "checking", "dest": "skipped"},
     {"trigger": "change", "source": "checking", "dest": "applying"},
-    {"trigger": "succeed", "source": "applying", "dest": "applied"},
+    # applied; or, on resume, a step in doubt found to hold
+    {"trigger": "succeed", "source": IN_DOUBT, "dest": "applied"},
     {"trigger": "fail", "source": ["checking", "applying"], "dest": "failed"},
     # resume found an applied step that no longer holds, and applies it again
     {"trigger": "drift", "source": "applied", "dest": "applying"},
-    # in doubt (intent journaled, outcome not: the process died) — settled by re-applying
-    {"trigger": "reapply", "source": "applying", "dest": "applying"},
+    # in doubt (intent journaled, outcome not: the process died; or an apply that failed left
+    # changes its clean-up could not undo) — settled on resume by applying again
+    {"trigger": "reapply", "source": IN_DOUBT, "dest": "applying"},
     {"trigger": "undo", "source": ["applied", "applying", "undoing", "undo_failed"],
      "dest": "undoing"},
     {"trigger": "finish_undo", "source": "undoing", "dest": "undone"},
-    {"trigger": "fail_undo", "source": "undoing", "dest": "undo_failed"},
+    # an undo failed; or an apply failed and its clean-up (an undo) failed too
+    {"trigger": "fail_undo", "source": ["undoing", "applying"], "dest": "undo_failed"},
 ]
 STEP_CHANGED = {"applied", "applying", "undoing", "undo_failed"}  # what rollback must visit
 

@@ -1,6 +1,10 @@
 """What a person sees while a run goes: one line per finished step with its state and time,
 and a line for each change of the run's state. Colours on a terminal, plain lines otherwise.
-A subscriber of `runflow_event` like any plugin."""
+A subscriber of `runflow_event` like any plugin.
+
+Output that cannot be written (the reader of a pipe went away, the terminal was closed) is
+dropped: a run's output may be lost, never its work. (Any other subscriber that raises stops
+the run and rolls it back: see core/engine.py.)"""
 
 from __future__ import annotations
 
@@ -23,16 +27,22 @@ class Progress:
         self.multi_host = multi_host
         self._started: dict[tuple[str | None, str | None], float] = {}
         self._console = None
+        self._lost = False  # the stream could not be written: nothing more is tried
         if self.stream.isatty():
             from rich.console import Console
 
             self._console = Console(file=self.stream, highlight=False)
 
     def _print(self, text: str, style: str | None) -> None:
-        if self._console is not None:
-            self._console.print(text, style=style, markup=False)
-        else:
-            print(text, file=self.stream, flush=True)
+        if self._lost:
+            return
+        try:
+            if self._console is not None:
+                self._console.print(text, style=style, markup=False)
+            else:
+                print(text, file=self.stream, flush=True)
+        except (OSError, ValueError):  # EPIPE, EIO from a hung-up terminal, a closed stream
+            self._lost = True
 
     @hookimpl
     def runflow_event(self, event: Event) -> None:

@@ -1,23 +1,33 @@
 """Runs as the command line starts them: build or rebuild the plan, take the host locks, wire
-the journal and the event subscribers, drive the engine, turn signals into a clean stop."""
+the journal and the event subscribers, drive the engine, turn signals into a clean stop.
+
+Signals while a command that changes hosts is alive (from opening its journal to closing it):
+SIGINT or SIGTERM before the engine starts ends the command with nothing changed (exit 130 or
+143); while it runs forward, the run stops after the step in progress and rolls back; while it
+rolls back, the rollback goes on (a second signal stops it after the undo in progress: exit 3,
+`runflow rollback` finishes it); once the engine is done, they change nothing. SIGHUP (the
+terminal went away) changes nothing at all: a run's output may be lost, never its work."""
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from . import inventory as inventory_mod
 from . import workflow as workflow_mod
 from .engine import Engine
-from .errors import EXIT_OK, EXIT_ROLLED_BACK, InputError, RunflowError
+from .errors import (EXIT_OK, EXIT_ROLLED_BACK, InputError, Interrupted, JournalError,
+                     RunflowError, RunNotJournaled)
 from .journal import Journal, RunRecord, StepRecord
-from .locks import HostLocks
+from .lifecycle import STEP_CHANGED
+from .locks import HostLocks, RunActivity
 from .plan import Plan, build
 from .plugins import Plugins
 
@@ -31,6 +41,8 @@ class Options:
     target: str = "auto"
     cli_vars: dict[str, str] = field(default_factory=dict)
     plugin_files: list[str] = field(default_factory=list)
+    load_plugins: bool = True  # may the workflow's own plugin files be loaded
+    plugins_outside: bool = False  # may they lie outside the workflow's directory
     rollback: bool = True
     lock_timeout: float = 0.0
     home: Path | None = None
@@ -47,7 +59,7 @@ def plan_workflow(path: str, options: Options, plugins: Plugins, *, probe: bool 
     inv = inventory_mod.load(options.inventory) if options.inventory else inventory_mod.LOCAL
     hosts = inv.select(options.hosts)
     return build(wf, plugins, inv, hosts, target=options.target, cli_vars=options.cli_vars,
-                 plugin_files=options.plugin_files, probe=probe)
+                 probe=probe)
 
 
 def rebuild_plan(run: RunRecord, steps: list[StepRecord], plugins: Plugins, *,
@@ -76,11 +88,9 @@ def rebuild_plan(run: RunRecord, steps: list[StepRecord], plugins: Plugins, *,
     inv_info = record["inventory"]
     inv = (inventory_mod.parse(inv_info["text"], inv_info["path"]) if inv_info["path"]
            else inventory_mod.LOCAL)
-    for path in record["plugins"]:
-        plugins.load_file(path)
+    plugins.load_journaled(record["plugins"], run.id)
     hosts = inv.select(record["hosts"])
-    plan = build(wf, plugins, inv, hosts, target=record["target"], cli_vars=record["cli_vars"],
-                 plugin_files=record["plugins"])
+    plan = build(wf, plugins, inv, hosts, target=record["target"], cli_vars=record["cli_vars"])
     journaled: dict[str, list[str]] = {h.name: [] for h in plan.hosts}
     for step in steps:  # in (host, seq) order
         journaled.setdefault(step.host, []).append(step.key)
@@ -104,21 +114,6 @@ def add_views(plugins: Plugins, *, quiet: bool = False, events_file: TextIO | No
         plugins.add_subscriber(EventLog(events_file), name="runflow.events")
 
 
-@contextmanager
-def _stop_on_signals(engine: Engine) -> Iterator[None]:
-    """SIGINT/SIGTERM: finish the step in progress, then fail and roll back."""
-
-    def handler(signum: int, _frame: object) -> None:
-        engine.request_stop(signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
 class Session:
     """One command that changes hosts (run, resume or rollback)."""
 
@@ -127,34 +122,64 @@ class Session:
         self.home = home
         self.journal = Journal(home)
         plugins.add_subscriber(self.journal, name="runflow.journal")
+        self._engine: Engine | None = None
+        self._reported = False  # an error has said the journal failed: close need not say it
+        self._previous_handlers: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if signum == signal.SIGHUP:
+            return
+        engine = self._engine
+        if engine is None or engine.phase is None:
+            raise Interrupted(signum)
+        note = engine.request_stop(signal.Signals(signum).name)
+        if note:
+            say(f"runflow: {note}")
 
     def close(self, *, process_exits: bool = False) -> None:
-        """Write what the journal holds and close it. When the process ends next (the command
-        line), the connection is left for the exit to drop: closing it checkpoints the WAL
-        into the database file and syncs both to disk, 10-50 ms of every run here. A committed
-        WAL outlives the process as it does a kill; the next command to open the journal
-        carries on from it, and SQLite checkpoints it as it grows."""
-        if process_exits:
-            self.journal.commit()
-        else:
-            self.journal.close()
+        """Write what the journal holds, fold its write-ahead log into the database (2-20 ms
+        here), and put the signal handlers back. When the process ends next (the command
+        line), the connection is left for the exit to drop, and the handlers stay: a signal
+        between here and the exit must not be taken for one before anything was changed."""
+        try:
+            unwritten = self.journal.finish()
+            if not process_exits:
+                self.journal.close()
+        finally:
+            if not process_exits:
+                for signum, handler in self._previous_handlers.items():
+                    signal.signal(signum, handler)
+                self._previous_handlers.clear()
+        if unwritten and not self._reported:
+            raise RunNotJournaled(unwritten)
 
-    def _locked(self, plan: Plan, run_id: str, timeout: float,
-                body: Callable[[], int]) -> int:
-        with HostLocks(self.home, {h.name: h.key for h in plan.hosts}) as locks:
-            locks.acquire(run_id, timeout)
-            return body()
+    def _drive(self, plan: Plan, engine: Engine, timeout: float,
+               body: Callable[[], int]) -> int:
+        """Lock the plan's hosts, mark the run as driven by this process, and run body."""
+        with HostLocks(plan.hosts) as locks, RunActivity(self.home, engine.run.id):
+            locks.acquire(engine.run.id, timeout)
+            self._engine = engine
+            try:
+                return body()
+            except JournalError:
+                self._reported = True
+                raise
+            except RunNotJournaled as exc:
+                self._reported = True
+                unwritten = self.journal.finish()
+                raise RunNotJournaled(f"{exc}; {unwritten}" if unwritten else str(exc)) from None
 
     def run(self, plan: Plan, options: Options) -> tuple[str, int]:
-        run_id = new_run_id()
-        engine = Engine(self.plugins, run_id, plan.per_host(), rollback=options.rollback)
+        engine = Engine(self.plugins, new_run_id(), plan.per_host(), rollback=options.rollback)
 
         def body() -> int:
             engine.announce(plan.record())
-            with _stop_on_signals(engine):
-                return engine.execute()
+            return engine.execute()
 
-        return run_id, self._locked(plan, run_id, options.lock_timeout, body)
+        return engine.run.id, self._drive(plan, engine, options.lock_timeout, body)
 
     def load(self, ref: str) -> RunRecord:
         return self.journal.find(ref)
@@ -175,20 +200,41 @@ class Session:
                              "resumed; start a new run (or `runflow rollback` it to finish)")
         plan, engine = self._restored(run, options.rollback,
                                       "use-current" if use_current_file else "refuse")
-
-        def body() -> int:
-            with _stop_on_signals(engine):
-                return engine.execute()
-
-        return self._locked(plan, run.id, options.lock_timeout, body)
+        return self._drive(plan, engine, options.lock_timeout, engine.execute)
 
     def rollback(self, run: RunRecord, options: Options) -> int:
         if run.state == "rolled_back":
-            raise AlreadyDone(f"run {run.id} is already rolled back")
+            raise AlreadyDone(f"run {run.id} is already rolled back{self._older_changes(run)}")
+        # `rollback last` right after a run that found everything in place would undo nothing:
+        # say so, and which run's changes are still in place.
+        nothing = not self._changed_something(run.id)
         plan, engine = self._restored(run, True, "use-journaled")
-        code = self._locked(plan, run.id, options.lock_timeout, engine.roll_back)
+        code = self._drive(plan, engine, options.lock_timeout, engine.roll_back)
+        if nothing:
+            say(f"runflow: run {run.id} changed nothing{self._older_changes(run)}")
         # Asked for, a complete rollback is a success; exit 1 means "failed, rolled back".
         return EXIT_OK if code == EXIT_ROLLED_BACK else code
+
+    def _changed_something(self, run_id: str) -> bool:
+        return any(s.state in STEP_CHANGED for s in self.journal.steps(run_id))
+
+    def _older_changes(self, run: RunRecord) -> str:
+        """Which older run (of the last 50) has changes in place, said as the end of a line."""
+        for other in self.journal.runs(limit=50):
+            if other.created <= run.created and other.id != run.id and \
+                    other.state != "rolled_back" and self._changed_something(other.id):
+                return (f"; the newest run whose changes are still in place is {other.id} "
+                        f"({other.workflow}, {other.state.replace('_', ' ')}): "
+                        f"`runflow rollback {other.id}` undoes them")
+        return "; no older run has changes in place"
+
+
+def say(text: str) -> None:
+    """A line on stderr, if anyone is reading it."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 class AlreadyDone(RunflowError):

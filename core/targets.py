@@ -1,83 +1,115 @@
-"""Targets: which backend serves each family of actions.
+"""Targets: which backend serves an action on a kind of host.
 
-`centos6` uses the tools of a CentOS 6 host (ip, brctl, ovs-vsctl, iptables, docker's
-sysconfig flags, service); `modern` uses APIs (netlink, OVSDB, the Docker Engine API, systemd);
-`auto` probes the host and prefers the modern backend of each family when it is usable.
-A step may pin a backend with `backend = "..."`; an action whose family a target does not name
-(e.g. a third-party one) is served by its first usable implementation.
+A target names a generation of hosts: `centos6` (the tools of a CentOS 6 host: ip, brctl,
+ovs-vsctl, iptables, docker's sysconfig flags, service) or `modern` (APIs: netlink, OVSDB, the
+Docker Engine API, systemd). Which backend serves which target is data on the backends
+themselves — an implementation's `targets` class attribute — so a plugin's own family says
+which of its backends serves `centos6` and which `modern`, exactly as the built-ins do.
+
+How a step's backend is chosen (`runflow backends --target T` shows the outcome and why):
+
+- `backend = "..."` in the step pins one; it must implement the action and be usable here.
+- `--target centos6|modern`: the implementations that name the target, in registry order, the
+  first one usable on the host. If the action has none that names it, the implementations
+  that name no target at all (they serve every target, like `shell.run`). If that choice
+  cannot run on the host, the step is refused with the reason: never a silent switch to a
+  backend of another target.
+- `--target auto` (the default): the backends of `modern`, then of `centos6`, then those that
+  name no target; the first one usable on the host. Falling back is what `auto` means, and the
+  reason (why the preferred one cannot run) is part of the choice `plan` and `backends` show.
+
+Without a host (`validate`, `export`) the host is not probed: the first candidate is chosen.
 """
 
 from __future__ import annotations
 
-from .actions import Registry
+from typing import NamedTuple
+
+from .actions import Registered, Registry
+from .errors import failure_line
 from .hosts import Host
 
-TARGETS: dict[str, dict[str, str]] = {
-    "centos6": {
-        "link": "iproute2",
-        "bridge": "brctl",
-        "sysctl": "procfs",
-        "firewall": "iptables",
-        "ovs": "ovs-vsctl",
-        "container": "pipework",
-        "docker": "sysconfig",
-        "service": "service",
-    },
-    "modern": {
-        "link": "netlink",
-        "bridge": "netlink",
-        "sysctl": "procfs",
-        "firewall": "iptables",
-        "ovs": "ovsdb",
-        "container": "docker",
-        "docker": "daemon-json",
-        "service": "systemd",
-    },
-}
+TARGETS = ("centos6", "modern")
 TARGET_NAMES = ("auto", *TARGETS)
+AUTO_ORDER = ("modern", "centos6")  # what `auto` prefers, in order
 
 
 class BackendChoiceError(ValueError):
     """No implementation of an action fits the request; the message says why."""
 
 
-def choose_backend(
-    registry: Registry, action: str, target: str, host: Host | None, pinned: str | None = None
-) -> str:
-    """The backend that serves `action` for `target` on `host` (None: do not probe the host)."""
+class Choice(NamedTuple):
+    backend: str
+    why: str  # e.g. "serves target modern", "pinned by the step"
+
+
+def unusable(reg: Registered, host: Host | None) -> str | None:
+    """Why this implementation cannot run on host, or None (always None without a host). A
+    check that raises makes its backend unusable, with the failure as the reason."""
+    if host is None:
+        return None
+    try:
+        return reg.impl.unusable(host)
+    except Exception as exc:  # plugin code: its failure is the reason, on one line
+        return failure_line(exc, method="unusable", action=reg.impl.name,
+                            backend=reg.impl.backend, plugin=reg.plugin)
+
+
+def choose(registry: Registry, action: str, target: str, host: Host | None,
+           pinned: str | None = None) -> Choice:
+    """The backend that serves `action` for `target` on `host` (None: do not probe the host),
+    and why it is the one."""
     impls = registry.implementations(action)
-    family = next(iter(impls.values())).impl.family
-
-    def usable(backend: str) -> bool:
-        return host is None or impls[backend].impl.unusable(host) is None
-
+    if not impls:
+        raise BackendChoiceError(f"no backend implements {action}")
+    where = host.name if host is not None else "this host"
     if pinned:
         if pinned not in impls:
-            known = ", ".join(sorted(impls))
-            raise BackendChoiceError(
-                f"backend {pinned!r} does not implement {action} (implemented by: {known})"
-            )
-        if not usable(pinned):
-            raise BackendChoiceError(
-                f"backend {pinned!r} cannot run on {host.name}: {impls[pinned].impl.unusable(host)}"
-            )
-        return pinned
-    preferences = (
-        [TARGETS["modern"].get(family), TARGETS["centos6"].get(family)]
-        if target == "auto"
-        else [TARGETS[target].get(family)]
-    )
-    for backend in preferences:
-        if backend in impls and usable(backend):
-            return backend
-    wanted = [b for b in preferences if b in impls]
-    if wanted and target != "auto":
-        raise BackendChoiceError(
-            f"backend {wanted[0]!r} (target {target}) cannot run on {host.name}: "
-            f"{impls[wanted[0]].impl.unusable(host)}"
-        )
-    for backend in impls:
-        if usable(backend):
-            return backend
-    reasons = "; ".join(f"{b}: {r.impl.unusable(host)}" for b, r in impls.items())
-    raise BackendChoiceError(f"no backend for {action} can run on {host.name} ({reasons})")
+            raise BackendChoiceError(f"backend {pinned!r} does not implement {action} "
+                                     f"(implemented by: {', '.join(sorted(impls))})")
+        reason = unusable(impls[pinned], host)
+        if reason:
+            raise BackendChoiceError(f"backend {pinned!r} cannot run on {where}: {reason}")
+        return Choice(pinned, "pinned by the step")
+    if target not in TARGET_NAMES:
+        raise BackendChoiceError(f"unknown target {target!r} (known: {', '.join(TARGET_NAMES)})")
+
+    neutral = [b for b, reg in impls.items() if not reg.impl.targets]
+    if target != "auto":
+        serving = [b for b, reg in impls.items() if target in reg.impl.targets]
+        candidates = serving or neutral
+        if not candidates:
+            others = "; ".join(f"{b} serves {', '.join(reg.impl.targets)}"
+                               for b, reg in impls.items())
+            raise BackendChoiceError(f"no backend of {action} serves target {target} ({others})")
+        why = f"serves target {target}" if serving else "serves every target"
+        refusals = []
+        for backend in candidates:
+            reason = unusable(impls[backend], host)
+            if reason is None:
+                return Choice(backend, why)
+            refusals.append(f"{backend}: {reason}")
+        raise BackendChoiceError(f"the backend of target {target} cannot run on {where} "
+                                 f"({'; '.join(refusals)}); pick another --target, or pin a "
+                                 "backend in the step")
+
+    passed_over = []
+    for preferred in [*AUTO_ORDER, None]:
+        candidates = neutral if preferred is None else [
+            b for b, reg in impls.items() if preferred in reg.impl.targets]
+        for backend in candidates:
+            reason = unusable(impls[backend], host)
+            if reason is None:
+                why = "auto: " + (f"serves {preferred}" if preferred else "serves every target")
+                if passed_over:
+                    why += f" ({'; '.join(passed_over)})"
+                return Choice(backend, why)
+            passed_over.append(f"{backend} cannot run here: {reason}")
+    raise BackendChoiceError(f"no backend of {action} can run on {where} "
+                             f"({'; '.join(passed_over)})")
+
+
+def choose_backend(registry: Registry, action: str, target: str, host: Host | None,
+                   pinned: str | None = None) -> str:
+    """The backend that serves `action` (see `choose`)."""
+    return choose(registry, action, target, host, pinned).backend

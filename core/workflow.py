@@ -9,14 +9,16 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
 from .actions import Args, Registry
-from .errors import InputError
+from .errors import InputError, failure_line
 from .hosts import Host
+from .limits import MAX_FOR_EACH_ITEMS
 from .targets import TARGET_NAMES, BackendChoiceError, choose_backend
 from .templating import TemplateProblem, evaluate, render
 
@@ -52,6 +54,7 @@ class Workflow(NamedTuple):
     targets: dict[str, dict[str, Any]]
     plugins: tuple[str, ...]
     steps: tuple[StepSpec, ...]
+    host_vars: tuple[str, ...] = ()  # [workflow] host_vars: vars each host's inventory gives
 
     @property
     def sha256(self) -> str:
@@ -100,6 +103,8 @@ def parse(text: str, path: str = "<workflow>") -> Workflow:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError.from_toml(exc, path) from None
+    except RecursionError:
+        raise InputError("arrays or tables are nested too deeply to read", file=path) from None
     draft = Workflow(path, text, "", "", {}, {}, (), ())
 
     unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
@@ -113,6 +118,7 @@ def parse(text: str, path: str = "<workflow>") -> Workflow:
     for name in variables:
         if not _VAR_NAME.fullmatch(name):
             raise draft.error(f"variable name {name!r} is not an identifier", field=f"vars.{name}")
+    host_vars = _host_vars(draft, meta, variables)
     targets = _table(draft, data, "targets")
     for name, overrides in targets.items():
         if name not in TARGET_NAMES:
@@ -143,6 +149,7 @@ def parse(text: str, path: str = "<workflow>") -> Workflow:
         targets=targets,
         plugins=tuple(str((Path(path).parent / p)) for p in plugins),
         steps=steps,
+        host_vars=host_vars,
     )
 
 
@@ -151,6 +158,20 @@ def _table(draft: Workflow, data: dict[str, Any], key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise draft.error(f"[{key}] must be a table", field=key)
     return value
+
+
+def _host_vars(draft: Workflow, meta: dict[str, Any], defaults: dict[str, Any]) -> tuple[str, ...]:
+    """`host_vars = ["peer_address", ...]` in [workflow] (an extension of the v1 format): vars
+    the workflow has no default for, which each host's inventory vars (or --var) must give."""
+    names = meta.get("host_vars", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) and _VAR_NAME.fullmatch(n)
+                                               for n in names):
+        raise draft.error("host_vars must be a list of variable names", field="workflow.host_vars")
+    for name in names:
+        if name in defaults:
+            raise draft.error(f"{name!r} is in host_vars, which have no default, and in [vars]: "
+                              "keep it in one of them", field="workflow.host_vars")
+    return tuple(names)
 
 
 def _step(draft: Workflow, index: int, raw: Any) -> StepSpec:
@@ -244,6 +265,9 @@ def _expand_step(workflow: Workflow, registry: Registry, step: StepSpec, target:
     def fail(message: str, field: str | None = None) -> InputError:
         return workflow.error(message, step=step.index, field=field)
 
+    def cannot(problem: TemplateProblem, field: str | None) -> InputError:
+        return fail(_explained(problem, step), field)
+
     if not registry.implementations(step.action):
         close = registry.close_names(step.action)
         hint = f"; did you mean {' or '.join(close)}?" if close else " (see `runflow backends`)"
@@ -258,7 +282,9 @@ def _expand_step(workflow: Workflow, registry: Registry, step: StepSpec, target:
     if step.for_each is not None:
         try:
             items = _items(step.for_each, variables)
-        except (TemplateProblem, TypeError) as exc:
+        except TemplateProblem as exc:
+            raise cannot(exc, "for_each") from None
+        except ValueError as exc:
             raise fail(str(exc), "for_each") from None
     schema = registry.args_schema(step.action)
     instances = []
@@ -268,7 +294,10 @@ def _expand_step(workflow: Workflow, registry: Registry, step: StepSpec, target:
         if step.for_each is not None:
             scope.update(item=item, index=index)
             key = f"{step.id}[{index}]"
-        reason = _when_false(step, scope, fail)
+        try:
+            reason = _when_false(step, scope)
+        except TemplateProblem as exc:
+            raise cannot(exc, "when") from None
         if reason:
             instances.append(Instance(key, step.id, step.index, step.action, backend, None,
                                       reason))
@@ -276,11 +305,15 @@ def _expand_step(workflow: Workflow, registry: Registry, step: StepSpec, target:
         try:
             data = render(step.args, scope)
         except TemplateProblem as exc:
-            raise fail(str(exc), _field_of_problem(step.args, scope)) from None
+            raise cannot(exc, _field_of_problem(step.args, scope)) from None
         try:
-            args = schema.model_validate(data)
+            # validators may read the host (e.g. what a network namespace host cannot set)
+            args = schema.model_validate(data, context={"host": host})
         except ValidationError as exc:
             raise _schema_error(fail, exc, schema, key) from None
+        except Exception as exc:  # a plugin's schema or validator broke: one line, exit 2
+            raise fail(failure_line(exc, method="validating the arguments", action=step.action,
+                                    plugin=registry.owner(step.action, backend))) from exc
         instances.append(Instance(key, step.id, step.index, step.action, backend, args,
                                   data=data))
     return instances
@@ -293,20 +326,34 @@ def _items(for_each: list[Any] | str, variables: Mapping[str, Any]) -> list[Any]
     elif isinstance(for_each, list):
         value = render(for_each, dict(variables))
     if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
-        raise TypeError(f"for_each must yield a list, not {type(value).__name__}")
-    return list(value)
+        raise ValueError(f"for_each must yield a list, not {type(value).__name__}")
+    items = list(islice(value, MAX_FOR_EACH_ITEMS + 1))
+    if len(items) > MAX_FOR_EACH_ITEMS:
+        count = f"{len(value):,}" if hasattr(value, "__len__") else "more than that"
+        raise ValueError(f"for_each yields {count} items; a step may have at most "
+                         f"{MAX_FOR_EACH_ITEMS:,} instances (split it into several steps)")
+    return items
 
 
-def _when_false(step: StepSpec, scope: dict[str, Any], fail) -> str | None:
+def _when_false(step: StepSpec, scope: dict[str, Any]) -> str | None:
     if step.when is None or step.when is True:
         return None
     if step.when is False:
         return "when: false"
-    try:
-        value = evaluate(step.when.strip().removeprefix("{{").removesuffix("}}"), scope)
-    except TemplateProblem as exc:
-        raise fail(str(exc), "when") from None
+    value = evaluate(step.when.strip().removeprefix("{{").removesuffix("}}"), scope)
     return None if value else f"when: {step.when} is false"
+
+
+def _explained(problem: TemplateProblem, step: StepSpec) -> str:
+    """The problem, and for a variable that is not set, where it could come from."""
+    missing = problem.undefined
+    if not missing:
+        return str(problem)
+    if step.for_each is None and {"item", "index"} & set(missing):
+        return f"{problem}; `item` and `index` are set only in a step with for_each"
+    return (f"{problem}; vars come from the workflow's [vars] or [targets.NAME] (with --target "
+            f"NAME), the inventory's host vars (--inventory FILE, --lab) or --var "
+            f"{missing[0]}=VALUE")
 
 
 def _field_of_problem(args: dict[str, Any], scope: dict[str, Any]) -> str | None:

@@ -48,34 +48,42 @@ class ContainerRunArgs(Args):
     """A running container. An existing container of that name is started if stopped, and
     refused if it was made from other settings (runflow does not replace containers)."""
 
-    name: Name
-    image: ImageRef
-    command: Argv | None = None  # None: the image's default command
-    network: Name = "bridge"  # "none", "bridge", "host" or a docker network
-    init: bool = False
-    labels: dict[str, str] = Field(default_factory=dict)
-    env: dict[str, str] = Field(default_factory=dict)
-    pull: bool = False  # never pull unless asked: a missing image fails the step
+    name: Name = Field(description="the container")
+    image: ImageRef = Field(description="the image it runs, e.g. busybox:1.36")
+    command: Argv | None = Field(default=None,
+                                 description="the command (default: the image's own)")
+    network: Name = Field(default="bridge",
+                          description='"none", "bridge", "host" or a docker network')
+    init: bool = Field(default=False, description="run an init as PID 1 (docker run --init)")
+    labels: dict[str, str] = Field(default_factory=dict, description="the container's labels")
+    env: dict[str, str] = Field(default_factory=dict, description="environment variables")
+    pull: bool = Field(default=False, description=(
+        "pull a missing image (default: never pull: a missing image fails the step)"))
 
 
 class ContainerAbsentArgs(Args):
-    name: Name
-    timeout: int = Field(default=10, ge=0)  # seconds docker waits before killing
+    name: Name = Field(description="the container")
+    timeout: int = Field(default=10, ge=0,
+                         description="seconds docker waits for it to stop before killing it")
 
 
 class ContainerAttachArgs(Args):
     """A veth from a bridge (Linux or Open vSwitch, detected) into a container."""
 
-    container: Name
-    bridge: IfName
-    address: IPInterface | None = None
-    gateway: IPAddress | None = None
-    ifname: IfName = "eth0"  # the name inside the container
-    mtu: Mtu | None = None
-    mac: MacAddress | None = None
-    # The host end's name; by default "rf" + a digest of container and ifname, so that detach,
-    # rollback and a second attach find it again without asking anyone.
-    host_ifname: IfName | None = None
+    container: Name = Field(description="the running container")
+    bridge: IfName = Field(description="the Linux or Open vSwitch bridge the host end joins")
+    address: IPInterface | None = Field(
+        default=None, description="the address (with prefix length) inside the container")
+    gateway: IPAddress | None = Field(
+        default=None, description="the container's default route via this address")
+    ifname: IfName = Field(default="eth0", description="the interface's name inside the container")
+    mtu: Mtu | None = Field(default=None, description="the MTU of both ends")
+    mac: MacAddress | None = Field(default=None, description="the MAC address inside")
+    # By default "rf" + a digest of container and ifname, so that detach, rollback and a
+    # second attach find it again without asking anyone.
+    host_ifname: IfName | None = Field(
+        default=None, description='the host end\'s name (default: "rf" and a digest of '
+                                  "container and ifname)")
 
     @model_validator(mode="after")
     def _gateway_needs_address(self) -> ContainerAttachArgs:
@@ -90,9 +98,10 @@ class ContainerAttachArgs(Args):
 class ContainerDetachArgs(Args):
     """Remove what container.attach made: the veth pair (both ends) and its OVS port."""
 
-    container: Name
-    ifname: IfName = "eth0"
-    host_ifname: IfName | None = None
+    container: Name = Field(description="the container")
+    ifname: IfName = Field(default="eth0", description="the interface inside it, as attached")
+    host_ifname: IfName | None = Field(
+        default=None, description="the host end's name, if the attach gave one")
 
 
 # -- the docker daemon --------------------------------------------------------------------------
@@ -101,13 +110,20 @@ class ContainerDetachArgs(Args):
 class DockerDaemonArgs(Args):
     """The daemon's bridge settings. Only the settings given are written; others are kept."""
 
-    bridge: IfName | None = None  # -b: an existing Linux bridge docker attaches containers to
-    bip: IPInterface | None = None  # --bip: the address of the bridge docker creates
-    fixed_cidr: IPNetwork | None = None  # --fixed-cidr: where container addresses come from
-    mtu: Mtu | None = None
-    iptables: bool | None = None
-    config: FilePath | None = None  # default: the inventory's docker_config, then the backend's
-    restart: Name | None = None  # a service to restart after the file changed and after undo
+    bridge: IfName | None = Field(
+        default=None, description="-b: an existing Linux bridge docker attaches containers to")
+    bip: IPInterface | None = Field(
+        default=None, description="--bip: the address of the bridge docker creates")
+    fixed_cidr: IPNetwork | None = Field(
+        default=None, description="--fixed-cidr: the network container addresses come from")
+    mtu: Mtu | None = Field(default=None, description="--mtu: the containers' MTU")
+    iptables: bool | None = Field(default=None,
+                                  description="--iptables: may docker manage iptables rules")
+    config: FilePath | None = Field(default=None, description=(
+        "the file to edit (default: the inventory's docker_config or docker_sysconfig, then "
+        "the backend's own: /etc/docker/daemon.json, /etc/sysconfig/docker)"))
+    restart: Name | None = Field(default=None, description=(
+        "a service to restart after the file changed and again after undo, e.g. docker"))
 
     @model_validator(mode="after")
     def _one_bridge_setting(self) -> DockerDaemonArgs:

@@ -287,6 +287,7 @@ class ContainerAttach(Action):
     name = "container.attach"
     backend = "docker"
     family = "container"
+    targets = ("modern",)
     Args = ContainerAttachArgs
     summary = "a veth from a Linux or OVS bridge into a container (pipework / ovs-docker style)"
     plumbing: type[Plumbing]  # Netlink here; pipework: Commands
@@ -345,6 +346,7 @@ class ContainerDetach(Action):
     name = "container.detach"
     backend = "docker"
     family = "container"
+    targets = ("modern",)
     Args = ContainerDetachArgs
     summary = "remove what container.attach made (undo makes it again as it was)"
     plumbing: type[Plumbing]  # Netlink here; pipework: Commands

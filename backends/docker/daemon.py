@@ -1,36 +1,43 @@
-"""docker.daemon: the docker daemon's bridge settings, written where the host's docker reads
-them — `/etc/docker/daemon.json` (backend `daemon-json`, target modern) or the other_args line
-of `/etc/sysconfig/docker` (backend `sysconfig`, CentOS 6's docker-io init script). The file
-may be named by the step (`config`) or the inventory (`docker_config = "/path"` for
-daemon.json, `docker_sysconfig = "/path"` for the sysconfig file, in the host's table). Undo puts the file back byte for byte, or removes it if it did not exist.
+"""docker.daemon: what both daemon backends share. The daemon's bridge settings are written
+where the host's docker reads them — `/etc/docker/daemon.json` (daemon_json.py, backend
+`daemon-json`, target modern) or the other_args line of `/etc/sysconfig/docker` (sysconfig.py,
+backend `sysconfig`, CentOS 6's docker-io init script); each backend reads and writes its
+file's format, everything else is here. The file may be named by the step (`config`) or the
+inventory (`docker_config = "/path"` for daemon.json, `docker_sysconfig = "/path"` for the
+sysconfig file, in the host's table). Undo puts the file back byte for byte, or removes it and
+the directories apply made for it if it did not exist.
 
 Only the settings a step gives are written. `bridge` and `bip` exclude each other (dockerd
 refuses both), so setting one drops the other from the file. A `bridge` that is an Open vSwitch
 bridge fails the step before anything changes: dockerd cannot attach containers to it.
 
-With `restart = "docker"` the step restarts that service right after the file changed, and
-again after undo restored it (see backends/system/service.py for why service.restart's undo cannot).
+With `restart = "docker"` the step restarts that service after writing the file, and again
+after undo restored it (see backends/system/service.py for why service.restart's undo cannot).
+A file that holds the settings is not enough: the daemon reads it when it starts, so the step
+also compares the running daemon's start time with the file's last change (`daemon_state`).
+A run killed between writing and restarting, or a rollback killed between restoring and
+restarting, leaves a file that is right and a daemon that is not: the next apply or undo sees
+the daemon is older than the file and restarts it.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
-import re
-import shlex
 import shutil
-from collections.abc import Callable
+import socket
+import struct
+import time
 from typing import Any, ClassVar
 
-from runflow.core.actions import Action, Context, ShellStep, State, sh
+from runflow.core.actions import Action, Context, State
 from runflow.core.errors import ActionError
-from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
-from .attachment import linux_bridge, vsctl_argv
+from ..system.service import Manager, service_argv
 from .args import DockerDaemonArgs
-from ..system.service import service_argv
+from .attachment import linux_bridge, vsctl_argv
+from .client import docker_endpoint
 
 SETTINGS = ("bridge", "bip", "fixed_cidr", "mtu", "iptables")
 EXCLUSIVE = {"bridge": "bip", "bip": "bridge"}
@@ -44,7 +51,7 @@ OVS_BRIDGE_HELP = (
 )
 
 # A fixed script with the data as arguments: what `plan` and `export` show for a file write.
-_WRITE = ["sh", "-c", 'printf "%s" "$1" > "$2"', "write"]
+WRITE = ["sh", "-c", 'printf "%s" "$1" > "$2"', "write"]
 
 
 def wanted(args: DockerDaemonArgs) -> dict[str, Any]:
@@ -55,23 +62,112 @@ def wanted(args: DockerDaemonArgs) -> dict[str, Any]:
     return values
 
 
+# -- is the running daemon the file's? ----------------------------------------------------------
+
+# How `daemon_state` describes the running daemon against its file.
+CURRENT = "current"  # it started after the file last changed: it runs the file
+STALE = "stale"  # it started before: it runs an older file
+STOPPED = "stopped"  # nothing answers on its socket
+UNKNOWN = "unknown"  # no way to tell (a remote endpoint, a socket held by systemd, ...)
+
+
+def _last_change(path: str) -> float:
+    """When path last changed (its inode's change time: a rewrite by rename makes a new
+    inode, and `touch` cannot set it back); for a missing file, when the nearest existing
+    directory above it did (removing the file changed it)."""
+    while True:
+        try:
+            return os.stat(path).st_ctime
+        except FileNotFoundError:
+            parent = os.path.dirname(path)
+            if parent == path:
+                return 0.0
+            path = parent
+
+
+def _started(pid: int) -> float | None:
+    """When process pid started, as a wall-clock time; None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    # Field 22, starttime, counts clock ticks since boot (CLOCK_BOOTTIME); fields[0] is field 3.
+    booted = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+    return booted + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def daemon_state(host: Host, path: str) -> str:
+    """Does the host's dockerd run what path holds? The daemon is found by its API socket
+    (the kernel names the process listening on a unix socket: SO_PEERCRED); the process
+    start time is whole clock ticks (10 ms), so a restart within a tick of the write reads as
+    stale, which costs one restart more, never one less."""
+    url = docker_endpoint(host)
+    if not url.startswith("unix://"):
+        return UNKNOWN
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        try:
+            sock.connect(url.removeprefix("unix://"))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return STOPPED
+        except OSError:
+            return UNKNOWN
+        pid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                  struct.calcsize("3i")))[0]
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            # dockerd, or CentOS 6's `docker -d`; anything else (systemd holding the socket
+            # for socket activation) says nothing about when the daemon read its file
+            if f.read().strip() not in ("dockerd", "docker"):
+                return UNKNOWN
+    except FileNotFoundError:
+        return UNKNOWN
+    started = _started(pid)
+    if started is None:
+        return UNKNOWN
+    return CURRENT if started >= _last_change(path) else STALE
+
+
+def _missing_dirs(path: str) -> list[str]:
+    """The directories above path that do not exist, outermost first: what a write makes."""
+    missing = []
+    parent = os.path.dirname(path)
+    while parent and not os.path.isdir(parent):
+        missing.insert(0, parent)
+        parent = os.path.dirname(parent)
+    return missing
+
+
+def read_text(path: str) -> str | None:
+    """The file's text (None when there is none); surrogateescape: any byte survives the
+    journal's JSON and comes back exactly."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "surrogateescape")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ActionError(f"cannot read {path}: {exc.strerror}") from None
+
+
+# -- the action ---------------------------------------------------------------------------------
+
+
 class DaemonConfig(Action):
-    """What both backends share: everything but reading and writing the file's format."""
+    """Everything both backends share but reading and writing the file's format."""
 
     name = "docker.daemon"
     family = "docker"
     Args = DockerDaemonArgs
     summary = "the docker daemon's bridge settings (-b, --bip, --fixed-cidr, --mtu, --iptables)"
     default_path: ClassVar[str]
-    inventory_key: ClassVar[str]
-    # Killed between writing the file and restarting, the file holds but the daemon runs
-    # the old settings: in doubt, write (a no-op) and restart again.
-    reapply_in_doubt = True  # the host setting that names the file instead
-    service_backend: ClassVar[str]  # how to restart when the inventory gives no command
-
-    @classmethod
-    def unusable(cls, host: Host) -> str | None:
-        return None
+    inventory_key: ClassVar[str]  # the host setting that names the file instead
+    service_manager: ClassVar[Manager]  # how to restart when the inventory gives no command
+    # Killed between writing the file and restarting, the file holds but the daemon may run
+    # the old settings, which observe cannot always tell (daemon_state UNKNOWN): in doubt,
+    # apply again (the file is left as it is, the daemon restarted).
+    reapply_in_doubt = True
 
     def parse(self, text: str) -> dict[str, Any]:
         """The settings in the file's text (normalised like `wanted`)."""
@@ -81,79 +177,97 @@ class DaemonConfig(Action):
         """The file's text with settings written and the excluded ones dropped."""
         raise NotImplementedError
 
-    def path(self, ctx: Context, args: DockerDaemonArgs) -> str:
-        return args.config or ctx.host.settings.get(self.inventory_key) or self.default_path
+    def path(self, host: Host, args: DockerDaemonArgs) -> str:
+        return args.config or host.settings.get(self.inventory_key) or self.default_path
 
     def observe(self, ctx: Context, args: DockerDaemonArgs) -> State:
-        path = self.path(ctx, args)
-        try:
-            with open(path, "rb") as f:
-                # surrogateescape: any byte survives the journal's JSON and comes back exactly
-                text: str | None = f.read().decode("utf-8", "surrogateescape")
-        except FileNotFoundError:
-            text = None
-        except OSError as exc:
-            raise ActionError(f"cannot read {path}: {exc.strerror}") from None
+        path = self.path(ctx.host, args)
+        text = read_text(path)
         return {
             "path": path,
             "text": text,
+            "missing_dirs": _missing_dirs(path),
             "settings": self.parse(text or ""),
             "ovs_bridge": bool(args.bridge) and self._ovs_bridge(ctx, args.bridge),
-            "restart": service_argv(ctx.host, self.service_backend, "restart", args.restart)
+            "restart": service_argv(ctx.host, self.service_manager, "restart", args.restart)
             if args.restart else None,
+            "daemon": daemon_state(ctx.host, path) if args.restart else None,
         }
 
     def check(self, args: DockerDaemonArgs, before: State) -> bool:
         if before["ovs_bridge"]:
             return False
         settings = before["settings"]
-        return all(settings.get(k) == v for k, v in wanted(args).items()) and not any(
+        written = all(settings.get(k) == v for k, v in wanted(args).items()) and not any(
             EXCLUSIVE.get(k) in settings for k in wanted(args))
+        return written and before.get("daemon") not in (STALE, STOPPED)
 
     def apply(self, ctx: Context, args: DockerDaemonArgs, before: State) -> None:
         if before["ovs_bridge"]:
             raise ActionError(OVS_BRIDGE_HELP.format(bridge=args.bridge))
-        self._write(ctx, before["path"], self.render(before["text"] or "", wanted(args)))
+        text = self.render(before["text"] or "", wanted(args))
+        if text != before["text"]:
+            self._write(ctx, before["path"], text)
         if before["restart"]:
             ctx.run(before["restart"])
 
     def undo(self, ctx: Context, args: DockerDaemonArgs, before: State) -> None:
+        """Put the file (and the directories above it) back as observe saw them, then make
+        the daemon run it: restart after a rewrite, and also when the file was already back
+        but the daemon is older than it (an undo that restored the file and was killed) or
+        down although it ran before. Works from any point of apply, including none."""
         path, text = before["path"], before["text"]
-        try:
-            with open(path, "rb") as f:
-                now: str | None = f.read().decode("utf-8", "surrogateescape")
-        except FileNotFoundError:
-            now = None
-        if now == text:
-            return
-        if text is None:
+        rewritten = read_text(path) != text
+        if rewritten and text is None:
             ctx.commands.append(ctx.host.describe(["rm", "-f", path]))
             os.unlink(path)
-        else:
+        elif rewritten:
             self._write(ctx, path, text)
-        if before["restart"]:
+        self._remove_dirs(ctx, before.get("missing_dirs", []))
+        if before["restart"] and (rewritten or self._restart_due(ctx, path, before)):
             ctx.run(before["restart"])
+
+    @staticmethod
+    def _restart_due(ctx: Context, path: str, before: State) -> bool:
+        state = daemon_state(ctx.host, path)
+        if state == STOPPED:
+            return before.get("daemon") != STOPPED
+        return state != CURRENT
+
+    @staticmethod
+    def _remove_dirs(ctx: Context, made: list[str]) -> None:
+        """Remove the directories apply made for the file, innermost first, while empty:
+        one that holds something else now is not only runflow's any more."""
+        for directory in reversed(made):
+            try:
+                os.rmdir(directory)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return
+            ctx.commands.append(ctx.host.describe(["rmdir", directory]))
 
     def describe(self, args: DockerDaemonArgs, before: State | None = None) -> list[list[str]]:
         if before is None:
-            return [[*_WRITE, "...", self.default_path]]
+            return [[*WRITE, "...", self.default_path]]
         text = self.render(before["text"] or "", wanted(args))
-        return [[*_WRITE, text, before["path"]], *([before["restart"]] if before["restart"]
-                                                  else [])]
+        write = [[*WRITE, text, before["path"]]] if text != before["text"] else []
+        return [*write, *([before["restart"]] if before["restart"] else [])]
 
     def describe_undo(self, args: DockerDaemonArgs, before: State | None = None
                       ) -> list[list[str]]:
         if before is None:
             return []
         restore = (["rm", "-f", before["path"]] if before["text"] is None
-                   else [*_WRITE, before["text"], before["path"]])
-        return [restore, *([before["restart"]] if before["restart"] else [])]
+                   else [*WRITE, before["text"], before["path"]])
+        dirs = [["rmdir", d] for d in reversed(before.get("missing_dirs", []))]
+        return [restore, *dirs, *([before["restart"]] if before["restart"] else [])]
 
     @staticmethod
     def _write(ctx: Context, path: str, text: str) -> None:
         """Replace the file in one step (a crash leaves the old or the new, never half),
         keeping its mode."""
-        ctx.commands.append(ctx.host.describe([*_WRITE, text, path]))
+        ctx.commands.append(ctx.host.describe([*WRITE, text, path]))
         mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         tmp = f"{path}.runflow-tmp"
@@ -168,146 +282,3 @@ class DaemonConfig(Action):
             return False
         return ctx.run([*vsctl_argv(ctx.host), "--timeout=5", "br-exists", name],
                        check=False).returncode == 0
-
-
-class DaemonJson(DaemonConfig):
-    backend = "daemon-json"
-    default_path = "/etc/docker/daemon.json"
-    inventory_key = "docker_config"
-    service_backend = "systemd"
-    KEYS = {"bridge": "bridge", "bip": "bip", "fixed_cidr": "fixed-cidr", "mtu": "mtu",
-            "iptables": "iptables"}
-
-    def _load(self, text: str) -> dict[str, Any]:
-        if not text.strip():
-            return {}
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ActionError(f"the docker daemon's configuration is not valid JSON: {exc}")
-        if not isinstance(data, dict):
-            raise ActionError("the docker daemon's configuration must be a JSON object")
-        return data
-
-    def parse(self, text: str) -> dict[str, Any]:
-        data = self._load(text)
-        settings = {key: data[name] for key, name in self.KEYS.items() if name in data}
-        if "bip" in settings:
-            settings["bip"] = str(ipaddress.ip_interface(settings["bip"]))
-        return settings
-
-    def render(self, text: str, settings: dict[str, Any]) -> str:
-        data = self._load(text)
-        for key, value in settings.items():
-            data.pop(self.KEYS.get(EXCLUSIVE.get(key, ""), ""), None)
-            data[self.KEYS[key]] = value
-        return json.dumps(data, indent=2) + "\n"
-
-
-class Sysconfig(DaemonConfig):
-    """CentOS 6: /etc/sysconfig/docker's `other_args="..."`, passed to `docker -d` by the init
-    script. Other lines and other flags are kept."""
-
-    backend = "sysconfig"
-    default_path = "/etc/sysconfig/docker"
-    inventory_key = "docker_sysconfig"
-    service_backend = "service"
-    FLAGS = {"bridge": ("-b", "--bridge"), "bip": ("--bip",), "fixed_cidr": ("--fixed-cidr",),
-             "mtu": ("--mtu",), "iptables": ("--iptables",)}
-    LINE = re.compile(r"^\s*other_args=(.*)$", re.MULTILINE)
-
-    def _args(self, text: str) -> list[str]:
-        found = self.LINE.search(text)
-        if not found:
-            return []
-        try:
-            value = shlex.split(found.group(1))
-            return shlex.split(value[0]) if value else []
-        except ValueError as exc:
-            raise ActionError(f"cannot read other_args: {exc}") from None
-
-    def _walk(self, argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-        """The managed settings in argv, and argv without them."""
-        by_flag = {flag: key for key, flags in self.FLAGS.items() for flag in flags}
-        settings: dict[str, Any] = {}
-        rest: list[str] = []
-        i = 0
-        while i < len(argv):
-            flag, eq, value = argv[i].partition("=")
-            key = by_flag.get(flag)
-            if key is None:
-                rest.append(argv[i])
-            elif key == "iptables":  # a boolean flag: --iptables or --iptables=false
-                settings[key] = (value or "true").lower() not in ("false", "0")
-            else:
-                if not eq and i + 1 < len(argv):
-                    i += 1
-                    value = argv[i]
-                settings[key] = int(value) if key == "mtu" and value.isdigit() else value
-            i += 1
-        if "bip" in settings:
-            settings["bip"] = str(ipaddress.ip_interface(settings["bip"]))
-        return settings, rest
-
-    def parse(self, text: str) -> dict[str, Any]:
-        return self._walk(self._args(text))[0]
-
-    def render(self, text: str, settings: dict[str, Any]) -> str:
-        current, rest = self._walk(self._args(text))
-        for key in settings:  # set flags go last, in order, as the exported sed script does
-            current.pop(EXCLUSIVE.get(key, ""), None)
-            current.pop(key, None)
-        current.update(settings)
-        flags = []
-        for key, value in current.items():
-            flag = self.FLAGS[key][-1]
-            flags.append(f"{flag}={str(value).lower() if key == 'iptables' else value}")
-        line = f'other_args="{" ".join([*rest, *flags])}"'
-        if self.LINE.search(text):
-            return self.LINE.sub(lambda _: line, text, count=1)
-        return text + ("" if not text or text.endswith("\n") else "\n") + line + "\n"
-
-
-    def shell(self, host: Host, args: DockerDaemonArgs, var: Callable[[str], str]
-              ) -> ShellStep:
-        """The other_args line edited with GNU sed (CentOS 6 has 4.2): the given flags
-        replace their old values, other flags stay; undo puts the saved copy back."""
-        path = args.config or host.settings.get(self.inventory_key) or self.default_path
-        settings = wanted(args)
-        line = r"^[[:space:]]*other_args="
-        edits, holds = [], []
-        for key, value in settings.items():
-            flag = self.FLAGS[key][-1]
-            word = f"{flag}={str(value).lower() if key == 'iptables' else value}"
-            for old in (key, EXCLUSIVE.get(key)):
-                if old:
-                    alternatives = "|".join(self.FLAGS[old])
-                    edits.append(rf'/{line}/ s#[[:space:]]*({alternatives})[= ][^[:space:]"]*##g')
-            edits.append(rf'/{line}/ s#"[[:space:]]*$# {word}"#')
-            holds.append(sh("grep", "-Eq", rf'{line}.*[" ]{word}([" ]|$)', path))
-            if EXCLUSIVE.get(key):
-                other = "|".join(self.FLAGS[EXCLUSIVE[key]])
-                holds.append("! " + sh("grep", "-Eq", rf'{line}.*[" ]({other})[= ]', path))
-        restart = (sh(*service_argv(host, self.service_backend, "restart", args.restart)),) \
-            if args.restart else ()
-        backup, existed = var("backup"), var("existed")
-        return ShellStep(
-            check=" && ".join(holds),
-            save=(f'{backup}=$(mktemp "${{TMPDIR:-/tmp}}/runflow-docker.XXXXXX")',
-                  f"if [ -e {sh(path)} ]; then cp -p {sh(path)} \"${backup}\"; {existed}=1; "
-                  f"else {existed}=0; fi"),
-            saved=(backup, existed),
-            apply=(f"mkdir -p {sh(os.path.dirname(path) or '.')}",
-                   f"grep -q {sh(line)} {sh(path)} 2>/dev/null || "
-                   f"printf 'other_args=\"\"\\n' >>{sh(path)}",
-                   sh("sed", "-r", "-i", *[a for e in edits for a in ("-e", e)], path),
-                   *restart),
-            undo=(f'if [ "${existed}" = 1 ]; then cp -p "${backup}" {sh(path)}; '
-                  f"else rm -f {sh(path)}; fi",
-                  f'rm -f "${backup}"', *restart))
-
-
-@hookimpl
-def runflow_register_actions(register: Any) -> None:
-    register(DaemonJson)
-    register(Sysconfig)

@@ -1,5 +1,11 @@
 """Containers through the Docker Engine API (`docker` backend): container.run and
-container.absent. The same backend's container.attach / container.detach live in attach.py."""
+container.absent. The same backend's container.attach / container.detach live in attach.py.
+
+A container that container.run creates carries the label `runflow.run=RUN` (as ovs-docker
+tags its ports): its undo removes a container of that name only when it is this run's, so a
+rollback never takes away one that someone made after the step, whatever point apply had
+reached when it failed or was killed (nothing, created, started).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,10 @@ from runflow.core.hosts import Host
 
 from .args import ContainerAbsentArgs, ContainerRunArgs
 from .attach import ContainerAttach, ContainerDetach
-from .client import docker_argv, docker_client, inspect, missing_modules
+from .client import (api_errors, docker_argv, docker_client, endpoint_problem, inspect,
+                     missing_modules)
+
+RUN_LABEL = "runflow.run"  # the run that created a container
 
 # -- containers ---------------------------------------------------------------------------------
 
@@ -69,9 +78,9 @@ def _create(ctx: Context, spec: dict[str, Any], *, pull: bool = False) -> None:
     """Create and start a container from a spec (the step's arguments or an observation)."""
     import docker
 
-    client = docker_client(ctx)
     ctx.commands.append(ctx.host.describe(_run_argv(ctx, spec)))
-    try:
+    with api_errors(ctx, f"docker run {spec['name']}"):
+        client = docker_client(ctx)
         try:
             client.images.get(spec["image"])
         except docker.errors.ImageNotFound:
@@ -85,8 +94,6 @@ def _create(ctx: Context, spec: dict[str, Any], *, pull: bool = False) -> None:
         client.containers.run(spec["image"], spec["command"], name=spec["name"], detach=True,
                               init=spec["init"] or None, labels=spec["labels"],
                               environment=spec["env"], **where)
-    except docker.errors.APIError as exc:
-        raise ActionError(f"docker run {spec['name']}: {exc.explanation or exc}") from None
 
 
 def _container_call(ctx: Context, name: str, what: str, argv: list[str], **kwargs: Any) -> None:
@@ -95,12 +102,10 @@ def _container_call(ctx: Context, name: str, what: str, argv: list[str], **kwarg
 
     ctx.commands.append(ctx.host.describe(docker_argv(ctx, *argv)))
     try:
-        getattr(docker_client(ctx).api, what)(name, **kwargs)
+        with api_errors(ctx, f"docker {what.replace('_container', '')} {name}"):
+            getattr(docker_client(ctx).api, what)(name, **kwargs)
     except docker.errors.NotFound:
         pass
-    except docker.errors.APIError as exc:
-        raise ActionError(f"docker {what.replace('_container', '')} {name}: "
-                          f"{exc.explanation or exc}") from None
 
 
 class ContainerRun(Action):
@@ -112,7 +117,7 @@ class ContainerRun(Action):
 
     @classmethod
     def unusable(cls, host: Host) -> str | None:
-        return missing_modules("docker")
+        return missing_modules("docker") or endpoint_problem(host)
 
     def observe(self, ctx: Context, args: ContainerRunArgs) -> State:
         return observe_container(ctx, args.name)
@@ -122,7 +127,7 @@ class ContainerRun(Action):
 
     def apply(self, ctx: Context, args: ContainerRunArgs, before: State) -> None:
         if not before["exists"]:
-            _create(ctx, self._spec(args), pull=args.pull)
+            _create(ctx, self._spec(args, ctx.run_id), pull=args.pull)
             return
         diffs = _differences(args, before)
         if diffs:
@@ -131,15 +136,24 @@ class ContainerRun(Action):
         _container_call(ctx, args.name, "start", ["start", args.name])
 
     def undo(self, ctx: Context, args: ContainerRunArgs, before: State) -> None:
+        """Back to `before` from any point apply reached: the container this run created
+        goes (created or running), one the step started is stopped."""
+        now = inspect(ctx, args.name)
+        if now is None:
+            return
         if not before["exists"]:
-            _container_call(ctx, args.name, "remove_container", ["rm", "-f", args.name],
-                            force=True)
-        elif not before["running"]:
+            if (now["Config"].get("Labels") or {}).get(RUN_LABEL) == ctx.run_id:
+                _container_call(ctx, args.name, "remove_container", ["rm", "-f", args.name],
+                                force=True)
+        elif not before["running"] and now["State"]["Running"]:
             _container_call(ctx, args.name, "stop", ["stop", args.name])
 
     @staticmethod
-    def _spec(args: ContainerRunArgs) -> dict[str, Any]:
-        return args.model_dump(exclude={"pull"})
+    def _spec(args: ContainerRunArgs, run_id: str | None = None) -> dict[str, Any]:
+        spec = args.model_dump(exclude={"pull"})
+        if run_id:
+            spec["labels"] = {**spec["labels"], RUN_LABEL: run_id}
+        return spec
 
     def describe(self, args: ContainerRunArgs, before: State | None = None) -> list[list[str]]:
         if before and before["exists"]:
@@ -175,12 +189,18 @@ class ContainerAbsent(Action):
         _container_call(ctx, args.name, "remove_container", ["rm", "-f", args.name], force=True)
 
     def undo(self, ctx: Context, args: ContainerAbsentArgs, before: State) -> None:
-        if not before.get("exists") or inspect(ctx, args.name) is not None:
+        """Back to `before` from any point apply reached: stopped but not removed (the
+        daemon died between the two), or removed."""
+        if not before.get("exists"):
             return
-        _create(ctx, {"name": args.name, **{k: before[k] for k in (
-            "image", "command", "network", "init", "labels", "env")}})
-        if not before["running"]:
-            _container_call(ctx, args.name, "stop", ["stop", args.name])
+        now = inspect(ctx, args.name)
+        if now is None:
+            _create(ctx, {"name": args.name, **{k: before[k] for k in (
+                "image", "command", "network", "init", "labels", "env")}})
+            if not before["running"]:
+                _container_call(ctx, args.name, "stop", ["stop", args.name])
+        elif before["running"] and not now["State"]["Running"]:
+            _container_call(ctx, args.name, "start", ["start", args.name])
 
     def describe(self, args: ContainerAbsentArgs, before: State | None = None
                  ) -> list[list[str]]:

@@ -122,6 +122,7 @@ class Commands(Plumbing):
 
 class PipeworkAttach(ContainerAttach):
     backend = "pipework"
+    targets = ("centos6",)
     plumbing = Commands
 
     @classmethod
@@ -131,6 +132,7 @@ class PipeworkAttach(ContainerAttach):
 
 class PipeworkDetach(ContainerDetach):
     backend = "pipework"
+    targets = ("centos6",)
     plumbing = Commands
 
     @classmethod

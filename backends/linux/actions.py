@@ -876,11 +876,13 @@ class BridgePort(LinkAction):
 BRIDGE_ACTIONS = (BridgePresent, BridgeAbsent, BridgePort)
 
 
-def backend_actions(linux: type[Linux], backend: str, unusable: Callable[[Host], str | None],
+def backend_actions(linux: type[Linux], backend: str, targets: tuple[str, ...],
+                    unusable: Callable[[Host], str | None],
                     actions: Sequence[type[LinkAction]]) -> list[type[LinkAction]]:
-    """The actions bound to one backend: a subclass of each, named like `Iproute2LinkSet`."""
+    """The actions bound to one backend (serving `targets`): a subclass of each, named like
+    `Iproute2LinkSet`."""
     prefix = backend.title().replace("-", "")
     return [type(f"{prefix}{a.__name__}", (a,),
-                 {"backend": backend, "linux": linux, "unusable": classmethod(
+                 {"backend": backend, "targets": targets, "linux": linux, "unusable": classmethod(
                      lambda cls, host: unusable(host)), "__module__": linux.__module__})
             for a in actions]

@@ -47,10 +47,11 @@ NetnsName = Annotated[str, AfterValidator(_netns)]
 class LinkSetArgs(Args):
     """Settings of an existing link; only the ones given are changed."""
 
-    name: IfName
-    state: Literal["up", "down"] | None = None
-    mtu: Mtu | None = None
-    master: IfName | Literal[""] | None = None  # a bridge, or "" for no master
+    name: IfName = Field(description="the link to change")
+    state: Literal["up", "down"] | None = Field(default=None, description="up or down")
+    mtu: Mtu | None = Field(default=None, description="its MTU in bytes")
+    master: IfName | Literal[""] | None = Field(
+        default=None, description='the bridge to enslave it to, or "" to release it')
 
     @model_validator(mode="after")
     def _something_to_set(self) -> LinkSetArgs:
@@ -62,13 +63,14 @@ class LinkSetArgs(Args):
 
 
 class BridgeArgs(Args):
-    name: IfName
+    name: IfName = Field(description="the Linux bridge")
 
 
 class BridgePortArgs(Args):
-    bridge: IfName
-    name: IfName  # the link to enslave
-    present: bool = True
+    bridge: IfName = Field(description="the Linux bridge")
+    name: IfName = Field(description="the link to enslave (or release)")
+    present: bool = Field(default=True, description="true: the link is a port of the bridge; "
+                                                    "false: it is not")
 
     @model_validator(mode="after")
     def _distinct(self) -> BridgePortArgs:
@@ -81,25 +83,28 @@ class BridgePortArgs(Args):
 
 
 class AddrPresentArgs(Args):
-    dev: IfName
-    address: IPInterface
-    # Only this address of its family on dev (IPv6 link-local ones, which the kernel manages,
-    # do not count).
-    exclusive: bool = False
+    dev: IfName = Field(description="the link the address is on")
+    address: IPInterface = Field(description="the address with its prefix length, e.g. "
+                                             "172.16.42.1/24")
+    exclusive: bool = Field(default=False, description=(
+        "the only address of its family on dev: others are removed (IPv6 link-local ones, "
+        "which the kernel manages, do not count)"))
 
 
 class AddrAbsentArgs(Args):
-    dev: IfName
-    address: IPInterface
+    dev: IfName = Field(description="the link")
+    address: IPInterface = Field(description="the address with its prefix length")
 
 
 # -- veth pairs and namespaces ------------------------------------------------------------------
 
 
 class VethPresentArgs(Args):
-    name: IfName
-    peer: IfName
-    peer_netns: NetnsName | None = None  # where the peer end goes (default: beside name)
+    name: IfName = Field(description="one end (it stays in the host's namespace)")
+    peer: IfName = Field(description="the other end")
+    peer_netns: NetnsName | None = Field(
+        default=None, description="a named network namespace the peer goes into (default: "
+                                  "beside name)")
 
     @model_validator(mode="after")
     def _distinct(self) -> VethPresentArgs:
@@ -109,10 +114,12 @@ class VethPresentArgs(Args):
 
 
 class VethAbsentArgs(Args):
-    name: IfName
-    # Needed only when the peer lives in another namespace, so that undo can recreate the pair.
-    peer: IfName | None = None
-    peer_netns: NetnsName | None = None
+    name: IfName = Field(description="one end (deleting it deletes the pair)")
+    peer: IfName | None = Field(
+        default=None, description="the other end's name: needed only when it lives in another "
+                                  "namespace, so that undo can recreate the pair")
+    peer_netns: NetnsName | None = Field(default=None,
+                                         description="the namespace the peer lives in")
 
     @model_validator(mode="after")
     def _peer_named(self) -> VethAbsentArgs:
@@ -124,11 +131,14 @@ class VethAbsentArgs(Args):
 class NetnsMoveArgs(Args):
     """Move a link into another network namespace, named or of a process or container."""
 
-    name: IfName
-    netns: NetnsName | None = None
-    pid: int | None = Field(default=None, ge=1)
-    container: Name | None = None
-    rename: IfName | None = None  # its name over there
+    name: IfName = Field(description="the link to move")
+    netns: NetnsName | None = Field(default=None,
+                                    description="a named network namespace (/run/netns/NAME)")
+    pid: int | None = Field(default=None, ge=1,
+                            description="the network namespace of this process")
+    container: Name | None = Field(default=None,
+                                   description="the network namespace of this container")
+    rename: IfName | None = Field(default=None, description="its name over there")
 
     @model_validator(mode="after")
     def _one_target(self) -> NetnsMoveArgs:
@@ -146,11 +156,14 @@ class RouteArgs(Args):
     """A route in the main table. route.present replaces a route to the same destination and
     metric; route.absent deletes every route that matches the arguments given."""
 
-    to: Literal["default"] | IPNetwork
-    via: IPAddress | None = None
-    dev: IfName | None = None
-    metric: int | None = Field(default=None, ge=0, le=4294967295)
-    ipv6: bool | None = None  # only for to = "default" without via: which family
+    to: Literal["default"] | IPNetwork = Field(
+        description='the destination network, or "default"')
+    via: IPAddress | None = Field(default=None, description="the gateway")
+    dev: IfName | None = Field(default=None, description="the link the route leaves by")
+    metric: int | None = Field(default=None, ge=0, le=4294967295,
+                               description="the route's metric (lower wins)")
+    ipv6: bool | None = Field(default=None, description=(
+        'for to = "default" without via: true for the IPv6 default route'))
 
     @model_validator(mode="before")
     @classmethod

@@ -22,5 +22,5 @@ def _unusable(host: Host) -> str | None:
 
 @hookimpl
 def runflow_register_actions(register: Any) -> None:
-    for action in backend_actions(Centos6, "brctl", _unusable, BRIDGE_ACTIONS):
+    for action in backend_actions(Centos6, "brctl", ("centos6",), _unusable, BRIDGE_ACTIONS):
         register(action)

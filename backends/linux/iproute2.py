@@ -19,5 +19,5 @@ def _unusable(host: Host) -> str | None:
 
 @hookimpl
 def runflow_register_actions(register: Any) -> None:
-    for action in backend_actions(Centos6, "iproute2", _unusable, LINK_ACTIONS):
+    for action in backend_actions(Centos6, "iproute2", ("centos6",), _unusable, LINK_ACTIONS):
         register(action)

@@ -365,6 +365,6 @@ def _unusable(host: Host) -> str | None:
 
 @hookimpl
 def runflow_register_actions(register: Any) -> None:
-    for action in backend_actions(Netlink, "netlink", _unusable,
+    for action in backend_actions(Netlink, "netlink", ("modern",), _unusable,
                                   [*LINK_ACTIONS, *BRIDGE_ACTIONS]):
         register(action)

@@ -139,15 +139,20 @@ class OvsBridgeArgs(Args):
     """ovs.bridge.present: the bridge exists with these settings (maps are merged: the keys
     given have these values, other keys are left alone)."""
 
-    name: IfName
-    datapath_type: DatapathType | None = None  # "netdev" for the userspace datapath
-    fail_mode: Literal["standalone", "secure"] | None = None
-    other_config: StringMap = Field(default_factory=dict)
-    external_ids: StringMap = Field(default_factory=dict)
+    name: IfName = Field(description="the Open vSwitch bridge")
+    datapath_type: DatapathType | None = Field(
+        default=None, description='"netdev" for the userspace datapath, "system" for the kernel '
+                                  "module's")
+    fail_mode: Literal["standalone", "secure"] | None = Field(
+        default=None, description="what the bridge does without a controller")
+    other_config: StringMap = Field(default_factory=dict,
+                                    description="keys of the bridge's other_config to set")
+    external_ids: StringMap = Field(default_factory=dict,
+                                    description="keys of the bridge's external_ids to set")
 
 
 class OvsBridgeAbsentArgs(Args):
-    name: IfName
+    name: IfName = Field(description="the Open vSwitch bridge")
 
 
 class OvsPortArgs(Args):
@@ -155,12 +160,18 @@ class OvsPortArgs(Args):
     `external_ids` are the Interface's (as ovs-docker and neutron keep them), `tag` the Port's.
     Without `type`, an existing port keeps its type and a new one is a system port."""
 
-    bridge: IfName
-    name: IfName
-    type: PortType | None = None
-    options: StringMap = Field(default_factory=dict)
-    tag: int | None = Field(default=None, ge=0, le=4095)
-    external_ids: StringMap = Field(default_factory=dict)
+    bridge: IfName = Field(description="the Open vSwitch bridge the port is on")
+    name: IfName = Field(description="the port (and its interface)")
+    type: PortType | None = Field(
+        default=None, description="the interface's type (default: an existing port keeps its "
+                                  "own, a new one is a system port)")
+    options: StringMap = Field(default_factory=dict, description=(
+        'the interface\'s options, e.g. { remote_ip = "10.0.0.2" } for gre and vxlan, '
+        '{ peer = "patch1" } for patch'))
+    tag: int | None = Field(default=None, ge=0, le=4095,
+                            description="the port's VLAN tag (an access port)")
+    external_ids: StringMap = Field(default_factory=dict,
+                                    description="keys of the interface's external_ids to set")
 
     @model_validator(mode="after")
     def _needs_its_options(self) -> OvsPortArgs:
@@ -174,8 +185,9 @@ class OvsPortArgs(Args):
 class OvsPortAbsentArgs(Args):
     """ovs.port.absent: no port of this name (on `bridge`, when given)."""
 
-    name: IfName
-    bridge: IfName | None = None
+    name: IfName = Field(description="the port")
+    bridge: IfName | None = Field(default=None,
+                                  description="only on this bridge (default: on any bridge)")
 
 
 TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface", "Flow_Table", "QoS", "Queue",
@@ -207,10 +219,14 @@ class OvsSetArgs(Args):
     """ovs.set: one column of one record has a value, as `ovs-vsctl set TABLE RECORD
     COLUMN[:KEY]=VALUE` sets it. `column = "options:remote_ip"` sets one key of a map."""
 
-    table: Annotated[str, AfterValidator(_table)]
-    record: Annotated[str, AfterValidator(_record)]
-    column: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(:[A-Za-z0-9_.:-]{1,128})?$")]
-    value: Value
+    table: Annotated[str, AfterValidator(_table)] = Field(
+        description='the table, e.g. "Bridge" or "Interface" (in any case)')
+    record: Annotated[str, AfterValidator(_record)] = Field(
+        description='the record: its name, its UUID, or "." for the Open_vSwitch row')
+    column: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(:[A-Za-z0-9_.:-]{1,128})?$")] = \
+        Field(description='the column, or "column:key" for one key of a map column')
+    value: Value = Field(description="a string, number or boolean; a list for a set column, a "
+                                     "table for a map")
 
     @property
     def column_name(self) -> str:

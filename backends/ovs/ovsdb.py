@@ -290,6 +290,7 @@ class OvsdbBackend:
     """Mixed into the ovs.* actions: the ovsdb backend is the same actions with this client."""
 
     backend = "ovsdb"
+    targets = ("modern",)
     Client = OvsdbClient
 
 

@@ -299,6 +299,7 @@ class OvsAction(Action):
 
     family = "ovs"
     backend = "ovs-vsctl"
+    targets: ClassVar[tuple[str, ...]] = ("centos6",)
     Client: ClassVar[Any] = VsctlClient
 
     @classmethod

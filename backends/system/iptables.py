@@ -7,6 +7,11 @@ both sides are compared in a canonical form (`canonical`). A rule iptables accep
 still cannot be found afterwards is taken out again and the step fails, asking for the rule as
 iptables-save prints it: a rule is never added twice.
 
+Identical rules are counted, never lumped together: a copy someone adds by hand beside the one
+a run added is theirs. firewall.rule.present's undo deletes one copy, the run's — only when
+there are more copies than before, and the one nearest to where apply put it — and
+firewall.rule.absent's undo puts back only the copies that are missing, each at its old place.
+
 Options used, all in iptables 1.4.7: -t TABLE, -A CHAIN, -I CHAIN N, -D CHAIN N, -N, -X, -P;
 iptables-save -t TABLE. (-w, -C and -S are newer or unreliable there.) IPv4 only: the rules
 are iptables', not ip6tables'.
@@ -160,11 +165,21 @@ def _shell_chain_exists(args: Any) -> str:
             "'$1 == c { f = 1 } END { exit !f }'")
 
 
+def _shell_positions(args: Any) -> str:
+    """A pipeline printing the positions of the rule's copies in the chain, one a line."""
+    return (f"{_shell_rules(args)} | grep -nxF -- {sh(save_line(args.chain, args.rule))} "
+            "| cut -d: -f1")
+
+
+def _shell_count(args: Any) -> str:
+    return f"$({_shell_positions(args)} | wc -l)"
+
+
 def _shell_delete_matches(args: Any, var: Callable[[str], str]) -> list[str]:
-    """Delete every copy, by position (as `_delete_matches`), until none is left."""
+    """Delete every copy, by position, last first (as `_delete_matches`: killed half-way,
+    the first copies are the ones left), until none is left."""
     n = var("n")
-    find = f"{_shell_rules(args)} | grep -nxF -- {sh(save_line(args.chain, args.rule))}"
-    return [f"while {n}=$({find} | head -n 1 | cut -d: -f1) && [ -n \"${n}\" ]; do",
+    return [f"while {n}=$({_shell_positions(args)} | tail -n 1) && [ -n \"${n}\" ]; do",
             f"    {sh(*Iptables.argv(args, '-D', args.chain))} \"${n}\"",
             "done"]
 
@@ -234,6 +249,8 @@ class FirewallRulePresent(RuleAction):
                           f"{shown!r}; write the rule that way so that it can be recognised")
 
     def undo(self, ctx: Context, args: FirewallRuleArgs, before: State) -> None:
+        """From any point apply reached (nothing, the chain made, the rule added): compared
+        with the journaled before, not with what the step found on a later look."""
         now = self.observe(ctx, args)
         for argv in self._removal(args, before, now):
             ctx.run(argv)
@@ -246,10 +263,16 @@ class FirewallRulePresent(RuleAction):
                                             "length": before.get("length", 0) + 1})
 
     def _removal(self, args: FirewallRuleArgs, before: State, now: State) -> list[list[str]]:
-        """Take the rule out again, and the chain if apply made it and nothing else is in it."""
-        commands = self._delete_matches(args, now)
+        """Take out the one copy apply added, if there are more copies than before (one made
+        by hand since stays): the one nearest to where apply put it. Then the chain, if apply
+        made it and nothing else is in it."""
+        commands = []
+        if len(now["matches"]) > len(before["matches"]):
+            added = self._position(before, args)
+            ours = min(now["matches"], key=lambda m: abs(m["position"] - added))
+            commands.append(self.argv(args, "-D", args.chain, str(ours["position"])))
         if not before["chain_exists"] and now["chain_exists"] and \
-                now["length"] == len(now["matches"]):
+                now["length"] == len(commands):
             commands.append(self.argv(args, "-X", args.chain))
         return commands
 
@@ -258,13 +281,22 @@ class FirewallRulePresent(RuleAction):
         """Checked against iptables-save's form of the rule (`save_line`); a rule added but not
         found that way is taken out again and the step fails, as in apply."""
         existed, shown = var("chain_existed"), var("shown")
+        count, at, n = var("count"), var("at"), var("n")
         add = ["-I", args.chain, str(args.position)] if args.position else ["-A", args.chain]
         where = f"sed -n {args.position}p" if args.position else "tail -n 1"
         drop_chain = f"if [ \"${existed}\" = 0 ]; then {sh(*self.argv(args, '-X', args.chain))}; fi"
+        # undo's pick, as _removal's: the copy nearest to where apply put it, if there are
+        # more copies than before
+        nearest = ("awk -v p=\"$" + at + "\" -v c=\"$" + count + "\" '{ d = $1 - p; if (d < 0) "
+                   "d = -d; if (NR == 1 || d < best) { best = d; pick = $1 } } "
+                   "END { if (NR > c) print pick }'")
         return ShellStep(
             check=_shell_holds(args),
-            save=(f"if {_shell_chain_exists(args)}; then {existed}=1; else {existed}=0; fi",),
-            saved=(existed,),
+            save=(f"if {_shell_chain_exists(args)}; then {existed}=1; else {existed}=0; fi",
+                  f"{count}={_shell_count(args)}",
+                  f"{at}={args.position}" if args.position else
+                  f"{at}=$(( $({_shell_rules(args)} | wc -l) + 1 ))"),
+            saved=(existed, count, at),
             apply=(f"{_shell_chain_exists(args)} || {sh(*self.argv(args, '-N', args.chain))}",
                    sh(*self.argv(args, *add, *args.rule)),
                    f"if ! {_shell_holds(args)}; then",
@@ -275,7 +307,8 @@ class FirewallRulePresent(RuleAction):
                    f"'${shown}'; write the rule that way so that it can be recognised\" >&2",
                    "    false",
                    "fi"),
-            undo=(*_shell_delete_matches(args, var),
+            undo=(f"{n}=$({_shell_positions(args)} | {nearest})",
+                  f"if [ -n \"${n}\" ]; then {sh(*self.argv(args, '-D', args.chain))} \"${n}\"; fi",
                   f"if [ \"${existed}\" = 0 ] && {_shell_chain_exists(args)} && "
                   f"[ -z \"$({_shell_rules(args)})\" ]; then "
                   f"{sh(*self.argv(args, '-X', args.chain))}; fi"))
@@ -300,31 +333,45 @@ class FirewallRuleAbsent(RuleAction):
             ctx.run(argv)
 
     def undo(self, ctx: Context, args: FirewallRuleAbsentArgs, before: State) -> None:
-        if self.observe(ctx, args)["matches"]:
-            return  # already back
-        for argv in self.describe_undo(args, before):
+        """Put back the copies that are missing, from any point apply reached: apply deletes
+        the last copy first, so the missing ones are the last of those before had."""
+        now = self.observe(ctx, args)
+        was = before["matches"]
+        missing = was[len(now["matches"]):] if len(now["matches"]) < len(was) else []
+        for argv in self._reinsert(args, missing, now["length"]):
             ctx.run(argv)
 
     def describe_undo(self, args: FirewallRuleAbsentArgs,
                       before: State | None = None) -> list[list[str]]:
-        # Lowest position first: each insert puts the rule where it was before the next one.
-        return [self.argv(args, "-I", args.chain, str(m["position"]), *m["rule"])
-                for m in (before or {}).get("matches", [])]
+        was = (before or {}).get("matches", [])
+        return self._reinsert(args, was, (before or {}).get("length", len(was)) - len(was))
+
+    def _reinsert(self, args: FirewallRuleAbsentArgs, matches: list[dict[str, Any]],
+                  length: int) -> list[list[str]]:
+        """Insert copies at their old positions, lowest first (each then lands where it was
+        before the next one), and no further than the chain's end."""
+        commands = []
+        for m in matches:
+            length += 1
+            commands.append(self.argv(args, "-I", args.chain, str(min(m["position"], length)),
+                                      *m["rule"]))
+        return commands
 
     def shell(self, host: Host, args: FirewallRuleAbsentArgs, var: Callable[[str], str]
               ) -> ShellStep:
-        positions, n = var("positions"), var("n")
-        line = sh(save_line(args.chain, args.rule))
+        positions, n, left = var("positions"), var("n"), var("left")
         return ShellStep(
             check=f"! {{ {_shell_holds(args)}; }}",
-            save=(f"{positions}=$({_shell_rules(args)} | grep -nxF -- {line} | cut -d: -f1)",),
+            save=(f"{positions}=$({_shell_positions(args)})",),
             saved=(positions,),
             apply=tuple(_shell_delete_matches(args, var)),
-            # Lowest position first: each insert puts the rule where it was before the next.
-            undo=(f"if ! {_shell_holds(args)}; then",
-                  f"    for {n} in ${positions}; do "
-                  f"{sh(*self.argv(args, '-I', args.chain))} \"${n}\" {sh(*args.rule)}; done",
-                  "fi"))
+            # As undo: the copies still there are the first ones; the others go back at their
+            # positions, lowest first (each insert puts one where it was before the next).
+            undo=(f"{left}={_shell_count(args)}",
+                  f"for {n} in ${positions}; do",
+                  f"    if [ \"${left}\" -gt 0 ]; then {left}=$(( {left} - 1 )); "
+                  f"else {sh(*self.argv(args, '-I', args.chain))} \"${n}\" {sh(*args.rule)}; fi",
+                  "done"))
 
 
 class FirewallPolicy(Iptables):

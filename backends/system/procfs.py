@@ -2,8 +2,10 @@
 
 No process: the step's thread reads and writes the file itself, and in a netns host's worker
 thread /proc/sys/net belongs to that namespace. Other sysctls (kernel.*, vm.*, and most of
-the rest) are the whole machine's, so a netns host refuses them. `describe` shows the
-equivalent `sysctl -w NAME=VALUE` (procps 3.2.8 in CentOS 6 has -w).
+the rest) and a few under net. are the whole machine's, so a netns host refuses them at
+validation (SysctlArgs, with args.outside_netns saying why), before a run or an export; observe
+refuses them again, for arguments a plugin or a test built without validation. `describe`
+shows the equivalent `sysctl -w NAME=VALUE` (procps 3.2.8 in CentOS 6 has -w).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from runflow.core.errors import ActionError
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host, NetnsHost
 
-from .args import SysctlArgs
+from .args import SysctlArgs, outside_netns
 
 PROC_SYS = "/proc/sys"
 
@@ -43,9 +45,9 @@ class SysctlSet(Action):
         return os.path.join(PROC_SYS, *args.path_parts)
 
     def observe(self, ctx: Context, args: SysctlArgs) -> State:
-        if isinstance(ctx.host, NetnsHost) and args.path_parts[0] != "net":
-            return {"refused": f"{args.name} is not a network namespace's setting: on "
-                               f"{ctx.host.where()} it would change the whole machine"}
+        why = outside_netns(args.name) if isinstance(ctx.host, NetnsHost) else None
+        if why:
+            return {"refused": f"{why} (host {ctx.host.name} is {ctx.host.where()})"}
         try:
             with open(self.path(args)) as f:
                 return {"exists": True, "value": normalize(f.read())}
@@ -94,10 +96,6 @@ class SysctlSet(Action):
         gives a namespace's script its own /proc/sys/net)."""
         path = sh(self.path(args))
         old = var("old")
-        if isinstance(host, NetnsHost) and args.path_parts[0] != "net":
-            refuse = (f"{args.name} is not a network namespace's setting: on {host.where()} "
-                      "it would change the whole machine")
-            return ShellStep(apply=(f"echo {sh(refuse)} >&2; false",))
         return ShellStep(
             check=f"[ \"$(tr -s '[:blank:]' ' ' <{path})\" = {sh(normalize(args.value))} ]",
             save=(f"{old}=$(cat {path} 2>/dev/null || true)",), saved=(old,),

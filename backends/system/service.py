@@ -1,5 +1,8 @@
-"""service.restart and service.present: `systemd` (systemctl), `service` (sysvinit, CentOS 6)
-and `command` (commands the inventory gives for a service).
+"""service.restart and service.present: what the service backends share — how each kind of
+host runs its services (a `Manager`: systemctl, sysvinit's `service`, or the inventory's own
+commands), and the two actions given a manager. Each backend is a module beside this one that
+binds the actions to its manager (systemd.py, sysvinit.py, service_command.py); docker.daemon
+restarts the docker service through the same managers.
 
 A host may say how its services are run, and then those commands win over systemctl and
 service, whatever the target — the lab restarts its own dockerd this way:
@@ -26,7 +29,6 @@ from typing import Any, ClassVar
 
 from runflow.core.actions import Action, Context, ShellStep, State, sh
 from runflow.core.errors import ActionError
-from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
 from .args import ServicePresentArgs, ServiceRestartArgs
@@ -48,6 +50,9 @@ def inventory_commands(host: Host, service: str) -> dict[str, list[str]] | None:
         if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
             raise ActionError(f"{where}.{verb} must be a command as a list of strings")
     return table
+
+
+# -- how a kind of host runs its services -------------------------------------------------------
 
 
 class Manager:
@@ -88,7 +93,7 @@ class SysVInit(Manager):
         return ["service", service, verb]
 
 
-class Commands(Manager):
+class InventoryCommands(Manager):
     backend, tool = "command", ""
 
     def argv(self, verb: str, service: str) -> list[str]:
@@ -101,16 +106,19 @@ class Commands(Manager):
         return "the inventory gives no commands for this host's services ([hosts.HOST.services.NAME])"
 
 
-MANAGERS: dict[str, Manager] = {m.backend: m for m in (Systemd(), SysVInit(), Commands())}
+SYSTEMD, SYSVINIT, INVENTORY_COMMANDS = Systemd(), SysVInit(), InventoryCommands()
 
 
-def service_argv(host: Host, backend: str, verb: str, service: str) -> list[str]:
+def service_argv(host: Host, manager: Manager, verb: str, service: str) -> list[str]:
     """The command that does verb to service on host: the inventory's if it gives one, else
-    the backend's."""
+    the manager's."""
     commands = inventory_commands(host, service)
     if commands and verb in commands:
         return list(commands[verb])
-    return MANAGERS[backend].argv(verb, service)
+    return manager.argv(verb, service)
+
+
+# -- the actions, given a manager ---------------------------------------------------------------
 
 
 class ServiceAction(Action):
@@ -123,7 +131,7 @@ class ServiceAction(Action):
 
     def commands(self, ctx: Context, verbs: tuple[str, ...], service: str) -> dict[str, Any]:
         """The argv of each verb on this host, recorded in the observation for describe."""
-        return {verb: service_argv(ctx.host, self.backend, verb, service) for verb in verbs}
+        return {verb: service_argv(ctx.host, self.manager, verb, service) for verb in verbs}
 
 
 class ServiceRestart(ServiceAction):
@@ -151,7 +159,7 @@ class ServiceRestart(ServiceAction):
 
     def shell(self, host: Host, args: ServiceRestartArgs, var: Callable[[str], str]
               ) -> ShellStep:
-        return ShellStep(apply=(sh(*service_argv(host, self.backend, "restart", args.name)),))
+        return ShellStep(apply=(sh(*service_argv(host, self.manager, "restart", args.name)),))
 
 
 class ServicePresent(ServiceAction):
@@ -182,7 +190,7 @@ class ServicePresent(ServiceAction):
     def shell(self, host: Host, args: ServicePresentArgs, var: Callable[[str], str]
               ) -> ShellStep:
         def argv(verb: str) -> str:
-            return sh(*service_argv(host, self.backend, verb, args.name))
+            return sh(*service_argv(host, self.manager, verb, args.name))
 
         running = var("running")
         holds = argv("status") if args.state == "running" else f"! {argv('status')}"
@@ -194,17 +202,3 @@ class ServicePresent(ServiceAction):
             apply=(argv("start" if args.state == "running" else "stop"),),
             undo=(f'if [ "${running}" = 1 ]; then {argv("start")}; else {argv("stop")}; fi',))
 
-
-def _implementations() -> list[type[Action]]:
-    made = []
-    for manager in MANAGERS.values():
-        for base in (ServiceRestart, ServicePresent):
-            made.append(type(f"{base.__name__}_{manager.backend}", (base,),
-                             {"backend": manager.backend, "manager": manager}))
-    return made
-
-
-@hookimpl
-def runflow_register_actions(register: Any) -> None:
-    for action in _implementations():
-        register(action)

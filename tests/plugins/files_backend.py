@@ -2,8 +2,14 @@
 
 `file.present` makes a file hold some content; undo restores what was there before (the old
 content, or no file). Each apply and undo appends a line to `<dir>/.log`, so tests can count
-side effects, and can hold still while a marker file exists, so tests can interrupt them. Faults are files too: apply fails while `<dir>/<fail_marker>` exists, undo fails
-while `<dir>/<undo_fail_marker>` exists — "fixing the cause" is deleting the marker.
+side effects, and can hold still while a marker file exists, so tests can interrupt them
+(before writing, or after: `after_hold_marker`, the file written but the step not yet done).
+Faults are files too: apply fails while `<dir>/<fail_marker>` exists, undo fails while
+`<dir>/<undo_fail_marker>` exists — "fixing the cause" is deleting the marker.
+
+`file.restarted` is `file.present` for a file whose apply also has an effect observe cannot
+see (as a daemon restarted after its config file changed): a step of it left in doubt by a
+killed run is applied again on resume.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class FileArgs(Args):
     fail_marker: str | None = None
     undo_fail_marker: str | None = None
     break_marker: str | None = None  # apply writes the file, then fails, while this file exists
+    after_hold_marker: str | None = None  # apply waits after writing while this file exists
 
 
 def _log(args: FileArgs, line: str) -> None:
@@ -61,6 +68,7 @@ class FilePresent(Action):
         _log(args, f"apply {args.name}")
         _hold(args, args.hold_marker)
         (Path(args.dir) / args.name).write_text(args.content)
+        _hold(args, args.after_hold_marker)
         if args.break_marker and (Path(args.dir) / args.break_marker).exists():
             raise ActionError(f"{args.break_marker}: failed after writing")
 
@@ -77,6 +85,12 @@ class FilePresent(Action):
 
     def describe(self, args: FileArgs, before: State | None = None) -> list[list[str]]:
         return [["write", str(Path(args.dir) / args.name)]]
+
+
+class FileRestarted(FilePresent):
+    name = "file.restarted"
+    summary = "a file holds some content, and something restarts after it changed (test)"
+    reapply_in_doubt = True
 
 
 class NoopArgs(Args):
@@ -107,4 +121,5 @@ class Noop(Action):
 @hookimpl
 def runflow_register_actions(register: Any) -> None:
     register(FilePresent)
+    register(FileRestarted)
     register(Noop)

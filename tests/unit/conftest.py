@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, runflow_argv
 
 FILES_PLUGIN = REPO / "tests" / "plugins" / "files_backend.py"
 
@@ -66,6 +70,15 @@ class FileWorkflow:
         return path
 
 
+@pytest.fixture(autouse=True)
+def lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Host locks of this test's own: the local host's lock is machine-wide (/run/runflow), and
+    other test runs on this machine run workflows on the local host too."""
+    path = tmp_path / "locks"
+    monkeypatch.setenv("RUNFLOW_LOCK_DIR", str(path))
+    return path
+
+
 @pytest.fixture
 def fw(tmp_path: Path) -> FileWorkflow:
     return FileWorkflow(tmp_path)
@@ -85,3 +98,22 @@ def rf(runflow):
 
 def read_events(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def start(runflow_home: Path, *args: Any, env: dict[str, str] | None = None,
+          **popen: Any) -> subprocess.Popen:
+    """Start runflow with the files test backend, in the background (text, captured)."""
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen([*runflow_argv(), *map(str, args), "--plugin", str(FILES_PLUGIN)],
+                            text=True, env={**os.environ, "RUNFLOW_HOME": str(runflow_home),
+                                            **(env or {})}, **popen)
+
+
+def wait_for(predicate: Callable[[], bool], proc: subprocess.Popen,
+             timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)

@@ -204,7 +204,7 @@ def test_plugin_from_a_file_and_from_the_workflow(runflow, fw, tmp_path):
     assert str(FILES_PLUGIN) in row and row.index("usable") == header.index("STATUS")
     wf = fw.write([fw.step("a")])
     wf.write_text(f"plugins = [{str(FILES_PLUGIN)!r}]\n" + wf.read_text())
-    result = runflow("run", wf)
+    result = runflow("run", wf, "--allow-outside-plugins")  # the plugin is not beside it
     assert result.returncode == 0, result.stderr
     assert fw.files() == {"a": "a content"}
 

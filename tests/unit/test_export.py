@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from runflow.core.export import command, value_of, word
+from runflow.core.export import command, indent, value_of, word
 from tests.conftest import need_tools
 
 NASTY = "a b  'c' \"d\" $(touch x) `touch y` ; * \\ $HOME\ttab"
@@ -99,3 +99,39 @@ def test_a_step_without_a_shell_form_stops_the_export_naming_it(runflow: Any,
     assert "step 'web'" in done.stderr and "container.run" in done.stderr
     assert "no shell form" in done.stderr
     assert not (tmp_path / "wf.sh").exists()
+
+
+MULTILINE = ("first\n    indented 'q' \"d\" $(touch x)\n\ttab \\\n\nRUNFLOW_S1\ntouch pwned\n"
+             "'\nlast\n")
+
+
+def test_a_value_with_newlines_arrives_byte_for_byte(runflow: Any, tmp_path: Path) -> None:
+    need_tools("dash")
+    out = tmp_path / "out"
+    wf = tmp_path / "wf.toml"
+    wf.write_text(
+        '[workflow]\nname = "lines"\ndescription = "two\\ntouch pwned"\n'
+        f"[vars]\ntext = {json.dumps(MULTILINE)}\n"
+        + shell_run("write", ["sh", "-c", 'printf "%s" "$1" > "$2"', "sh", "{{ text }}",
+                              str(out)], ["rm", "-f", str(out)])
+        + '\n[[steps]]\nid = "skipped"\naction = "shell.run"\ncmd = ["true"]\nundo = []\n'
+          'when = "text == \'x\\ntouch pwned\'"\n')
+    assert runflow("export", wf, "-o", tmp_path / "wf.sh").returncode == 0
+
+    listed = run(tmp_path / "wf.sh", "--dry-run", shell="dash")
+    assert listed.returncode == 0, listed.stderr
+    assert "\nRUNFLOW_S1\ntouch pwned\n" in listed.stdout  # listed, not run
+    assert not out.exists() and not (tmp_path / "pwned").exists()
+
+    done = run(tmp_path / "wf.sh", shell="dash")
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == MULTILINE.encode()
+    assert not (tmp_path / "x").exists() and not (tmp_path / "pwned").exists()
+
+
+def test_indent_leaves_the_lines_of_a_quoted_value_alone() -> None:
+    block = [command(["echo", "a\n  b"]) + " && " + command(["echo", "c\nd"]),
+             'x="$(printf \'%s\' "1\n2")"', "echo 'it''s' # don't", "y=1 \\", "  z", "done"]
+    assert indent(block) == [
+        "    echo 'a\n  b' && echo 'c\nd'", '    x="$(printf \'%s\' "1\n2")"',
+        "    echo 'it''s' # don't", "    y=1 \\", "  z", "    done"]

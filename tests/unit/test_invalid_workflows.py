@@ -80,3 +80,55 @@ def test_bad_inventory_exits_2(rf, tmp_path, text, fragment):
     assert fragment in result.stderr
     assert str(inventory) in result.stderr
     assert list(state.iterdir()) == []
+
+
+LARGE = "x" * 70_000  # more than a var may hold (64 KiB of text)
+
+
+@pytest.mark.parametrize("where", ["vars", "targets", "inventory", "--var", "list"])
+def test_a_var_too_large_is_refused_naming_it(rf, tmp_path, where):
+    state = tmp_path / "state"
+    state.mkdir()
+    wf, inventory = tmp_path / "wf.toml", tmp_path / "inventory.toml"
+    value = '"big"'
+    if where in ("vars", "targets"):
+        value = f'"{LARGE}"'
+    elif where == "list":
+        value = "[" + ", ".join(['"abcdefgh"'] * 7000) + "]"
+    table = "[targets.centos6]" if where == "targets" else "[vars]"
+    wf.write_text(f'[workflow]\nname = "x"\n{table}\nv = {value}\n[[steps]]\nid = "a"\n'
+                  f'action = "file.present"\ndir = "{state}"\nname = "a"\n')
+    inventory.write_text(f'[hosts.h1]\nvars = {{ v = "{LARGE if where == "inventory" else 1}" }}\n')
+    args = ["--inventory", inventory, "--target", "centos6"]
+    if where == "--var":
+        args += ["--var", f"v={LARGE}"]
+    result = rf("run", wf, *args)
+    assert result.returncode == 2, result.stderr
+    assert "more than 65,536 characters, the most a var may hold" in result.stderr
+    named = {"vars": "vars.v", "list": "vars.v", "targets": "targets.centos6.v",
+             "inventory": "hosts.h1.vars.v", "--var": "--var v"}[where]
+    assert named in result.stderr
+    assert list(state.iterdir()) == []
+
+
+def test_every_shipped_workflow_validates_or_says_what_it_expects(runflow):
+    result = runflow("validate", *sorted((REPO / "workflows").glob("*.toml")))
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert [e for e in errors if "cross-host-ping.toml" not in e] == []
+    assert errors == [e for e in errors if "expects 'peer_container_address' from each host's "
+                      "vars in the inventory, and there is no inventory: give one (--inventory "
+                      "FILE, or --lab for the lab's), or give --var peer_container_address=VALUE"
+                      in e]
+    with_var = runflow("validate", REPO / "workflows" / "cross-host-ping.toml",
+                       "--var", "peer_container_address=172.16.42.64")
+    assert with_var.returncode == 0, with_var.stderr
+
+
+def test_a_host_that_does_not_give_a_host_var_is_named(rf, tmp_path):
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text('[hosts.h1]\nvars = { peer = "a" }\n[hosts.h2]\nvars = {}\n')
+    result = rf("validate", REPO / "tests" / "invalid" / "43-host-var-not-given.toml",
+                "--inventory", inventory, "--var", f"dir={tmp_path}")
+    assert result.returncode == 2
+    assert (f"host 'h2' of {inventory} does not give 'peer': add it to [hosts.h2.vars], or "
+            "give --var peer=VALUE") in result.stderr

@@ -4,19 +4,15 @@ events leave, and the --events sink."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import time
 
 import pytest
 
 from runflow.core.eventlog import EventLog
 from runflow.core.events import Event
 from runflow.core.journal import Journal, StepRecord
-from tests.conftest import runflow_argv
-from tests.unit.conftest import FILES_PLUGIN, read_events
+from tests.unit.conftest import read_events, start, wait_for
 
 SIX = ["a", "b", "c", "d", "e", "f"]
 
@@ -33,20 +29,6 @@ def final_state(fw):
 
 def initial_state():
     return {"c": "old c"}
-
-
-def start(runflow_home, *args):
-    return subprocess.Popen([*runflow_argv(), *map(str, args), "--plugin", str(FILES_PLUGIN)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "RUNFLOW_HOME": str(runflow_home)})
-
-
-def wait_for(predicate, proc, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def last_run(runflow):

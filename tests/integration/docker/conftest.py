@@ -50,7 +50,7 @@ class DockerHost:
         return [line.split(": ")[1].split("@")[0] for line in out.splitlines()]
 
 
-def _need_docker() -> None:
+def need_docker() -> None:
     need_tools("dockerd", "nsenter", "ip", "busybox")
     try:
         import docker  # noqa: F401
@@ -89,7 +89,7 @@ def start_host(*, ovs: bool = False, sysconfig: bool = False) -> Iterator[Docker
 @pytest.fixture(scope="module")
 def docker_host() -> Iterator[DockerHost]:
     """A host with dockerd and OVS, shared by a module's tests (each uses its own names)."""
-    _need_docker()
+    need_docker()
     need_tools("ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "brctl")
     yield from start_host(ovs=True)
 
@@ -98,5 +98,5 @@ def docker_host() -> Iterator[DockerHost]:
 def fresh_docker_host(request: pytest.FixtureRequest) -> Iterator[DockerHost]:
     """A host of its own, for tests that reconfigure and restart its dockerd; the
     parameter "sysconfig" gives it a CentOS 6 style /etc/sysconfig/docker."""
-    _need_docker()
+    need_docker()
     yield from start_host(sysconfig=getattr(request, "param", "") == "sysconfig")

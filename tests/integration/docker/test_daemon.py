@@ -51,8 +51,18 @@ name = "docker"
 """
 
 
-def inventory(host: DockerHost, path: Path, config: Path) -> Path:
-    command = json.dumps(host.dockerd.restart_command())
+# The docker service's restart command, killing the runflow that runs it (its parent) the
+# first time after a flag file appeared: a run or rollback killed after the file was written
+# and before the daemon restarted.
+KILL_ONCE = 'if rm "$0" 2>/dev/null; then kill -9 "$PPID"; exit 1; fi; exec "$@"'
+
+
+def inventory(host: DockerHost, path: Path, config: Path, *,
+              kill_flag: Path | None = None) -> Path:
+    restart = host.dockerd.restart_command()
+    if kill_flag is not None:
+        restart = ["sh", "-c", KILL_ONCE, str(kill_flag), *restart]
+    command = json.dumps(restart)
     key = "docker_sysconfig" if host.dockerd.sysconfig else "docker_config"
     return host.inventory(path, extra=f'{key} = "{config}"\n\n'
                                       f'[hosts.h1.services.docker]\nrestart = {command}\n')
@@ -61,6 +71,14 @@ def inventory(host: DockerHost, path: Path, config: Path) -> Path:
 def run_id(done) -> str:
     """The run id from the first line of `runflow run`'s progress ("run ID: ...")."""
     return (done.stderr or done.stdout).split()[1].rstrip(":")
+
+
+def bridge_for_docker(host: DockerHost, target: str) -> Path:
+    """Make br-docker (10.70.0.1/24) on the host; returns the file docker.daemon edits."""
+    host.ns.run(["ip", "link", "add", "br-docker", "type", "bridge"])
+    host.ns.run(["ip", "addr", "add", "10.70.0.1/24", "dev", "br-docker"])
+    host.ns.run(["ip", "link", "set", "br-docker", "up"])
+    return host.dockerd.sysconfig_path if target == "centos6" else host.dockerd.config_path
 
 
 def address_of(host: DockerHost, name: str) -> ipaddress.IPv4Address:
@@ -74,10 +92,7 @@ def address_of(host: DockerHost, name: str) -> ipaddress.IPv4Address:
 def test_docker_uses_our_bridge_until_rollback(fresh_docker_host: DockerHost, target: str,
                                                runflow, tmp_path: Path) -> None:
     host = fresh_docker_host
-    host.ns.run(["ip", "link", "add", "br-docker", "type", "bridge"])
-    host.ns.run(["ip", "addr", "add", "10.70.0.1/24", "dev", "br-docker"])
-    host.ns.run(["ip", "link", "set", "br-docker", "up"])
-    config = host.dockerd.sysconfig_path if target == "centos6" else host.dockerd.config_path
+    config = bridge_for_docker(host, target)
     original = config.read_bytes()
     (tmp_path / "wf.toml").write_text(WORKFLOW)
     inv = inventory(host, tmp_path / "inventory.toml", config)
@@ -105,19 +120,71 @@ def test_docker_uses_our_bridge_until_rollback(fresh_docker_host: DockerHost, ta
     assert address_of(host, "after") in ipaddress.ip_network("172.17.0.0/16")
 
 
-def test_a_config_file_that_did_not_exist_is_removed_on_rollback(
-        fresh_docker_host: DockerHost, runflow, tmp_path: Path) -> None:
+def dockerd_pid(host: DockerHost) -> str:
+    return (host.dockerd.dir / "dockerd.started").read_text()
+
+
+@pytest.mark.parametrize(("fresh_docker_host", "target"),
+                         [("daemon-json", "modern"), ("sysconfig", "centos6")],
+                         indirect=["fresh_docker_host"])
+def test_a_restart_a_killed_command_never_did_is_done_by_the_next_one(
+        fresh_docker_host: DockerHost, target: str, runflow, tmp_path: Path) -> None:
+    """The file alone does not say what dockerd runs: killed between writing the file and
+    restarting, a run leaves a file that holds and a daemon that does not, and a rollback a
+    file that is back and a daemon that still runs the run's bridge. The next run and the next
+    rollback see the daemon is older than its file and restart it."""
     host = fresh_docker_host
-    config = tmp_path / "etc" / "daemon.json"
+    config = bridge_for_docker(host, target)
+    original = config.read_bytes()
+    flag = tmp_path / "kill-at-restart"
+    (tmp_path / "wf.toml").write_text(WORKFLOW)
+    inv = inventory(host, tmp_path / "inventory.toml", config, kill_flag=flag)
+    started = dockerd_pid(host)
+
+    flag.touch()
+    killed = runflow("run", tmp_path / "wf.toml", "--inventory", inv, "--target", target)
+    assert killed.returncode == -9, killed.stderr
+    assert config.read_bytes() != original and dockerd_pid(host) == started
+
+    again = runflow("run", tmp_path / "wf.toml", "--inventory", inv, "--target", target)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "skip   daemon" not in again.stderr and dockerd_pid(host) != started
+    assert address_of(host, "web") in ipaddress.ip_network("10.70.0.128/25")
+    assert runflow("rollback", run_id(again)).returncode == 0  # the file stays: not its own
+    started = dockerd_pid(host)
+
+    flag.touch()
+    rollback = runflow("rollback", run_id(killed))
+    assert rollback.returncode == -9, rollback.stderr
+    assert config.read_bytes() == original and dockerd_pid(host) == started
+
+    back = runflow("rollback", run_id(killed))
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert dockerd_pid(host) != started
+    host.client.containers.run(host.image, ["sleep", "3600"], name="after", detach=True,
+                               init=True)
+    assert address_of(host, "after") in ipaddress.ip_network("172.17.0.0/16")
+
+
+def test_a_config_file_that_did_not_exist_is_removed_on_rollback_with_its_directories(
+        fresh_docker_host: DockerHost, runflow, tmp_path: Path) -> None:
+    """Undo removes what apply made, and only that: the file and the directories made for
+    it, but not a directory that holds something else by then."""
+    host = fresh_docker_host
     (tmp_path / "wf.toml").write_text(WORKFLOW.split("[[steps]]\nid = \"web\"")[0]
                                       .replace('restart = "docker"\n', ""))
-    inv = inventory(host, tmp_path / "inventory.toml", config)
-    done = runflow("run", tmp_path / "wf.toml", "--inventory", inv, "--target", "modern")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert config.exists()
-    back = runflow("rollback", run_id(done))
-    assert back.returncode == 0, back.stdout + back.stderr
-    assert not config.exists()
+    for config, shared in ((tmp_path / "etc" / "docker" / "daemon.json", None),
+                           (tmp_path / "etc2" / "docker" / "daemon.json", tmp_path / "etc2")):
+        inv = inventory(host, tmp_path / "inventory.toml", config)
+        done = runflow("run", tmp_path / "wf.toml", "--inventory", inv, "--target", "modern")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert config.exists()
+        if shared:
+            (shared / "other.conf").write_text("not runflow's\n")
+        back = runflow("rollback", run_id(done))
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert not config.parent.exists()
+        assert (shared / "other.conf").exists() if shared else not (tmp_path / "etc").exists()
 
 
 def test_an_ovs_bridge_for_docker_fails_before_anything_changes(
