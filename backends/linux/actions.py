@@ -38,8 +38,8 @@ from .args import (ABSENT, HOME, AddAddr, AddBridge, AddrAbsentArgs, AddrPresent
                    restore_link, restore_routes, route_matches, simulate)
 from .commands import render
 from .export import (ALL_KEYS, VETH_KEYS, ShellLinux, ShellVar, address_specs, addresses_step,
-                     matching_routes, routes_step, shell_exists, shell_is_port, shell_master,
-                     sys_path)
+                     creating_step, matching_routes, routes_step, shell_exists, shell_is_port,
+                     shell_master, sys_path)
 from .sysfs import SYS_NET
 
 # ---------------------------------------------------------------------------------------------
@@ -543,15 +543,9 @@ class VethPresent(LinkAction):
                      f"[ \"{ifindex}\" = \"$(cat {sys_path(args.peer, 'ifindex')})\" ] && "
                      f"[ \"$(cat {sys_path(args.peer, 'iflink')})\" = "
                      f"\"$(cat {sys_path(args.name, 'ifindex')})\" ]")
-        exists = var("exists")
-        return ShellStep(
-            check=holds,
-            save=(f"if {shell_exists(args.name)}; then {exists}=1; else {exists}=0; fi",),
-            saved=(exists,),
-            apply=tuple(out.run(*self.changes(args, {}))),
-            # Created here: deleting our end deletes the peer, wherever it is.
-            undo=(f"if [ \"${exists}\" = 0 ] && {shell_exists(args.name)}; then "
-                  f"{out.one_line(DelLink(args.name, 'veth'))}; fi",))
+        # Undo deletes our end, and the peer goes with it, wherever it is.
+        return creating_step(out, DelLink(args.name, "veth"), var, holds,
+                             out.run(*self.changes(args, {})))
 
 
 class VethAbsent(LinkAction):
@@ -784,13 +778,9 @@ class BridgePresent(LinkAction):
 
     def shell(self, host: Host, args: BridgeArgs, var: ShellVar) -> ShellStep:
         out = ShellLinux(self.linux.centos6, host)
-        exists = var("exists")
-        return ShellStep(
-            check=f"[ -d {sys_path(args.name, 'bridge')} ]",
-            save=(f"if {shell_exists(args.name)}; then {exists}=1; else {exists}=0; fi",),
-            saved=(exists,), apply=tuple(out.run(AddBridge(args.name))),
-            undo=(f"if [ \"${exists}\" = 0 ] && {shell_exists(args.name)}; then "
-                  f"{out.one_line(DelLink(args.name, 'bridge'))}; fi",))
+        return creating_step(out, DelLink(args.name, "bridge"), var,
+                             f"[ -d {sys_path(args.name, 'bridge')} ]",
+                             out.run(AddBridge(args.name)))
 
 
 class BridgeAbsent(LinkAction):

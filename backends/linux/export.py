@@ -175,6 +175,18 @@ class ShellLinux:
             "    done"]
 
 
+def creating_step(out: ShellLinux, removal: DelLink, var: ShellVar, holds: str,
+                  apply: Sequence[str]) -> ShellStep:
+    """A step that creates a link: it saves whether the link was there, and undo deletes it
+    (`removal`) if it was not."""
+    exists, name = var("exists"), removal.name
+    return ShellStep(
+        check=holds, save=(f"if {shell_exists(name)}; then {exists}=1; else {exists}=0; fi",),
+        saved=(exists,), apply=tuple(apply),
+        undo=(f"if [ \"${exists}\" = 0 ] && {shell_exists(name)}; then "
+              f"{out.one_line(removal)}; fi",))
+
+
 def addresses_step(out: ShellLinux, dev: str, fam: int, var: ShellVar, holds: str,
                    apply: Sequence[str]) -> ShellStep:
     """A step that changes dev's addresses of one family: it saves them, and undo puts them
