@@ -324,41 +324,53 @@ class Engine:
 
     def _run_one(self, rt: HostRuntime, impl: Action, r: StepRun) -> str | None:
         ctx = self._context(rt, r)
+        method = "observe"  # which of the backend's methods raised, for the error
         try:
             if r.state in ("pending", "skipped", "failed", "undone"):
                 r.fire("check")
             now = impl.observe(ctx, r.instance.args)
-            fired = self._needs_apply(impl, r, now, impl.check(r.instance.args, now))
+            method = "check"
+            holds = impl.check(r.instance.args, now)
+            method = "engine"
+            fired = self._needs_apply(impl, r, now, holds)
             if not fired:
                 return None
             if self._stop_reason:
                 return self._not_applied(r, fired)
             self._touched = True
+            method = "apply"
             impl.apply(ctx, r.instance.args, now)
         except Exception as exc:
             if r.state == "applying":
-                return self._fail_applying(impl, ctx, r, exc)
-            return self._fail(r, exc, ctx)
+                return self._fail_applying(impl, ctx, r, exc, method)
+            return self._fail(r, exc, ctx, method)
         r.fire("succeed", detail={"commands": ctx.commands})
         return None
 
-    def _fail_applying(self, impl: Action, ctx: Context, r: StepRun, exc: Exception) -> str:
+    def _fail_applying(self, impl: Action, ctx: Context, r: StepRun, exc: Exception,
+                       method: str) -> str:
         """An apply that failed half-way (e.g. a veth made, its move failed) must not leave
         half-done state: if the step's state is not what the journal holds as its "before" —
         observed before its first apply, maybe by a run killed since — undo restores that.
         When that fails too, the step stays changed (undo_failed) for rollback to undo."""
         before = r.before
         if before is None:  # a journal of an older runflow may lack it: nothing to compare
-            return self._fail(r, exc, ctx)
+            return self._fail(r, exc, ctx, method)
+        error = self._failure_line(r, method, exc)
+        cleanup_method = "observe"
         try:
             changed = impl.observe(ctx, r.instance.args) != before
             if changed:
+                cleanup_method = "undo"
                 impl.undo(ctx, r.instance.args, before)
         except Exception as cleanup:
-            r.error = f"{exc}; its partial changes could not be undone: {cleanup}"
-            r.fire("fail_undo", message=r.error, detail={"commands": ctx.commands})
+            r.error = (f"{error}; its partial changes could not be undone: "
+                       f"{self._failure_line(r, cleanup_method, cleanup)}")
+            r.fire("fail_undo", message=r.error,
+                   detail={"commands": ctx.commands, **_traceback_of(cleanup)})
             return self._fail_message(r, r.error)
-        return self._fail(r, f"{exc} (its partial changes were undone)" if changed else exc, ctx)
+        return self._fail(r, exc, ctx, method,
+                          suffix=" (its partial changes were undone)" if changed else "")
 
     def _needs_apply(self, impl: Action, r: StepRun, now: State, holds: bool,
                      durable: bool = True) -> str | None:
@@ -438,16 +450,27 @@ class Engine:
             if impl.check(r.instance.args, now):
                 r.fire("succeed", detail=self._batch_commands(ctx, i))
             elif failure is None:
-                failure = self._fail(r, exc, ctx)
+                failure = self._fail(r, exc, ctx, "apply")
             else:
                 r.fire("fail", message=f"not applied: the batch stopped at {runs[0].key}")
-        return failure or self._fail_message(runs[0], exc)
+        return failure or self._fail_message(runs[0], self._failure_line(runs[0], "apply", exc))
 
-    def _fail(self, r: StepRun, exc: Exception | str, ctx: Context) -> str:
-        r.error = str(exc) or type(exc).__name__
+    def _failure_line(self, r: StepRun, method: str, exc: Exception) -> str:
+        """One line naming what raised: the backend's method (or the engine's own code), the
+        action, backend and plugin, the exception's type and message."""
+        if method == "engine":
+            return f"{type(exc).__name__}: {exc}"
+        inst = r.instance
+        return failure_line(exc, method=method, action=inst.action, backend=inst.backend,
+                            plugin=self.registry.owner(inst.action, inst.backend or ""))
+
+    def _fail(self, r: StepRun, exc: Exception, ctx: Context, method: str, *,
+              suffix: str = "") -> str:
+        r.error = self._failure_line(r, method, exc) + suffix
         if r.state in ("checking", "applying"):
-            r.fire("fail", message=r.error, detail={"commands": ctx.commands})
-        return self._fail_message(r, exc)
+            r.fire("fail", message=r.error, detail={"commands": ctx.commands,
+                                                    **_traceback_of(exc)})
+        return self._fail_message(r, r.error)
 
     def _fail_unexpected(self, runs: Sequence[StepRun], exc: Exception) -> str:
         detail = {"traceback": traceback.format_exc()}
@@ -525,9 +548,10 @@ class Engine:
         try:
             impl.undo(ctx, r.instance.args, r.before or {})
         except Exception as exc:
-            r.error = str(exc) or type(exc).__name__
-            r.fire("fail_undo", message=r.error, detail={"commands": ctx.commands})
-            return self._fail_message(r, exc)
+            r.error = self._failure_line(r, "undo", exc)
+            r.fire("fail_undo", message=r.error,
+                   detail={"commands": ctx.commands, **_traceback_of(exc)})
+            return self._fail_message(r, r.error)
         r.fire("finish_undo", detail={"commands": ctx.commands})
         return None
 
@@ -589,3 +613,8 @@ class Engine:
         else:
             self._fault = self._fault or (f"the event subscriber {name} failed: "
                                           f"{type(exc).__name__}: {exc}")
+
+
+def _traceback_of(exc: BaseException) -> dict[str, str]:
+    """A failure's traceback, for the journal (`runflow show --json`) and --debug."""
+    return {"traceback": "".join(traceback.format_exception(exc))}

@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS events (
     source TEXT,
     dest TEXT NOT NULL,
     message TEXT NOT NULL,
-    detail TEXT                    -- JSON: a step event's "before" and "commands", if it has any
+    detail TEXT                    -- JSON: a step event's "before", "commands", "traceback", if any
 );
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id, id);
 """
@@ -132,6 +132,7 @@ class StepRecord(NamedTuple):
     commands: list[str]
     started: float | None
     finished: float | None
+    traceback: str | None = None  # of its latest failure in backend code (runflow show --json)
 
     def to_json(self) -> dict[str, Any]:
         return self._asdict()
@@ -233,8 +234,9 @@ class Journal:
         detail = None
         if e.kind == "step":  # what a step's record is folded from besides state and message
             kept = {"before": e.detail["before"]} if "before" in e.detail else {}
-            if e.detail.get("commands"):
-                kept["commands"] = e.detail["commands"]
+            for key in ("commands", "traceback"):
+                if e.detail.get(key):
+                    kept[key] = e.detail[key]
             detail = json.dumps(kept) if kept else None
         self._events.append((e.run_id, e.time, e.kind, e.host, e.step, e.source, e.dest,
                              e.message, detail))
@@ -360,7 +362,7 @@ def _fold(plan: dict[str, list[list[Any]]], events: Iterable[Sequence[Any]]) -> 
     records = {(host, key): {"host": host, "seq": seq, "key": key, "action": action,
                              "backend": backend, "args": args, "state": "pending",
                              "before": None, "error": None, "commands": [], "started": None,
-                             "finished": None}
+                             "finished": None, "traceback": None}
                for host, steps in plan.items()
                for seq, (key, action, backend, args) in enumerate(steps)}
     checked: dict[tuple[str, str], float] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from .errors import debugging
 from .events import Event
 from .hookspecs import hookimpl
 
@@ -62,6 +63,8 @@ class Progress:
         line = (f"  {_SHOWN[event.dest]:<6} {self._where(event)}{event.step:<24} "
                 f"{elapsed:7.1f} ms{reason}")
         self._print(line, _STYLE.get(event.dest))
+        if event.detail.get("traceback") and debugging():
+            self._print(event.detail["traceback"].rstrip(), None)
 
     def _where(self, event: Event) -> str:
         return f"[{event.host}] " if self.multi_host and event.host else ""

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.interpreter import pytest_cmdline_main  # noqa: F401  (runs the tests in .venv)
+
 IN_CI = os.environ.get("CI") == "true"
 REPO = Path(__file__).resolve().parent.parent
 

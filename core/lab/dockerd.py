@@ -1,8 +1,8 @@
 """A private dockerd for one lab host (a network namespace), and an offline busybox image.
 
-The daemon runs in the host's network namespace but keeps the machine's mount namespace
-(`nsenter --net`, not `ip netns exec`, which would hide /sys/fs/cgroup). Everything it owns
-lives under one state directory D:
+The daemon runs in the host's network namespace but keeps the mount namespace (and root
+directory) of the process that started the lab (`nsenter --net`, not `ip netns exec`, which
+would hide /sys/fs/cgroup). Everything it owns lives under one state directory D:
 
     D/data  D/exec          --data-root / --exec-root (exec is made a shared bind mount, or
                             container namespaces can outlive their containers)
@@ -16,8 +16,14 @@ lives under one state directory D:
     D/dockerd.json          how to start it again, for `python3 -m runflow.core.lab.dockerd
                             restart D` (the command a lab inventory gives as the docker
                             service's restart command)
+    D/dockerd.started       the pid of the daemon the lab started and tracks (written as soon
+                            as it is spawned); `up()` holds only for that daemon
+    D/dockerd.pid           dockerd's own pid file (a stale one, which would stop dockerd from
+                            starting, is removed before a start)
 
-Only the started process is ever signalled, by its pid.
+Only processes the lab started are ever signalled, by their pid: a recorded pid only while it
+still runs this state directory's daemon (a pid may be reused), and a daemon whose pid was
+never recorded (its start was interrupted) is found by its argv, which names our socket.
 """
 
 from __future__ import annotations
@@ -31,11 +37,15 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .namespaces import Namespace
-from .processes import alive, stop_pid
+from .processes import (alive, pids_running_with, read_pid, run_tool, runs_with, stop_pid,
+                        write_pid)
 
 BUSYBOX = "/bin/busybox"
 BUSYBOX_TOOLS = ("sh", "ip", "ping", "sleep", "cat", "ifconfig", "route", "hostname", "ls")
@@ -50,6 +60,41 @@ _FLAG_KEYS = {"-b": ("bridge", "bip"), "--bridge": ("bridge", "bip"), "--bip": (
 
 class DockerdError(RuntimeError):
     """The daemon could not be started or stopped; the message carries its log's tail."""
+
+
+@dataclass(frozen=True)
+class Entering:
+    """nsenter options that start a program where another process runs, and the descriptors
+    they name (held open until the program has started). Empty: where the caller runs."""
+
+    options: tuple[str, ...] = ()
+    fds: tuple[int, ...] = ()
+
+    @staticmethod
+    @contextmanager
+    def process(pid: int | None) -> Iterator[Entering]:
+        """Into pid's mount namespace and under its root directory. Entering a mount namespace
+        alone would put the program at that namespace's real root, outside a chroot runflow
+        may run in. The descriptors keep both alive after pid itself has been stopped."""
+        fds: list[int] = []
+        try:
+            if pid is not None:
+                fds.append(os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY))
+                fds.append(os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY))
+        except FileNotFoundError:  # pid has just ended: start where the caller runs
+            for fd in fds:
+                os.close(fd)
+            fds = []
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            raise DockerdError(f"cannot enter the mount namespace of pid {pid}: {exc}") from exc
+        try:
+            yield (Entering((f"--mount=/proc/self/fd/{fds[0]}", f"--root=/proc/self/fd/{fds[1]}"),
+                            tuple(fds)) if fds else Entering())
+        finally:
+            for fd in fds:
+                os.close(fd)
 
 
 class Dockerd:
@@ -94,69 +139,54 @@ class Dockerd:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self, timeout: float = 30, *, mount_ns: int | None = None) -> None:
-        """Start the daemon (setting up the state directory the first time) and wait until its
-        socket answers. mount_ns: an open mount namespace file to start it in (a restart keeps
-        the namespace of the daemon it replaces)."""
-        self._prepare()
-        enter = [f"--mount=/proc/self/fd/{mount_ns}"] if mount_ns is not None else []
-        self._ensure_containerd(enter, mount_ns, timeout)
-        argv = self.namespace.nsenter_argv([
-            *enter, "dockerd", "--data-root", str(self.dir / "data"), "--exec-root",
-            str(self.dir / "exec"), "--pidfile", str(self.pidfile), "-H", self.url,
-            "--containerd", str(self.containerd_socket),
-            "--config-file", str(self._effective_config()), *self._sysconfig_flags(),
-        ])
-        with open(self.log_path, "ab") as log:
-            # A new session: the daemon must outlive a `restart` command's process, and must
-            # not get the terminal's signals.
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    start_new_session=True,
-                                    pass_fds=(mount_ns,) if mount_ns is not None else ())
-        deadline = time.monotonic() + timeout
-        while not self.answers():
-            if proc.poll() is not None:
-                raise DockerdError(f"dockerd exited {proc.returncode}: {self.log_tail()}")
-            if time.monotonic() > deadline:
-                self._stop_pid(proc.pid)
-                raise DockerdError(f"dockerd did not answer within {timeout:g} s: "
-                                   f"{self.log_tail()}")
-            time.sleep(0.05)
-        # Remember our own process (nsenter execs dockerd, so this is dockerd's pid).
-        (self.dir / "dockerd.started").write_text(str(proc.pid))
+    def start(self, timeout: float = 30) -> None:
+        """Start the daemon (setting up the state directory the first time) in this process's
+        mount namespace and wait until its socket answers. A daemon of this state directory
+        that already runs untracked (its pid file names it) is taken over instead."""
+        self._launch(timeout, Entering())
 
     def stop(self, timeout: float = 20) -> None:
-        """Stop the daemon this object (or an earlier `start` on the same state dir) started."""
-        started = self.dir / "dockerd.started"
-        if started.exists():
-            self._stop_pid(int(started.read_text()), timeout)
-            started.unlink()
+        """Stop this state directory's daemon: the one the lab tracks, and any other one (a
+        restart killed between spawning a daemon and recording its pid)."""
+        for pid in self._running():
+            stop_pid(pid, timeout)
+        self._started.unlink(missing_ok=True)
+        # dockerd leaves its socket (and pid file) behind when killed: a stale socket would
+        # make the next start's wait ambiguous.
+        self.socket_path.unlink(missing_ok=True)
 
-    def restart(self) -> None:
-        """Stop and start again, in the mount namespace the daemon ran in: the caller may be
-        a runflow step whose thread has a private mount namespace for its network namespace,
-        and the daemon's mounts (exec-root, containers) belong with the machine's."""
-        started = self.dir / "dockerd.started"
-        pid = int(started.read_text()) if started.exists() else 0
-        # The daemon it replaces is gone when an earlier start failed: then the machine's.
-        mount_ns = os.open(f"/proc/{pid if pid and alive(pid) else 1}/ns/mnt", os.O_RDONLY)
-        try:
+    def restart(self, timeout: float = 30) -> None:
+        """Stop and start again where the daemon ran: in its mount namespace and under its
+        root directory. The caller may be a runflow step, whose thread has a private mount
+        namespace for its network namespace, while the daemon's mounts (exec-root,
+        containers) belong with the lab's; and runflow itself may run in a chroot, which a
+        plain change of mount namespace would leave. Without a running dockerd the host's
+        containerd (started beside it) shows the place; with neither, the caller's own."""
+        anchors = [self.tracked_pid(), *self._running(), *self._containerd()]
+        with Entering.process(next((pid for pid in anchors if pid is not None), None)) \
+                as entering:
             self.stop()
-            self.start(mount_ns=mount_ns)
-        finally:
-            os.close(mount_ns)
+            self._launch(timeout, entering)
 
     def remove(self) -> None:
         """Stop the daemon and its containerd, unmount everything under the state dir (deepest
         first) and delete it."""
         self.stop()
-        started = self.dir / "containerd.started"
-        if started.exists():
-            stop_pid(int(started.read_text()))
-            started.unlink()
+        for pid in self._containerd():
+            stop_pid(pid)
         for mount in sorted(_mounts_under(self.dir), key=len, reverse=True):
             subprocess.run(["umount", "-l", mount], capture_output=True)
         subprocess.run(["rm", "-rf", "--one-file-system", str(self.dir)], capture_output=True)
+
+    def tracked_pid(self) -> int | None:
+        """The pid of the daemon the lab started and tracks, while it is that daemon."""
+        pid = read_pid(self._started)
+        return pid if pid is not None and self._is_ours(pid) else None
+
+    def up(self) -> bool:
+        """The tracked daemon runs and its socket answers: an untracked daemon answering on
+        the socket (left by a killed restart) does not count."""
+        return self.tracked_pid() is not None and self.answers()
 
     def answers(self) -> bool:
         """True when the API socket answers /_ping."""
@@ -170,10 +200,7 @@ class Dockerd:
             return False
 
     def log_tail(self, lines: int = 5) -> str:
-        try:
-            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return _tail(self.log_path, lines)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -184,8 +211,8 @@ class Dockerd:
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
         exec_root = self.dir / "exec"
         exec_root.mkdir(exist_ok=True)
-        subprocess.run(["mount", "--bind", str(exec_root), str(exec_root)], check=True)
-        subprocess.run(["mount", "--make-shared", str(exec_root)], check=True)
+        run_tool(["mount", "--bind", str(exec_root), str(exec_root)])
+        run_tool(["mount", "--make-shared", str(exec_root)])
         if not self.config_path.exists():
             self.config_path.write_text("{}\n")
         if self.sysconfig and not self.sysconfig_path.exists():
@@ -207,28 +234,85 @@ class Dockerd:
     def containerd_socket(self) -> Path:
         return self.dir / "containerd" / "containerd.sock"
 
-    def _ensure_containerd(self, enter: list[str], mount_ns: int | None, timeout: float) -> None:
+    @property
+    def _started(self) -> Path:
+        return self.dir / "dockerd.started"
+
+    def _is_ours(self, pid: int) -> bool:
+        return runs_with(pid, "-H", self.url)
+
+    def _running(self) -> list[int]:
+        """Every dockerd of this state directory, tracked or not: its argv names our socket."""
+        return pids_running_with("-H", self.url)
+
+    def _containerd(self) -> list[int]:
+        return pids_running_with("--address", str(self.containerd_socket))
+
+    def _launch(self, timeout: float, entering: Entering) -> None:
+        self._prepare()
+        running = self._running()
+        if running:  # an untracked daemon of ours: take it over rather than start another
+            for extra in running[1:]:
+                stop_pid(extra)
+            write_pid(self._started, running[0])
+            self._wait(running[0], None, timeout)
+            return
+        # A pid file left by a killed daemon names a dead or someone else's process; dockerd
+        # refuses to start while the process it names exists.
+        self.pidfile.unlink(missing_ok=True)
+        self._ensure_containerd(entering, timeout)
+        argv = self.namespace.nsenter_argv([
+            *entering.options, "dockerd", "--data-root", str(self.dir / "data"),
+            "--exec-root", str(self.dir / "exec"), "--pidfile", str(self.pidfile),
+            "-H", self.url, "--containerd", str(self.containerd_socket),
+            "--config-file", str(self._effective_config()), *self._sysconfig_flags(),
+        ])
+        proc = self._spawn(argv, self.log_path, entering)
+        # Tracked at once (nsenter execs dockerd, so this is dockerd's pid): a restart killed
+        # from here on leaves a daemon that status, stop and `lab down` know about.
+        write_pid(self._started, proc.pid)
+        self._wait(proc.pid, proc, timeout)
+
+    def _wait(self, pid: int, proc: subprocess.Popen | None, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.answers():
+            if not alive(pid):
+                self._started.unlink(missing_ok=True)
+                status = f" {proc.wait()}" if proc is not None else ""
+                raise DockerdError(f"dockerd exited{status}: {self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise DockerdError(f"dockerd (pid {pid}) did not answer within {timeout:g} s: "
+                                   f"{self.log_tail()}")
+            time.sleep(0.05)
+
+    @staticmethod
+    def _spawn(argv: list[str], log_path: Path, entering: Entering) -> subprocess.Popen:
+        with open(log_path, "ab") as log:
+            # A new session: the daemon must outlive a `restart` command's process, and must
+            # not get the terminal's signals. nsenter's own errors land in the log too.
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    start_new_session=True, pass_fds=entering.fds)
+
+    def _ensure_containerd(self, entering: Entering, timeout: float) -> None:
         """A containerd of the host's own, outside dockerd: dockerd then stops in 0.01 s
         instead of 1 s (it no longer takes its containerd down), so `docker.daemon` steps
         with a restart cost 0.15 s."""
-        started = self.dir / "containerd.started"
-        if started.exists() and alive(int(started.read_text())):
+        if self._containerd():
             return
         root = self.dir / "containerd"
+        self.containerd_socket.unlink(missing_ok=True)  # a killed containerd's
         argv = self.namespace.nsenter_argv([
-            *enter, "containerd", "--address", str(self.containerd_socket),
+            *entering.options, "containerd", "--address", str(self.containerd_socket),
             "--root", str(root / "root"), "--state", str(root / "state")])
-        with open(self.dir / "containerd.log", "ab") as log:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    start_new_session=True,
-                                    pass_fds=(mount_ns,) if mount_ns is not None else ())
+        proc = self._spawn(argv, self.dir / "containerd.log", entering)
         deadline = time.monotonic() + timeout
         while not self.containerd_socket.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
                 stop_pid(proc.pid)
-                raise DockerdError(f"containerd did not start: {self.log_tail()}")
+                raise DockerdError("containerd did not start: "
+                                   f"{_tail(self.dir / 'containerd.log')}")
             time.sleep(0.01)
-        started.write_text(str(proc.pid))
 
     def _effective_config(self) -> Path:
         """daemon.json less what the sysconfig flags set: a lab host serves both targets, and
@@ -245,17 +329,18 @@ class Dockerd:
         effective.write_text(json.dumps(config, indent=2) + "\n")
         return effective
 
-    def _stop_pid(self, pid: int, timeout: float = 20) -> None:
-        stop_pid(pid, timeout)
-        # dockerd leaves its socket behind when killed; a stale one would look alive to nobody
-        # but would make the next start's wait ambiguous.
-        self.socket_path.unlink(missing_ok=True)
-
 
 def load(state_dir: str | Path) -> Dockerd:
     """The Dockerd that `start` set up in state_dir (from its dockerd.json)."""
     meta = json.loads((Path(state_dir) / "dockerd.json").read_text())
     return Dockerd(Namespace(meta["netns"]), state_dir, sysconfig=meta["sysconfig"])
+
+
+def _tail(log: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
 def _mounts_under(path: Path) -> list[str]:

@@ -26,10 +26,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from ..errors import InputError, RunflowError
 from .dockerd import BUSYBOX_IMAGE, Dockerd, build_busybox_image
 from .dockerd import load as load_dockerd
-from .namespaces import Namespace, wire
+from .namespaces import Namespace, root_is_mount_point, wire
 from .ovs import OvsDaemons, build_underlay
 
 DEFAULT_DIR = Path("/tmp/rf-lab")
@@ -108,6 +110,11 @@ class Lab:
             raise LabError(f"--hosts must be 1 to {MAX_HOSTS}")
         if self.exists():
             raise LabError(f"a lab is already up in {self.root} (runflow lab down first)")
+        if not root_is_mount_point():
+            raise LabError("/ is not a mount point here (a chroot?): lab hosts are entered as "
+                           "`ip netns exec` enters them, which remounts /. Bind-mount the "
+                           "chroot's directory onto itself before entering it (mount --bind "
+                           "DIR DIR), as container runtimes do")
         if len(str(self.root.resolve())) > MAX_DIR_LENGTH:
             raise LabError(f"lab directory {self.root} is too long: the unix sockets under it "
                            f"(e.g. containerd's) allow {MAX_DIR_LENGTH} bytes for it; set "
@@ -160,8 +167,9 @@ class Lab:
 
     def inventory_text(self, hosts: list[LabHost]) -> str:
         """Hosts h1..hN with the vars the workflows in workflows/ expect. Hosts pair up
-        (h1↔h2, h3↔h4, ...) for the point-to-point tunnels."""
-        lines = ["# Written by `runflow lab up`; removed by `runflow lab down`.", ""]
+        (h1↔h2, h3↔h4, ...) for the point-to-point tunnels. Written by a TOML writer: the
+        lab's directory, in every path here, may hold any character (a quote, a backslash)."""
+        inventory: dict[str, Any] = {}
         for host in hosts:
             partner = next((h for h in hosts if h.index == host.index + (1 if host.index % 2
                                                                           else -1)), None)
@@ -178,21 +186,17 @@ class Lab:
                                  peer_address=f"172.16.42.{partner.index}",
                                  peer_container_address=f"172.16.42.{32 * partner.index}")
             dockerd = host.dockerd()
-            ovs = host.ovs()
-            lines += [
-                f"[hosts.{host.name}]",
-                f'netns = "{host.netns}"',
-                f'ovsdb = "{ovs.endpoint}"',
-                f'docker = "{dockerd.url}"',
-                f'docker_config = "{dockerd.config_path}"',
-                f'docker_sysconfig = "{dockerd.sysconfig_path}"',
-                "vars = { " + ", ".join(f'{k} = "{v}"' for k, v in host_vars.items()) + " }",
-                "",
-                f"[hosts.{host.name}.services.docker]",
-                f"restart = {json.dumps(dockerd.restart_command())}",
-                "",
-            ]
-        return "\n".join(lines)
+            inventory[host.name] = {
+                "netns": host.netns,
+                "ovsdb": host.ovs().endpoint,
+                "docker": dockerd.url,
+                "docker_config": str(dockerd.config_path),
+                "docker_sysconfig": str(dockerd.sysconfig_path),
+                "vars": host_vars,
+                "services": {"docker": {"restart": dockerd.restart_command()}},
+            }
+        return ("# Written by `runflow lab up`; removed by `runflow lab down`.\n\n"
+                + tomli_w.dumps({"hosts": inventory}))
 
     # -- down and status ---------------------------------------------------------------------
 
@@ -225,7 +229,8 @@ class Lab:
                 "netns_exists": host.namespace.exists(),
                 "underlay_ip": host.underlay_ip,
                 "ovs_running": host.ovs().running(),
-                "dockerd_answers": host.dockerd().answers(),
+                # the dockerd the lab tracks runs and answers (not merely: something answers)
+                "dockerd_answers": host.dockerd().up(),
                 "image": BUSYBOX_IMAGE,
             })
         return rows

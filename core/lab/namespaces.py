@@ -9,9 +9,11 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .processes import run_tool
+
 
 def _ip(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", *argv], check=True, capture_output=True, text=True)
+    return run_tool(["ip", *argv])
 
 
 def unique_name(prefix: str = "rf") -> str:
@@ -32,7 +34,11 @@ class Namespace:
 
     def create(self) -> Namespace:
         _ip("netns", "add", self.name)
-        self.run(["ip", "link", "set", "lo", "up"])
+        try:
+            self.run(["ip", "link", "set", "lo", "up"])
+        except BaseException:
+            self.delete()
+            raise
         return self
 
     def delete(self) -> None:
@@ -40,9 +46,9 @@ class Namespace:
             subprocess.run(["ip", "netns", "delete", self.name], capture_output=True)
 
     def run(self, argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess:
-        """Run argv inside the namespace (with its own /sys, as `ip netns exec` gives)."""
-        return subprocess.run(["ip", "netns", "exec", self.name, *argv], check=check,
-                              capture_output=True, text=True)
+        """Run argv inside the namespace (with its own /sys, as `ip netns exec` gives); with
+        check=True a failure raises ToolError carrying the tool's message."""
+        return run_tool(["ip", "netns", "exec", self.name, *argv], check=check)
 
     def popen_argv(self, argv: Sequence[str]) -> list[str]:
         """argv prefixed to start a long-running program inside the namespace."""
@@ -52,6 +58,16 @@ class Namespace:
         """argv prefixed to enter only the network namespace (dockerd needs the host's
         /sys/fs/cgroup, which `ip netns exec` hides)."""
         return ["nsenter", f"--net={self.path}", *argv]
+
+
+def root_is_mount_point() -> bool:
+    """Whether / is a mount point, as `ip netns exec` and runflow's namespace hosts need (they
+    make / a slave mount). Inside a chroot of a plain directory it is not."""
+    try:
+        with open("/proc/self/mountinfo") as mounts:
+            return any(line.split()[4] == "/" for line in mounts)
+    except OSError:  # no /proc: let the tools say what fails
+        return True
 
 
 def wire(a: Namespace, b: Namespace, a_if: str, b_if: str, *, mtu: int = 1600) -> None:

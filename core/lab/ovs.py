@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .namespaces import Namespace
-from .processes import alive, read_pid, stop_pid
+from .processes import read_pid, runs_with, stop_pid
 
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 _SOCKET_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
@@ -108,19 +108,25 @@ class OvsDaemons:
 
     def stop_detached(self) -> None:
         """Stop daemons started (detached) by an earlier process, by the pids they wrote."""
-        switch = read_pid(self.state_dir / "ovs-vswitchd.pid")
-        if switch and alive(switch):
+        switch = self._pid("ovs-vswitchd")
+        if switch:
             subprocess.run(["ovs-appctl", "-t", str(self.switch_control), "exit", "--cleanup"],
                            capture_output=True, env=self.env, timeout=self.timeout)
             stop_pid(switch, self.timeout)
-        server = read_pid(self.state_dir / "ovsdb-server.pid")
+        server = self._pid("ovsdb-server")
         if server:
             stop_pid(server, self.timeout)
 
     def running(self) -> bool:
         """Both daemons are alive (by their pid files)."""
-        pids = [read_pid(self.state_dir / f"{d}.pid") for d in ("ovsdb-server", "ovs-vswitchd")]
-        return all(pid and alive(pid) for pid in pids)
+        return all(self._pid(daemon) for daemon in ("ovsdb-server", "ovs-vswitchd"))
+
+    def _pid(self, daemon: str) -> int | None:
+        """The pid daemon's pid file names, while that process is this host's daemon (a pid
+        file outlives a killed daemon, and its pid may be reused)."""
+        pidfile = self.state_dir / f"{daemon}.pid"
+        pid = read_pid(pidfile)
+        return pid if pid is not None and runs_with(pid, f"--pidfile={pidfile}") else None
 
     def _ask_switch_to_exit(self) -> None:
         # --cleanup deletes the datapath and its tap devices as the switch exits.

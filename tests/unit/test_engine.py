@@ -72,7 +72,8 @@ def test_quiet_leaves_out_the_progress_but_not_why_it_failed(rf, fw):
     assert result.returncode == 1 and result.stdout == ""
     run, step = result.stderr.splitlines()
     assert run.startswith("runflow: run ") and run.endswith(": rolled back")
-    assert step == "runflow: step b on local: failed: boom is in the way"
+    assert step == ("runflow: step b on local: failed: apply of file.present in backend files "
+                    f"(plugin file:{FILES_PLUGIN}) raised ActionError: boom is in the way")
     assert rf("run", "-q", fw.write([fw.step("c")])).stderr == ""
 
 

@@ -83,7 +83,8 @@ def bridge_for_docker(host: DockerHost, target: str) -> Path:
 
 def address_of(host: DockerHost, name: str) -> ipaddress.IPv4Address:
     info = host.client.api.inspect_container(name)
-    return ipaddress.ip_address(info["NetworkSettings"]["IPAddress"])
+    # Per network: docker 29 (Ubuntu 24.04) no longer fills the top-level IPAddress.
+    return ipaddress.ip_address(info["NetworkSettings"]["Networks"]["bridge"]["IPAddress"])
 
 
 @pytest.mark.parametrize(("fresh_docker_host", "target"),

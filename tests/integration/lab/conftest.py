@@ -10,6 +10,7 @@ import secrets
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,13 +53,15 @@ class LabUnderTest:
             docker = host_dir / "docker"
             containers = subprocess.run(
                 ["docker", "-H", f"unix://{docker / 'docker.sock'}", "ps", "-a",
-                 "--format", "{{.Names}}"], capture_output=True, text=True, check=True)
+                 "--format", "{{.Names}}"], capture_output=True, text=True)
             result[host["name"]] = {
                 "netns": settled(host["netns"]),
                 "ovsdb": ovsdb_snapshot(f"unix:{host_dir / 'ovs' / 'db.sock'}"),
                 "daemon.json": (docker / "daemon.json").read_text(),
                 "sysconfig": (docker / "sysconfig").read_text(),
-                "containers": sorted(containers.stdout.split()),
+                # a dead dockerd is a difference to report, not a reason to stop looking
+                "containers": (sorted(containers.stdout.split()) if containers.returncode == 0
+                               else "dockerd does not answer"),
             }
         return result
 
@@ -68,8 +71,9 @@ def _need_lab_tools() -> None:
                "iptables-save", "brctl", "busybox", "nsenter")
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[LabUnderTest]:
+@contextmanager
+def lab_up() -> Iterator[LabUnderTest]:
+    """A two-host lab for as long as the block runs (for fixtures of any scope)."""
     if os.geteuid() != 0:
         missing_prerequisite("needs root")
     _need_lab_tools()
@@ -82,6 +86,12 @@ def lab() -> Iterator[LabUnderTest]:
     finally:
         under_test.runflow("lab", "down")
         subprocess.run(["rm", "-rf", "--one-file-system", str(root)])
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[LabUnderTest]:
+    with lab_up() as under_test:
+        yield under_test
 
 
 def run_id(done: subprocess.CompletedProcess) -> str:
