@@ -195,9 +195,10 @@ class Rtnl:
     def _ask(self, msg: Message, flags: int) -> list[Message]:
         """The messages answering one request (a dump, or a get), decoded; [] if the kernel
         answered "no such device"."""
-        self.sock.send(self._encode(msg, flags))
+        data = self._encode(msg, flags)
         asked, found = self.seq, []
         try:
+            self.sock.send(data)
             while True:
                 data = self.sock.recv(1 << 20)
                 for answer in self._records.parse(data):
