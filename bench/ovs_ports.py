@@ -21,8 +21,13 @@ runs one `ovs-vsctl del-port` a port, the chained variant one ovs-vsctl deleting
 runflow `runflow rollback` of the run. Most of that time is ovs-vswitchd's: it deletes each
 internal port's tap device, and the kernel waits for RCU for each.
 
+With --baseline PYTHON, every runflow variant also runs with the runflow that PYTHON imports
+(another checkout's virtualenv, e.g. the last release's), in the same rounds: a change is
+compared under the same load, which on a shared machine matters more than anything measured.
+
 Usage (root, Open vSwitch installed):
     python3 bench/ovs_ports.py [--ports N] [--repeat R] [--only "ovs-vsctl, 500"] [--rollback]
+                               [--baseline OTHER/.venv/bin/python]
 """
 
 from __future__ import annotations
@@ -115,16 +120,18 @@ def workflow(n: int, batch: bool) -> str:
                           for i in range(n))
 
 
-def runflow(ovs: OvsDaemons, target: str, wf: Path, home: Path) -> Callable[[], None]:
+def runflow(ovs: OvsDaemons, target: str, wf: Path, home: Path, python: str = sys.executable
+            ) -> Callable[[], None]:
     """A `runflow run` of workflow wf on the lab host, with its own journal in home."""
     inventory = home / "inventory.toml"
     inventory.write_text(f'[hosts.h1]\nnetns = "{ovs.namespace.name}"\n'
                          f'ovsdb = "{ovs.endpoint}"\n')
-    return lambda: call_runflow(home, "run", "-q", "-i", str(inventory), "-t", target, str(wf))
+    return lambda: call_runflow(home, "run", "-q", "-i", str(inventory), "-t", target, str(wf),
+                                python=python)
 
 
-def call_runflow(home: Path, *args: str) -> None:
-    done = subprocess.run([*RUNFLOW, *args], capture_output=True, text=True,
+def call_runflow(home: Path, *args: str, python: str = sys.executable) -> None:
+    done = subprocess.run([python, *RUNFLOW[1:], *args], capture_output=True, text=True,
                           env={**os.environ, "RUNFLOW_HOME": str(home / "journal")})
     if done.returncode != 0:
         raise SystemExit(f"runflow {args[0]} failed ({done.returncode}): {done.stderr}")
@@ -140,6 +147,9 @@ def main() -> None:
     parser.add_argument("--rollback", action="store_true",
                         help="also time removing the ports again (the loop: one del-port a "
                              "port; runflow: `runflow rollback`)")
+    parser.add_argument("--baseline", metavar="PYTHON",
+                        help="also run every runflow variant with the runflow this Python "
+                             "interpreter imports (another checkout's virtualenv)")
     options = parser.parse_args()
     n = options.ports
     if os.geteuid() != 0:
@@ -151,7 +161,9 @@ def main() -> None:
             path.write_text(workflow(n, bool(batch)))
         # label → (what makes the ports, what removes them), each given the host and a home
         Make = Callable[[OvsDaemons, Path], Callable[[], None]]
-        rollback: Make = lambda o, h: lambda: call_runflow(h, "rollback", "-q", "last")
+        pythons = {"": sys.executable}
+        if options.baseline:
+            pythons[" (baseline)"] = options.baseline
         variants: list[tuple[str, Make, Make]] = [
             (LOOP_LABEL, lambda o, h: lambda: loop(o, n), lambda o, h: lambda: loop(o, n, "del")),
             ("one chained ovs-vsctl (no runflow)", lambda o, h: lambda: chained(o, n),
@@ -159,9 +171,12 @@ def main() -> None:
         ]
         for backend, target in (("ovs-vsctl", "centos6"), ("ovsdb", "modern")):
             for batch, label in ((1, "one for_each step"), (0, f"{n} separate steps")):
-                variants.append((f"runflow {backend}, {label}",
-                                 lambda o, h, t=target, b=batch: runflow(o, t, files[b], h),
-                                 rollback))
+                for which, python in pythons.items():
+                    variants.append((
+                        f"runflow {backend}, {label}{which}",
+                        lambda o, h, t=target, b=batch, p=python: runflow(o, t, files[b], h, p),
+                        lambda o, h, p=python: lambda: call_runflow(h, "rollback", "-q", "last",
+                                                                    python=p)))
         variants = [variant for variant in variants
                     if variant[0] == LOOP_LABEL or not options.only
                     or any(text in variant[0] for text in options.only)]
@@ -175,7 +190,7 @@ def main() -> None:
                     seconds = timed(make(ovs, home))
                     count = port_count(ovs)
                     assert count == n, f"{label}: {count} ports, not {n}"
-                    line = f"round {round_ + 1}: {label:<42} {seconds:8.2f} s"
+                    line = f"round {round_ + 1}: {label:<53} {seconds:8.2f} s"
                     if options.rollback:
                         undo_times[label].append(timed(unmake(ovs, home)))
                         count = port_count(ovs)
@@ -198,7 +213,7 @@ def report(what: str, times: dict[str, list[float]], repeat: int) -> None:
                  else f"{seconds / base:5.2f}x the loop's time")
         per_round = statistics.median(t / loop_time
                                       for t, loop_time in zip(times[label], times[LOOP_LABEL]))
-        print(f"  {label:<42} {seconds:7.2f} s   {ratio:<22} {per_round:5.2f}x")
+        print(f"  {label:<53} {seconds:7.2f} s   {ratio:<22} {per_round:5.2f}x")
 
 
 if __name__ == "__main__":

@@ -508,6 +508,9 @@ def show(run_ref, as_json) -> None:
                    f"goes on, `runflow rollback {run_rec.id}` undoes it")
     if run_rec.message:
         click.echo(f"  {run_rec.message}")
+    if cause := run_rec.record.get("cause"):  # a run `runflow watch` started
+        click.echo(f"  caused by {cause['source']} {cause['action']} of {cause['name']} "
+                   f"({cause['id'][:12]}) on {cause['host']}, watch {cause['watch']}")
     for s in steps:
         took = (f"{(s.finished - s.started) * 1000:.1f} ms" if s.started and s.finished else "")
         click.echo(f"  [{s.host}] {s.key:<24} {s.action:<22} {s.backend or '-':<10} "
@@ -570,6 +573,59 @@ def rollback(run_ref, events_file, lock_timeout, quiet, plugin_files) -> None:
     finally:
         session.close(process_exits=True)
     sys.exit(code)
+
+
+WATCH_EPILOG = """\b
+Exit codes: 0 stopped by SIGTERM or SIGINT; with --once: every active
+object has its run and nothing else is in place · 1 with --once: a run
+failed and was rolled back, an event's values were refused, or a source
+could not be reached · 2 invalid input, nothing was touched · 3 a rollback
+failed (runflow show RUN) · 4 with --once: a host stayed locked past
+--lock-timeout."""
+
+
+@cli.command(epilog=WATCH_EPILOG,
+             short_help="Run workflows on events; roll each run back when its object goes.")
+@click.argument("workflows", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@selection_options
+@click.option("-j", "--jobs", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Settle up to N objects at once (runs for one object never overlap).")
+@click.option("--once", is_flag=True,
+              help="Reconcile what exists now, wait for those runs and rollbacks, and exit "
+                   "(for tests and cron).")
+@click.option("--lock-timeout", type=float, metavar="SECONDS",
+              help="With --once: wait this long for a host another run holds, then exit 4. "
+                   "Without --once the watch waits as long as it takes.")
+@click.option("-q", "--quiet", is_flag=True, help="Log only what failed.")
+@handles_errors
+def watch(workflows, jobs, once, lock_timeout, quiet, **selection) -> None:
+    """Run each WORKFLOW once per matching object of its [watch] source (e.g. every running
+    container with a label), with the event as its `event` var (event.id, event.name,
+    event.labels, event.pid, event.host, event.action, ...), and roll that run back when
+    the object goes (the container dies). Runs in the foreground, logs one line per event
+    and per run, and journals every run as `runflow run` does, with the event that caused
+    it (runflow runs, runflow show).
+
+    Level-triggered: on start, and again after each reconnect, every active matching object
+    without a succeeded run gets one, and every run whose object is gone (or restarted
+    since) is rolled back: a watch that was down catches up without duplicates. A run that
+    fails is rolled back and tried again later (after 1 s, 2 s, 4 s, ... at most 5 min).
+    While any of its runs is in flight on a host, the watch holds the host's lock: another
+    runflow command there waits or exits 4. SIGTERM or SIGINT: the runs in flight finish,
+    what they made stays.
+
+    \b
+    runflow watch workflows/container-ovs-watch.toml --inventory hosts.toml
+    """
+    from .watch.watcher import Log, Watcher
+    from .watch.watches import load_watches
+
+    options = _options(**selection)
+    plugins = _plugins(options)
+    watches = load_watches(list(workflows), options, plugins)
+    watcher = Watcher(watches, options, plugins, _home(), jobs=jobs, once=once,
+                      lock_timeout=lock_timeout if once else None, log=Log(quiet=quiet))
+    sys.exit(watcher.run())
 
 
 @cli.group()

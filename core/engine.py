@@ -21,7 +21,7 @@ import itertools
 import os
 import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -75,12 +75,24 @@ class HostRuntime:
         self.resources = Resources()
         self.impls: dict[tuple[str, str], Action] = {}
 
+    @classmethod
+    def start(cls, host: Host) -> HostRuntime:
+        """A runtime whose worker thread enters the host (its namespace) first."""
+        return cls(host, ThreadPoolExecutor(1, thread_name_prefix=f"host-{host.name}",
+                                            initializer=host.enter))
+
+    def close(self) -> None:
+        """Close the connections, in the thread that opened them, and end the thread."""
+        self.pool.submit(self.resources.close).result()
+        self.pool.shutdown()
+
 
 class Engine:
     """Executes one run. Build it with the plan of each host (see core/session.py)."""
 
     def __init__(self, plugins: Plugins, run_id: str,
-                 plans: Sequence[tuple[Host, list[Instance]]], *, rollback: bool = True) -> None:
+                 plans: Sequence[tuple[Host, list[Instance]]], *, rollback: bool = True,
+                 runtimes: Mapping[str, HostRuntime] | None = None) -> None:
         self.plugins = plugins
         self.registry = plugins.registry
         self.rollback_on_failure = rollback
@@ -103,7 +115,10 @@ class Engine:
             host.name: [StepRun(host, inst, self.lifecycles.steps) for inst in plan]
             for host, plan in plans
         }
-        self._runtimes: dict[str, HostRuntime] = {}
+        # Runtimes lent by the caller, by host name: used, and left open for the caller's next
+        # run (`runflow watch` keeps a host's thread and connections from one run to the next).
+        self._lent = dict(runtimes or {})
+        self._runtimes: dict[str, HostRuntime] = dict(self._lent)
 
     # -- public ------------------------------------------------------------------------------
 
@@ -560,9 +575,7 @@ class Engine:
     def _runtime(self, host_name: str) -> HostRuntime:
         if host_name not in self._runtimes:
             host = next(h for h in self.hosts if h.name == host_name)
-            pool = ThreadPoolExecutor(1, thread_name_prefix=f"host-{host_name}",
-                                      initializer=host.enter)
-            self._runtimes[host_name] = HostRuntime(host, pool)
+            self._runtimes[host_name] = HostRuntime.start(host)
         return self._runtimes[host_name]
 
     def _impl(self, rt: HostRuntime, inst: Instance) -> Action:
@@ -575,10 +588,10 @@ class Engine:
         return Context(rt.host, self.run.id, r.key, rt.resources, emit=self._emit)
 
     def _close(self) -> None:
-        for rt in self._runtimes.values():
-            rt.pool.submit(rt.resources.close).result()
-            rt.pool.shutdown()
-        self._runtimes.clear()
+        for name, rt in self._runtimes.items():
+            if name not in self._lent:
+                rt.close()
+        self._runtimes = dict(self._lent)
 
     def _on_transition(self, model: Any, source: str, dest: str, kwargs: dict[str, Any]) -> None:
         message = kwargs.get("message", "")

@@ -25,16 +25,18 @@ import pluggy
 if TYPE_CHECKING:
     from .actions import RegisterActions
     from .events import Event
+    from .watch.sources import RegisterSources
 
 PROJECT = "runflow"
 
-API_VERSION = (1, 1)
+API_VERSION = (1, 2)
 """The plugin API's version (major, minor): these hooks, `runflow.core.actions` (Action, Args,
 Context, ShellStep, sh), `runflow.core.errors` (ActionError, CommandError), the argument types
 of `runflow.core.fields` and `runflow.testing`. A minor version adds to the API; a major one
 changes something a plugin may rely on. A plugin may declare the version it was written for,
 `RUNFLOW_API_VERSION = (1, 0)`: it is refused, with a message, by a runflow of another major
-version or an older minor one. 1.1 added `Action.targets`, `Context.log` and `Context.record`."""
+version or an older minor one. 1.1 added `Action.targets`, `Context.log` and `Context.record`;
+1.2 added event sources (`runflow_register_sources`, `runflow.core.watch.sources`)."""
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -72,4 +74,21 @@ def runflow_event(event: Event) -> None:
     keep an event from the others; hook wrappers are not called. An exception raised here
     fails the run: no further step is applied and what the run changed is rolled back.
     Subscribers that must not interfere should catch their own.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Event sources (runflow watch)
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def runflow_register_sources(register: RegisterSources) -> None:
+    """Contribute event sources for `runflow watch`.
+
+    Call ``register(cls)`` once per source; ``cls`` is a subclass of
+    :class:`runflow.core.watch.sources.Source` naming the source (what a workflow's
+    ``[watch] source = "..."`` says), the events it sends, the ``Match`` schema of the
+    ``[watch] match`` table, and how it lists the objects that are active now, looks one up
+    and streams its events from one host. Two sources may not share a name.
     """

@@ -116,6 +116,7 @@ class RunRecord(NamedTuple):
         if full:
             data["target"] = self.record.get("target")
             data["vars"] = self.record.get("vars")
+            data["cause"] = self.record.get("cause")  # what started it (runflow watch)
         return data
 
 
@@ -331,6 +332,17 @@ class Journal:
                 ids = ", ".join(r[0] for r in rows[:5])
                 raise JournalError(f"{ref!r} matches several runs ({ids}): give more of the id")
         return self._run(rows[0])
+
+    def caused_runs(self, watch: str, hosts: Sequence[str]) -> list[RunRecord]:
+        """The runs `runflow watch` started for a watch (the `cause` in their record names the
+        watch and the host) on these hosts that are not rolled back, oldest first: what a
+        watcher finds in place when it starts."""
+        marks = ", ".join("?" * len(hosts))
+        rows = self._query("SELECT * FROM runs WHERE state != 'rolled_back' AND "
+                           "json_extract(record, '$.cause.watch') = ? AND "
+                           f"json_extract(record, '$.cause.host') IN ({marks}) "
+                           "ORDER BY created, id", (watch, *hosts))
+        return [self._run(r) for r in rows]
 
     def steps(self, run_id: str) -> list[StepRecord]:
         plan = self._query("SELECT steps FROM plans WHERE run_id=?", (run_id,))

@@ -25,6 +25,7 @@ from .actions import Action, Registry
 from .errors import InputError, PluginError, failure_line
 
 if TYPE_CHECKING:
+    from .watch.sources import Source
     from .workflow import Workflow
 
 # The built-in backends: each plugin's name (what `runflow backends` shows), the module that
@@ -69,6 +70,19 @@ BUILTIN_PLUGINS: dict[str, Builtin] = {
                                         ("service.restart", "service.present")),
     "runflow.backends.ovs_vsctl": Builtin("runflow.backends.ovs.vsctl", _OVS_ACTIONS),
     "runflow.backends.ovsdb": Builtin("runflow.backends.ovs.ovsdb", _OVS_ACTIONS),
+}
+
+# The built-in event sources of `runflow watch` (core/watch/), imported when a watch names them.
+class BuiltinSource(NamedTuple):
+    module: str
+    sources: tuple[str, ...]
+
+
+BUILTIN_SOURCES: dict[str, BuiltinSource] = {
+    "runflow.backends.docker_events": BuiltinSource("runflow.backends.docker.events",
+                                                    ("docker",)),
+    "runflow.backends.netlink_events": BuiltinSource("runflow.backends.linux.events",
+                                                     ("netlink",)),
 }
 
 ENTRY_POINT_GROUP = "runflow"
@@ -333,6 +347,48 @@ class Plugins:
         if plugin in BUILTIN_PLUGINS:
             return 0, list(BUILTIN_PLUGINS).index(plugin)
         return 1, [name for name, _ in self.pm.list_name_plugin()].index(plugin)
+
+    # -- event sources (runflow watch) ------------------------------------------------------
+
+    def event_source(self, name: str) -> type[Source]:
+        """The event source a workflow's [watch] names, importing the built-in one that
+        provides it; InputError if there is none."""
+        for plugin, builtin in BUILTIN_SOURCES.items():
+            if name in builtin.sources and not self.pm.has_plugin(plugin):
+                try:
+                    module = importlib.import_module(builtin.module)
+                except Exception as exc:
+                    raise PluginError.raised(exc, method="loading", plugin=plugin) from exc
+                self._add(module, plugin, "built-in")
+        sources = self._event_sources()
+        if name not in sources:
+            known = sorted({*sources, *(n for b in BUILTIN_SOURCES.values() for n in b.sources)})
+            raise InputError(f"unknown event source {name!r} (known: {', '.join(known)})",
+                             field="watch.source")
+        return sources[name]
+
+    def _event_sources(self) -> dict[str, type[Source]]:
+        """What every loaded plugin registers through runflow_register_sources."""
+        from .watch.sources import Source
+
+        found: dict[str, type[Source]] = {}
+        owners: dict[str, str] = {}
+        for impl in self.pm.hook.runflow_register_sources.get_hookimpls():
+            classes: list[Any] = []
+            try:
+                impl.function(register=classes.append)
+                for cls in classes:
+                    if not (isinstance(cls, type) and issubclass(cls, Source)
+                            and isinstance(getattr(cls, "name", None), str)):
+                        raise TypeError(f"{cls!r} is not a Source subclass with a name")
+                    if cls.name in owners:
+                        raise TypeError(f"source {cls.name!r} is registered by "
+                                        f"{owners[cls.name]} already")
+                    found[cls.name], owners[cls.name] = cls, impl.plugin_name
+            except Exception as exc:  # plugin code
+                raise PluginError.raised(exc, method="runflow_register_sources",
+                                         plugin=impl.plugin_name) from exc
+        return found
 
     def emit(self, event: object) -> None:
         self.pm.hook.runflow_event(event=event)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import resource
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from itertools import islice
@@ -133,8 +134,12 @@ def _capped(evaluation: Callable[[], Any]) -> Any:
     """Compile and evaluate a template while the process may map at most MAX_TEMPLATE_MEMORY
     more than it has: beyond it an allocation fails with MemoryError (that of 'a' * 10 ** 10
     fails at once, without touching memory). The limit is the process's, which is why it is
-    set only for the moment of one evaluation: templates are evaluated while a plan is built,
-    before any step runs, so no other thread is at work then."""
+    set only for the moment of one evaluation, and only while this is the process's only
+    thread: a command evaluates templates while it builds a plan, before any step runs, but
+    `runflow watch` builds a run's plan while other runs apply, and there the cap would fail
+    their allocations. The operation checks of BoundedSandbox bound a template all the same."""
+    if threading.active_count() > 1:
+        return evaluation()
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     cap = _mapped() + MAX_TEMPLATE_MEMORY
     if soft != resource.RLIM_INFINITY and soft <= cap:  # already tighter: keep it

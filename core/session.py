@@ -15,14 +15,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from . import inventory as inventory_mod
 from . import workflow as workflow_mod
-from .engine import Engine
+from .engine import Engine, HostRuntime
 from .errors import (EXIT_OK, EXIT_ROLLED_BACK, InputError, Interrupted, JournalError,
                      RunflowError, RunNotJournaled)
 from .journal import Journal, RunRecord, StepRecord
@@ -117,15 +117,19 @@ def add_views(plugins: Plugins, *, quiet: bool = False, events_file: TextIO | No
 class Session:
     """One command that changes hosts (run, resume or rollback)."""
 
-    def __init__(self, plugins: Plugins, home: Path) -> None:
+    def __init__(self, plugins: Plugins, home: Path, *, locks_held: bool = False) -> None:
         self.plugins = plugins
         self.home = home
         self.journal = Journal(home)
         plugins.add_subscriber(self.journal, name="runflow.journal")
+        # The caller holds the host locks of every run it starts here (`runflow watch` holds a
+        # host's lock while any of its runs is in flight there, and runs several at once), and
+        # handles signals itself.
+        self.locks_held = locks_held
         self._engine: Engine | None = None
         self._reported = False  # an error has said the journal failed: close need not say it
         self._previous_handlers: dict[int, Any] = {}
-        if threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread() and not locks_held:
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
 
@@ -158,8 +162,10 @@ class Session:
 
     def _drive(self, plan: Plan, engine: Engine, timeout: float,
                body: Callable[[], int]) -> int:
-        """Lock the plan's hosts, mark the run as driven by this process, and run body."""
-        with HostLocks(plan.hosts) as locks, RunActivity(self.home, engine.run.id):
+        """Lock the plan's hosts (unless the caller holds them), mark the run as driven by this
+        process, and run body."""
+        with HostLocks([] if self.locks_held else plan.hosts) as locks, \
+                RunActivity(self.home, engine.run.id):
             locks.acquire(engine.run.id, timeout)
             self._engine = engine
             try:
@@ -172,11 +178,15 @@ class Session:
                 unwritten = self.journal.finish()
                 raise RunNotJournaled(f"{exc}; {unwritten}" if unwritten else str(exc)) from None
 
-    def run(self, plan: Plan, options: Options) -> tuple[str, int]:
-        engine = Engine(self.plugins, new_run_id(), plan.per_host(), rollback=options.rollback)
+    def run(self, plan: Plan, options: Options, *, cause: dict[str, Any] | None = None,
+            runtimes: Mapping[str, HostRuntime] | None = None) -> tuple[str, int]:
+        """Run a plan. cause: what started the run (`runflow watch`'s event), kept in its
+        record; runtimes: the caller's host threads and connections (see Engine)."""
+        engine = Engine(self.plugins, new_run_id(), plan.per_host(), rollback=options.rollback,
+                        runtimes=runtimes)
 
         def body() -> int:
-            engine.announce(plan.record())
+            engine.announce({**plan.record(), "cause": cause} if cause else plan.record())
             return engine.execute()
 
         return engine.run.id, self._drive(plan, engine, options.lock_timeout, body)
@@ -184,11 +194,13 @@ class Session:
     def load(self, ref: str) -> RunRecord:
         return self.journal.find(ref)
 
-    def _restored(self, run: RunRecord, rollback: bool, file_changed: str) -> tuple[Plan, Engine]:
+    def _restored(self, run: RunRecord, rollback: bool, file_changed: str,
+                  runtimes: Mapping[str, HostRuntime] | None = None) -> tuple[Plan, Engine]:
         """The run's plan rebuilt, and an engine with its steps in their journaled states."""
         steps = self.journal.steps(run.id)
         plan = rebuild_plan(run, steps, self.plugins, file_changed=file_changed)
-        engine = Engine(self.plugins, run.id, plan.per_host(), rollback=rollback)
+        engine = Engine(self.plugins, run.id, plan.per_host(), rollback=rollback,
+                        runtimes=runtimes)
         engine.restore(run.state, {(s.host, s.key): (s.state, s.before) for s in steps})
         return plan, engine
 
@@ -202,15 +214,16 @@ class Session:
                                       "use-current" if use_current_file else "refuse")
         return self._drive(plan, engine, options.lock_timeout, engine.execute)
 
-    def rollback(self, run: RunRecord, options: Options) -> int:
+    def rollback(self, run: RunRecord, options: Options, *,
+                 runtimes: Mapping[str, HostRuntime] | None = None) -> int:
         if run.state == "rolled_back":
             raise AlreadyDone(f"run {run.id} is already rolled back{self._older_changes(run)}")
         # `rollback last` right after a run that found everything in place would undo nothing:
         # say so, and which run's changes are still in place.
         nothing = not self._changed_something(run.id)
-        plan, engine = self._restored(run, True, "use-journaled")
+        plan, engine = self._restored(run, True, "use-journaled", runtimes)
         code = self._drive(plan, engine, options.lock_timeout, engine.roll_back)
-        if nothing:
+        if nothing and not self.locks_held:
             say(f"runflow: run {run.id} changed nothing{self._older_changes(run)}")
         # Asked for, a complete rollback is a success; exit 1 means "failed, rolled back".
         return EXIT_OK if code == EXIT_ROLLED_BACK else code

@@ -23,7 +23,8 @@ from .targets import TARGET_NAMES, BackendChoiceError, choose_backend
 from .templating import TemplateProblem, evaluate, render
 
 RESERVED_STEP_KEYS = ("id", "action", "backend", "when", "on", "for_each", "description")
-TOP_LEVEL_KEYS = ("workflow", "vars", "targets", "steps", "plugins")
+TOP_LEVEL_KEYS = ("workflow", "vars", "targets", "steps", "plugins", "watch")
+WATCH_KEYS = ("source", "start", "stop", "match")
 _STEP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STEPS_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*steps[ \t]*\]\]", re.MULTILINE)
@@ -45,6 +46,18 @@ class StepSpec(NamedTuple):
     description: str = ""
 
 
+class WatchSpec(NamedTuple):
+    """A workflow's `[watch]` table (an extension of the v1 format, for `runflow watch`): which
+    event source starts a run per object (`start` events), rolls it back (`stop` events), and
+    which objects it considers (`match`, checked against the source's own schema when the
+    watch starts)."""
+
+    source: str
+    start: tuple[str, ...]
+    stop: tuple[str, ...]
+    match: dict[str, Any]
+
+
 class Workflow(NamedTuple):
     path: str
     text: str
@@ -55,6 +68,7 @@ class Workflow(NamedTuple):
     plugins: tuple[str, ...]
     steps: tuple[StepSpec, ...]
     host_vars: tuple[str, ...] = ()  # [workflow] host_vars: vars each host's inventory gives
+    watch: WatchSpec | None = None  # [watch]: the events that start and roll back its runs
 
     @property
     def sha256(self) -> str:
@@ -129,6 +143,7 @@ def parse(text: str, path: str = "<workflow>") -> Workflow:
     plugins = data.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise draft.error("plugins must be a list of file paths", field="plugins")
+    watch = _watch(draft, data["watch"]) if "watch" in data else None
     raw_steps = data.get("steps", [])
     if not isinstance(raw_steps, list) or not raw_steps:
         raise draft.error("a workflow needs at least one [[steps]] entry", field="steps")
@@ -150,6 +165,7 @@ def parse(text: str, path: str = "<workflow>") -> Workflow:
         plugins=tuple(str((Path(path).parent / p)) for p in plugins),
         steps=steps,
         host_vars=host_vars,
+        watch=watch,
     )
 
 
@@ -172,6 +188,60 @@ def _host_vars(draft: Workflow, meta: dict[str, Any], defaults: dict[str, Any]) 
             raise draft.error(f"{name!r} is in host_vars, which have no default, and in [vars]: "
                               "keep it in one of them", field="workflow.host_vars")
     return tuple(names)
+
+
+_WATCH_HEADER = re.compile(r"^[ \t]*\[[ \t]*watch[ \t]*\]", re.MULTILINE)
+_TABLE_HEADER = re.compile(r"^[ \t]*\[", re.MULTILINE)
+
+
+def watch_error(workflow: Workflow, message: str, field: str) -> InputError:
+    """An InputError about the [watch] table or one of its fields ("watch.KEY"), with the
+    line of the key (or of the table's header)."""
+    text, line = workflow.text, None
+    header = _WATCH_HEADER.search(text)
+    if header is not None:
+        end = _TABLE_HEADER.search(text, header.end())
+        key = field.split(".")[1] if "." in field else None
+        found = key and re.compile(rf"^[ \t]*{re.escape(key)}[ \t]*=", re.MULTILINE).search(
+            text, header.end(), end.start() if end else len(text))
+        line = text.count("\n", 0, (found or header).start()) + 1
+    return InputError(message, file=workflow.path, line=line, field=field)
+
+
+def _watch(draft: Workflow, table: Any) -> WatchSpec:
+    """The [watch] table's shape. Its source, event names and match keys are checked against
+    the source when `runflow watch` starts: sources are plugins."""
+
+    def fail(message: str, key: str | None = None) -> InputError:
+        return watch_error(draft, message, f"watch.{key}" if key else "watch")
+
+    if not isinstance(table, dict):
+        raise fail("[watch] must be a table")
+    unknown = sorted(set(table) - set(WATCH_KEYS))
+    if unknown:
+        raise fail(f"unknown key(s) {', '.join(unknown)} in [watch] (expected: "
+                   f"{', '.join(WATCH_KEYS)})", unknown[0])
+    source = table.get("source")
+    if not isinstance(source, str) or not re.fullmatch(r"[a-z][a-z0-9_.-]{0,63}", source):
+        raise fail('[watch] needs a source: the name of an event source, e.g. "docker"',
+                   "source")
+    names: dict[str, tuple[str, ...]] = {}
+    for key in ("start", "stop"):
+        value = table.get(key, [])
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise fail(f"{key} must be a list of event names", key)
+        names[key] = tuple(value)
+    if not names["start"]:
+        raise fail('start must name at least one event, e.g. start = ["start"]', "start")
+    both = sorted(set(names["start"]) & set(names["stop"]))
+    if both:
+        raise fail(f"event(s) {', '.join(both)} are in both start and stop", "stop")
+    match = table.get("match", {})
+    if not isinstance(match, dict):
+        raise fail('match must be a table, e.g. match = { label = "runflow.net" }', "match")
+    return WatchSpec(source, names["start"], names["stop"], match)
 
 
 def _step(draft: Workflow, index: int, raw: Any) -> StepSpec:

@@ -6,8 +6,9 @@ container's namespace, `nsenter -t PID -n ip ...` inside the container, `brctl a
 Reading starts no command where the host can be read without one: the container's PID comes
 from one docker inspect through the API, the host end from /sys, whether the container has the
 interface yet from /proc/PID/net/dev, and Open vSwitch (tagged ports, their bridge, a bridge's
-existence, a new port's ofport and error) from OVSDB in-process (backends/ovs/wire.py, the
-connection the ovs-vsctl backend's steps use too).
+existence, a new port's ofport and error) with one `ovsdb-client transact` of selects
+(backends/ovs/query.py, as the ovs-vsctl backend reads), so that over SSH too it needs only the
+host's own tools.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from runflow.core.hosts import Host
 from .attachment import (Attachment, ContainerAttach, ContainerDetach, Plumbing, attach_commands,
                          detach_commands, global_addresses, vsctl_argv)
 from .client import missing_modules
-from ..ovs.vsctl import VsctlClient
-from ..ovs.wire import connection, where_named
+from ..ovs.args import View
+from ..ovs.endpoint import endpoint_problem
+from ..ovs.query import OvsdbUnreachable, interface_problems, select, where_named
 
 TOOLS = ("ip", "nsenter", "brctl")
 
@@ -34,7 +36,7 @@ def _unusable(host: Host) -> str | None:
     for tool in TOOLS:
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
-    return missing_modules("docker")
+    return missing_modules("docker") or endpoint_problem(host)
 
 
 def parse_ip_addr_show(text: str) -> dict[str, Any]:
@@ -65,29 +67,33 @@ class Commands(Plumbing):
         return vsctl_argv(self.ctx.host)
 
     def ovs_reachable(self) -> bool:
-        try:
-            connection(self.ctx)
-        except ActionError:  # no database here: no OVS ports to look for
-            return False
+        # Found out by the read that looks for the ports (ovs_ports): no command of its own.
         return True
 
     def ovs_bridge(self, name: str) -> bool:
-        return self.ovs_reachable() and bool(
-            connection(self.ctx).select([("Bridge", where_named(name), [])])[0])
+        try:
+            return bool(select(self.ctx, [("Bridge", where_named(name), [])])[0])
+        except OvsdbUnreachable:  # no database here: no OVS bridge
+            return False
 
     def ovs_ports(self, container: str, ifname: str) -> list[dict[str, Any]]:
-        wire = connection(self.ctx)
+        """One read: the tagged interfaces, and the ports and bridges to place them (whole
+        tables: which port holds an interface is known only from the port)."""
         tags = ["map", [["container_id", container], ["container_iface", ifname]]]
-        ifaces = wire.select([("Interface", [["external_ids", "includes", tags]],
-                               ["name", "ofport", "error"])])[0]
-        ports = wire.holders("Port", "interfaces", ifaces)
-        held = [p for p in ports if p is not None]
-        bridges = {p["_uuid"]: b["name"] for p, b in zip(held, wire.holders("Bridge", "ports",
-                                                                             held)) if b}
-        return [{"name": i["name"], "bridge": bridges.get(p["_uuid"], "") if p else "",
+        try:
+            ifaces, ports, bridges = select(self.ctx, [
+                ("Interface", [["external_ids", "includes", tags]], ["name", "ofport", "error"]),
+                ("Port", [], ["name", "interfaces"]),
+                ("Bridge", [], ["name", "ports"])])
+        except OvsdbUnreachable:  # no database here: no OVS ports to look for
+            return []
+        view = View.from_rows(bridges, ports, ifaces)
+        bridge_of = {i: port["bridge"] for port in view.ports.values()
+                     for i in port["interfaces"]}
+        return [{"name": name, "bridge": bridge_of.get(name) or "",
                  "ofport": i["ofport"] if isinstance(i["ofport"], int) else -1,
                  "error": i["error"] if isinstance(i["error"], str) else ""}
-                for i, p in zip(ifaces, ports)]
+                for name, i in view.interfaces.items()]
 
     def iface(self, pid: int, ifname: str, *, gateway: bool) -> dict[str, Any] | None:
         if not _has_link(pid, ifname):  # a container being attached has no such link yet
@@ -108,7 +114,7 @@ class Commands(Plumbing):
             for argv in attach_commands(att, self.vsctl()):
                 self.ctx.run(argv)
             if att.kind == "ovs":  # ovs-vsctl exits 0 even when the port could not be added
-                problems = VsctlClient(self.ctx.host).problems(self.ctx, [att.host_ifname])
+                problems = interface_problems(self.ctx, [att.host_ifname])
                 if problems:
                     raise ActionError(f"{problems[att.host_ifname]} (on bridge {att.bridge})")
         except ActionError:

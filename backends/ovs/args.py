@@ -12,6 +12,7 @@ string.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import uuid
@@ -59,6 +60,16 @@ def comparable(value: Any) -> Any:
 
 def same(a: Any, b: Any) -> bool:
     return comparable(a) == comparable(b)
+
+
+SYSTEM_SYNONYMS = ("datapath_type", "type")  # columns where "" and "system" mean the same
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def same_column(column: str, have: Any, want: Any) -> bool:
+    if column in SYSTEM_SYNONYMS:
+        return (have or "system") == (want or "system")
+    return same(have, want)
 
 
 def normal(value: Any) -> Any:
@@ -134,6 +145,49 @@ DatapathType = Annotated[str, Field(pattern=r"^[a-z0-9_-]{0,32}$")]
 PortType = Literal["system", "internal", "tap", "gre", "vxlan", "geneve", "patch"]
 TUNNEL_TYPES = ("gre", "vxlan", "geneve")
 
+# Interface options (ovs-vswitchd.conf.db(5)). The tunnel endpoints, keys and port are checked
+# for what Open vSwitch takes; any other option's value is a word: ovs-vswitchd would ignore or
+# refuse what is not, and a value such as "$(touch x)" must not reach a command line or an
+# exported script, even quoted.
+_KEY = re.compile(r"0|[1-9][0-9]*|0[xX][0-9a-fA-F]+")  # decimal or hex, as strtoull reads them
+_KEY_BITS = {"gre": 32, "vxlan": 24, "geneve": 24}  # others (stt, unknown): 64
+_OPTION_WORD = re.compile(r"[A-Za-z0-9_.:,/+=@%-]{1,256}")
+
+
+def option_problem(key: str, value: str, port_type: str | None = None) -> str | None:
+    """What is wrong with the value of Interface option `key` (None: nothing)."""
+    if key in ("remote_ip", "local_ip"):
+        if value == "flow":
+            return None
+        try:
+            ip = ipaddress.ip_address(value)
+        except ValueError:
+            return f"{value!r} is not an IP address (or \"flow\")"
+        if key == "remote_ip" and (ip.is_multicast or ip.is_unspecified):
+            return f"{value} is not a unicast address"
+        return None
+    if key in ("key", "in_key", "out_key"):
+        if value == "flow":
+            return None
+        bits = _KEY_BITS.get(port_type or "", 64)
+        if not _KEY.fullmatch(value) or int(value, 0) >= 2 ** bits:
+            kind = f"a {port_type} key" if port_type in _KEY_BITS else "a key"
+            return f"{value!r} is not {kind}: a number below 2^{bits} (or \"flow\")"
+        return None
+    if key == "dst_port":
+        if not (value.isascii() and value.isdigit() and 1 <= int(value) <= 65535):
+            return f"{value!r} is not a port number (1-65535)"
+        return None
+    if not _OPTION_WORD.fullmatch(value):
+        return (f"{value!r} is not an option value: letters, digits and _ . : , / + = @ % - "
+                "only")
+    return None
+
+
+def _options_problems(options: dict[str, str], port_type: str | None) -> list[str]:
+    return [f"{key}: {problem}" for key, value in options.items()
+            if (problem := option_problem(key, value, port_type))]
+
 
 class OvsBridgeArgs(Args):
     """ovs.bridge.present: the bridge exists with these settings (maps are merged: the keys
@@ -179,6 +233,9 @@ class OvsPortArgs(Args):
             raise ValueError(f"options: a {self.type} port needs options.remote_ip")
         if self.type == "patch" and "peer" not in self.options:
             raise ValueError("options: a patch port needs options.peer (the other patch port)")
+        problems = _options_problems(self.options, self.type)
+        if problems:
+            raise ValueError("options." + "; options.".join(problems))
         return self
 
 
@@ -227,6 +284,25 @@ class OvsSetArgs(Args):
         Field(description='the column, or "column:key" for one key of a map column')
     value: Value = Field(description="a string, number or boolean; a list for a set column, a "
                                      "table for a map")
+
+    @model_validator(mode="after")
+    def _fits_the_column(self) -> OvsSetArgs:
+        """The value is one the column takes (and a tunnel option's one it allows), checked
+        here so that both backends refuse it alike, before anything runs."""
+        from .columns import schema_type, typed
+
+        column_type = schema_type(self.table, self.column_name)
+        try:
+            if column_type is not None:
+                typed(column_type, self.value, self.column_name, self.key)
+        except ValueError as exc:
+            raise ValueError(f"value: {exc}") from None
+        if self.table == "Interface" and self.column_name == "options":
+            options = {self.key: self.value} if self.key else self.value
+            problems = _options_problems({k: text(v) for k, v in options.items()}, None)
+            if problems:
+                raise ValueError("value: options." + "; options.".join(problems))
+        return self
 
     @property
     def column_name(self) -> str:

@@ -1,6 +1,7 @@
-"""The `ovsdb` backend of the ovs.* actions (target modern): ovsdbapp over the OVSDB protocol.
+"""The `ovsdb` backend of the ovs.* actions (target modern): ovsdbapp (python-ovs's IDL) over
+the OVSDB protocol.
 
-The actions are those of backends/ovs/vsctl.py with another client. One connection per run and
+The actions are those of backends/ovs/actions.py with this client. One connection per run and
 host (the inventory's `ovsdb` entry, or the default socket) keeps a replica of the database, so
 observing costs no round trip; the ops of a step, or of all the instances of a for_each step,
 are one OVSDB transaction. ovsdbapp's Open_vSwitch transactions bump next_cfg and wait until
@@ -28,12 +29,13 @@ from runflow.core.errors import ActionError
 from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
-from . import vsctl as ovs_vsctl
-from .args import (READ_BACK_COLUMNS, VIEW_COLUMNS, AddBridge, AddPort, DelBridge, DelPort,
-                       Op, RemoveKeys, SetColumns, SetKeys, View, normal, set_up_interfaces,
-                       text)
+from .actions import backend_actions
+from .args import (READ_BACK_COLUMNS, VIEW_COLUMNS, AddBridge, AddPort, DelBridge, DelPort, Op,
+                   RemoveKeys, SetColumns, SetKeys, View, normal, set_up_interfaces)
+from .columns import typed
+from .commands import vsctl_commands
+from .endpoint import endpoint_of, endpoint_problem
 
-DEFAULT_ENDPOINT = "unix:/var/run/openvswitch/db.sock"
 TIMEOUT = 30  # seconds for connecting and for a transaction (ovs-vswitchd included)
 _SUMMARY_COMMANDS = 10
 
@@ -60,7 +62,7 @@ class OvsdbClient:
         from ovsdbapp.schema.open_vswitch import impl_idl
 
         self.db = host.endpoints.get("ovsdb")  # None: the default socket
-        self.endpoint = self.db or DEFAULT_ENDPOINT
+        self.endpoint = endpoint_of(host)
         try:
             helper = idlutils.get_schema_helper(self.endpoint, "Open_vSwitch")
             for table, schema in helper.schema_json["tables"].items():
@@ -77,7 +79,9 @@ class OvsdbClient:
 
     @staticmethod
     def unusable(host: Host) -> str | None:
-        return None if importlib.util.find_spec("ovsdbapp") else "ovsdbapp is not installed"
+        if importlib.util.find_spec("ovsdbapp") is None:
+            return "ovsdbapp is not installed"
+        return endpoint_problem(host)
 
     def close(self) -> None:
         self.connection.stop()
@@ -112,7 +116,13 @@ class OvsdbClient:
             rows = [r for r in found if r is not None]
         return [_row(r, columns) for r in rows]
 
-    def get(self, ctx: Context, table: str, record: str, column: str) -> tuple[bool, Any]:
+    def records(self, ctx: Context, wanted: Sequence[tuple[str, str, str]]
+                ) -> list[tuple[bool, Any]]:
+        """(found, value) of one column of each record, found by ovsdbapp as ovs-vsctl finds
+        it, from the replica."""
+        return [self._record(table, record, column) for table, record, column in wanted]
+
+    def _record(self, table: str, record: str, column: str) -> tuple[bool, Any]:
         from ovsdbapp.backend.ovs_idl import idlutils
 
         self._column_type(table, column)
@@ -146,7 +156,7 @@ class OvsdbClient:
     def summary(self, ops: Sequence[Op]) -> str:
         """The transaction for the journal, as the equivalent ovs-vsctl commands (the first
         ones only, for a large for_each batch: every instance's journal entry holds it)."""
-        commands = ovs_vsctl.vsctl_commands(ops)
+        commands = vsctl_commands(ops)
         shown = " -- ".join(shlex.join(c) for c in commands[:_SUMMARY_COMMANDS])
         more = len(commands) - _SUMMARY_COMMANDS
         return (f"ovsdb transaction on {self.endpoint}, as ovs-vsctl: {shown}"
@@ -203,8 +213,8 @@ class OvsdbClient:
         if isinstance(op, SetColumns):
             return self._set(op.table, op.record, self._typed(op.table, op.columns))
         if isinstance(op, SetKeys):
-            typed = self._typed(op.table, {op.column: op.values})[op.column]
-            return [api.db_set(op.table, op.record, (op.column, typed), if_exists=False)]
+            values = self._typed(op.table, {op.column: op.values})[op.column]
+            return [api.db_set(op.table, op.record, (op.column, values), if_exists=False)]
         if isinstance(op, RemoveKeys):
             return [api.db_remove(op.table, op.record, op.column, *op.keys, if_exists=True)]
         raise TypeError(f"unknown op {op!r}")
@@ -222,9 +232,15 @@ class OvsdbClient:
 
     def _typed(self, table: str, columns: dict[str, Any]) -> dict[str, Any]:
         """Values in normal form (or as a workflow wrote them) as the IDL wants them: 10 for
-        an integer column even if written "10", a list for a set, a dict for a map."""
-        return {c: _python(self._column_type(table, c), v, f"{table}.{c}")
-                for c, v in columns.items()}
+        an integer column even if written "10", a list for a set, a dict for a map; typed with
+        the host's own schema (a workflow's values were checked with Open vSwitch 3.1's)."""
+        result = {}
+        for column, value in columns.items():
+            try:
+                result[column] = typed(self._column_type(table, column), value, column)
+            except ValueError as exc:
+                raise ActionError(f"{table}: {exc}") from None
+        return result
 
     def _column_type(self, table: str, column: str) -> Any:
         tables = self.api.idl.tables
@@ -257,64 +273,10 @@ def _refs(row: Any, column: str) -> list[str]:
     return [str(r.uuid) for r in getattr(row, column)]
 
 
-def _python(type_: Any, value: Any, where: str) -> Any:
-    try:
-        if type_.is_map():
-            return {_atom(type_.key, k): _atom(type_.value, v) for k, v in (value or {}).items()}
-        values = value if isinstance(value, list) else [value]
-        if type_.is_scalar():
-            return _atom(type_.key, values[0])
-        return [_atom(type_.key, v) for v in values]
-    except (ValueError, TypeError, IndexError) as exc:
-        raise ActionError(f"{where}: {value!r} does not fit the column ({exc})") from None
-
-
-def _atom(base: Any, value: Any) -> Any:
-    kind = base.type.to_string()
-    if kind == "integer":
-        return int(value)
-    if kind == "real":
-        return float(value)
-    if kind == "boolean":
-        if isinstance(value, bool):
-            return value
-        if text(value) not in ("true", "false"):
-            raise ValueError("expected true or false")
-        return text(value) == "true"
-    if kind == "uuid":
-        return uuid.UUID(str(value))
-    return text(value)
-
-
-class OvsdbBackend:
-    """Mixed into the ovs.* actions: the ovsdb backend is the same actions with this client."""
-
-    backend = "ovsdb"
-    targets = ("modern",)
-    Client = OvsdbClient
-
-
-class BridgePresent(OvsdbBackend, ovs_vsctl.BridgePresent):
-    pass
-
-
-class BridgeAbsent(OvsdbBackend, ovs_vsctl.BridgeAbsent):
-    pass
-
-
-class PortPresent(OvsdbBackend, ovs_vsctl.PortPresent):
-    pass
-
-
-class PortAbsent(OvsdbBackend, ovs_vsctl.PortAbsent):
-    pass
-
-
-class OvsSet(OvsdbBackend, ovs_vsctl.OvsSet):
-    pass
+ACTIONS = backend_actions("ovsdb", OvsdbClient, ("modern",))
 
 
 @hookimpl
 def runflow_register_actions(register: Any) -> None:
-    for action in (BridgePresent, BridgeAbsent, PortPresent, PortAbsent, OvsSet):
+    for action in ACTIONS:
         register(action)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runflow.core.lab.namespaces import Namespace, unique_name
-from tests.conftest import need_tools, runflow_argv
+from tests.conftest import missing_prerequisite, need_tools, runflow_argv
 from tests.unit.conftest import start, wait_for
 
 pytestmark = pytest.mark.root
@@ -36,11 +36,28 @@ def test_an_immutable_journal_is_read_but_never_written(rf, fw, runflow_home):
     assert [r["state"] for r in json.loads(listed.stdout)] == ["succeeded"]
 
 
+def _setpriv() -> list[str]:
+    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+
+
+def _nobodys_runflow() -> list[str]:
+    """A runflow command that user nobody can start: the tests' own Python may live where only
+    root may read (a checkout or an interpreter under /root), and then runflow as installed for
+    every user (/opt/runflow, tests/install-deps.sh) stands in for it."""
+    for argv in (runflow_argv(), ["/opt/runflow/bin/python", "-m", "runflow.core.cli"]):
+        probe = subprocess.run([*_setpriv(), *argv, "--version"], capture_output=True,
+                               cwd="/", env={"PATH": os.environ["PATH"]})
+        if probe.returncode == 0:
+            return argv
+    missing_prerequisite("no runflow that user nobody can start (run tests/install-deps.sh)")
+    raise AssertionError("unreachable")
+
+
 def as_nobody(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     need_tools("setpriv")
-    return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                           *runflow_argv(), *args], capture_output=True, text=True, timeout=60,
-                          cwd="/", env={"PATH": os.environ["PATH"], "HOME": "/nonexistent", **env})
+    return subprocess.run([*_setpriv(), *_nobodys_runflow(), *args], capture_output=True,
+                          text=True, timeout=60, cwd="/",
+                          env={"PATH": os.environ["PATH"], "HOME": "/nonexistent", **env})
 
 
 def test_another_user_gets_messages_not_tracebacks(rf, fw, runflow_home, tmp_path):

@@ -41,6 +41,27 @@ class OvsHost:
     def snapshot(self) -> dict[str, Any]:
         return ovsdb_snapshot(self.ovs.endpoint)
 
+    def links(self) -> list[str]:
+        """The names of the kernel links in the host's namespace."""
+        out = self.ns.run(["ip", "-o", "link", "show"]).stdout
+        return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+
+    def kill_switch(self) -> None:
+        """SIGKILL ovs-vswitchd, as a crash would: it cleans nothing up (its taps stay)."""
+        switch = self.ovs._switch  # the lab starts it as a child; it has no public handle
+        assert switch is not None
+        switch.kill()
+        switch.wait()
+
+    def restart_switch(self) -> None:
+        """Start ovs-vswitchd again as the lab does (core/lab/ovs.py has no restart), and
+        return once it has caught up with the database."""
+        d = self.ovs.state_dir
+        self.ovs._switch = self.ovs._spawn([
+            "ovs-vswitchd", self.ovs.endpoint, f"--unixctl={self.ovs.switch_control}",
+            f"--pidfile={d / 'ovs-vswitchd.pid'}", f"--log-file={d / 'ovs-vswitchd.log'}"])
+        self.vsctl("init")  # without --no-wait: returns once ovs-vswitchd has reconfigured
+
     def inventory_table(self) -> str:
         lines = [f"[hosts.{self.name}]", f'netns = "{self.ns.name}"',
                  f'ovsdb = "{self.ovs.endpoint}"']

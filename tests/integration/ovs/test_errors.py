@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.lab.conftest import WORKFLOWS
+
 from .conftest import Lab, assert_same, step_states
 
 BRIDGE = '''
@@ -20,6 +22,16 @@ datapath_type = "{{ datapath }}"
 '''
 
 
+INTERNAL_PORT = '''
+[[steps]]
+id = "vi0"
+action = "ovs.port.present"
+bridge = "br0"
+name = "vi0"
+type = "internal"
+'''
+
+
 def failure(events: list[dict[str, Any]]) -> str:
     return next(e["message"] for e in events if e["dest"] == "failed")
 
@@ -27,14 +39,7 @@ def failure(events: list[dict[str, Any]]) -> str:
 @pytest.mark.root
 def test_a_system_datapath_bridge_fails_with_the_daemons_error(lab: Lab) -> None:
     before = lab.host.snapshot()
-    workflow = lab.workflow(BRIDGE + '''
-[[steps]]
-id = "vi0"
-action = "ovs.port.present"
-bridge = "br0"
-name = "vi0"
-type = "internal"
-''')
+    workflow = lab.workflow(BRIDGE + INTERNAL_PORT)
     _, events, _ = lab.run(workflow, "--var", "datapath=system", expect=1)
     message = failure(events)
     assert "could not set up br0" in message and "datapath" in message, message
@@ -111,14 +116,8 @@ def test_a_port_on_another_bridge_is_not_moved(lab: Lab) -> None:
                    "--", "add-port", "br1", "vi0", "--", "set", "Interface", "vi0",
                    "type=internal")
     before = lab.host.snapshot()
-    _, events, _ = lab.run(lab.workflow(BRIDGE + '''
-[[steps]]
-id = "vi0"
-action = "ovs.port.present"
-bridge = "br0"
-name = "vi0"
-type = "internal"
-'''), "--var", "datapath=netdev", expect=1)
+    _, events, _ = lab.run(lab.workflow(BRIDGE + INTERNAL_PORT), "--var", "datapath=netdev",
+                           expect=1)
     assert "port vi0 is on bridge br1, not br0" in failure(events)
     assert_same(before, lab.host.snapshot())
 
@@ -140,8 +139,37 @@ type = "internal"
      'value = true', "record", "is not a record name"),
     ('action = "ovs.bridge.present"\nname = "br0"\nexternal_ids = { "a b" = "c" }',
      "external_ids", "key 'a b' must be"),
+    ('action = "ovs.port.present"\nbridge = "br0"\nname = "gre0"\ntype = "gre"\n'
+     'options = { remote_ip = "192.0.2.999" }', "options.remote_ip", "is not an IP address"),
+    ('action = "ovs.port.present"\nbridge = "br0"\nname = "gre0"\ntype = "gre"\n'
+     'options = { remote_ip = "flow", local_ip = "x;y" }', "options.local_ip",
+     "is not an IP address"),
+    ('action = "ovs.port.present"\nbridge = "br0"\nname = "vx0"\ntype = "vxlan"\n'
+     'options = { remote_ip = "192.0.2.1", key = 16777216 }', "options.key",
+     "not a vxlan key: a number below 2^24"),
+    ('action = "ovs.port.present"\nbridge = "br0"\nname = "gre0"\ntype = "gre"\n'
+     'options = { remote_ip = "192.0.2.1", in_key = "0x100000000" }', "options.in_key",
+     "not a gre key: a number below 2^32"),
+    ('action = "ovs.port.present"\nbridge = "br0"\nname = "vx0"\ntype = "vxlan"\n'
+     'options = { remote_ip = "192.0.2.1", dst_port = 70000 }', "options.dst_port",
+     "is not a port number"),
+    ('action = "ovs.port.present"\nbridge = "br0"\nname = "gre0"\ntype = "gre"\n'
+     'options = { remote_ip = "192.0.2.1", ttl = "`reboot`" }', "options.ttl",
+     "is not an option value"),
+    ('action = "ovs.set"\ntable = "Interface"\nrecord = "gre0"\ncolumn = "options:remote_ip"\n'
+     'value = "$(reboot)"', "options.remote_ip", "is not an IP address"),
+    ('action = "ovs.set"\ntable = "Bridge"\nrecord = "br0"\ncolumn = "external_ids"\n'
+     'value = true', "value", "external_ids is a map column"),
+    ('action = "ovs.set"\ntable = "Port"\nrecord = "p0"\ncolumn = "tag"\nvalue = 5000',
+     "value", "5000 is not in the valid range 0 to 4095"),
+    ('action = "ovs.set"\ntable = "Bridge"\nrecord = "br0"\ncolumn = "stp_enable"\n'
+     'value = "yes"', "value", "stp_enable: 'yes' is not true or false"),
+    ('action = "ovs.set"\ntable = "Port"\nrecord = "p0"\ncolumn = "tag:x"\nvalue = 1',
+     "value", "tag is not a map column"),
 ], ids=["gre-without-remote", "patch-without-peer", "tag", "name", "fail-mode", "table",
-        "record", "map-key"])
+        "record", "map-key", "remote-ip", "local-ip", "vxlan-key", "gre-in-key", "dst-port",
+        "option-word", "set-option", "set-map-without-key", "set-range", "set-boolean",
+        "set-key-of-scalar"])
 def test_bad_arguments_are_refused_before_anything_runs(runflow: Any, tmp_path: Path,
                                                         step: str, field: str,
                                                         says: str) -> None:
@@ -150,3 +178,52 @@ def test_bad_arguments_are_refused_before_anything_runs(runflow: Any, tmp_path: 
     done = runflow("validate", str(path))
     assert done.returncode == 2, done.stderr
     assert f"{field}:" in done.stderr and says in done.stderr, done.stderr
+
+
+@pytest.mark.root
+def test_a_hostile_tunnel_endpoint_from_a_var_is_refused_before_anything_runs(
+        lab: Lab, tmp_path: Path) -> None:
+    marker = tmp_path / "touched"
+    before = lab.host.snapshot()
+    done = lab.call("run", "-q", "-i", str(lab.inventory), "-t", lab.target, "--var",
+                    f"remote_ip=$(touch {marker})", str(WORKFLOWS / "multihost-gre.toml"),
+                    expect=2)
+    assert "step 'gre-port': options.remote_ip: " in done.stderr, done.stderr
+    assert not marker.exists()
+    assert_same(before, lab.host.snapshot())
+
+
+@pytest.mark.root
+def test_a_map_column_without_a_key_is_the_same_error_on_both_targets(lab: Lab) -> None:
+    lab.host.vsctl("add-br", "br0", "--", "set", "Bridge", "br0", "datapath_type=netdev")
+    before = lab.host.snapshot()
+    done = lab.call("run", "-q", "-i", str(lab.inventory), "-t", lab.target, str(lab.workflow(
+        '[[steps]]\nid = "ids"\naction = "ovs.set"\ntable = "Bridge"\nrecord = "br0"\n'
+        'column = "external_ids"\nvalue = true\n')), expect=2)
+    assert done.stderr.strip().endswith(
+        "step 'ids': value: external_ids is a map column: give a table (value = { key = "
+        "\"...\" }) or set one key (column = \"external_ids:KEY\")"), done.stderr
+    assert_same(before, lab.host.snapshot())
+
+
+@pytest.mark.root
+def test_undo_removes_the_taps_ovs_vswitchd_left_when_it_was_down(lab: Lab) -> None:
+    """ovs-vswitchd stopped mid-run: a rollback's del-br commits, then times out waiting for
+    it (exit 3); once it is back, a second rollback finds the bridge gone from the database,
+    but the userspace datapath's taps (br0, its internal port, the datapath's ovs-netdev)
+    are still in the kernel, as the restarted ovs-vswitchd never knew the bridge."""
+    links_before = lab.host.links()
+    before = lab.host.snapshot()
+    run_id, _, _ = lab.run(lab.workflow(BRIDGE + INTERNAL_PORT), "--var", "datapath=netdev")
+    assert {"br0", "vi0", "ovs-netdev"} <= set(lab.host.links())
+    lab.host.kill_switch()
+    # What the first rollback did before its ovs-vsctl timed out (30 s: too long for a test).
+    lab.host.vsctl("--no-wait", "del-br", "br0")
+    lab.host.restart_switch()
+    assert {"br0", "vi0", "ovs-netdev"} <= set(lab.host.links())
+    lab.rollback(run_id)
+    assert lab.host.links() == links_before
+    assert_same(before, lab.host.snapshot())
+    commands = [c for step in lab.journal(run_id)["steps"] for c in step.get("commands", [])]
+    assert any("ip link del br0" in c for c in commands), commands
+
