@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import os
 import shlex
+import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,15 @@ from .errors import CommandError, InputError
 if TYPE_CHECKING:
     from .locks import FileLock
     from .ssh import Connection, RemoteLock
+
+
+def tools_missing(*tools: str) -> str | None:
+    """Why a backend that runs these programs cannot run here: the first one not installed
+    (on this machine's PATH), or None."""
+    for tool in tools:
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return None
 
 
 class Completed(NamedTuple):
