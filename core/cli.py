@@ -781,6 +781,9 @@ def main() -> None:
     if isinstance(code, str):
         click.echo(code, err=True)
         code = 1
+    ssh = sys.modules.get("runflow.core.ssh")
+    if ssh is not None:  # connections begun for a command that failed before using them
+        ssh.end_all()
     # Leave without the interpreter's teardown, which frees every module, schema and step one
     # by one (0.2-0.7 s after a for_each of 1,000): the command has closed its journal, lock
     # and files by now, and only standard output and error may still hold buffered text.

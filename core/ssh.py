@@ -56,6 +56,7 @@ CLIENT_OPTIONS = ("-o", "ControlMaster=no", "-o", "BatchMode=yes",
                   "-o", "ProxyCommand=/bin/false")
 REMOTE_SHELL = "exec /bin/sh -s"  # the only text the remote login shell parses
 READY = "runflow-ready"
+_masters: list[subprocess.Popen] = []  # every master this process started (end_all)
 
 
 class HostUnreachable(RunflowError):
@@ -198,6 +199,7 @@ class Connection:
                      *self.destination_options(), *DEFAULT_OPTIONS, "--", self.host.ssh,
                      f"echo {READY}; exec cat >/dev/null"],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+                _masters.append(self._master)
             except FileNotFoundError:
                 raise HostUnreachable(f"host {self.host.name}: the OpenSSH client (ssh) is not "
                                       "installed on this machine") from None
@@ -512,6 +514,16 @@ class RemoteLock:
         except (OSError, subprocess.TimeoutExpired):
             session.kill()
             session.wait()
+
+
+def end_all() -> None:
+    """Stop the masters still running as the process leaves. A master that logged in ends by
+    itself when this process's end closes its standard input; one still logging in (a
+    connection begun while a plan was built that then failed) would wait on a handshake that
+    may never finish."""
+    for master in _masters:
+        if master.poll() is None:
+            master.terminate()
 
 
 def connect_all(hosts: Iterable[object], forks: int = 32) -> None:

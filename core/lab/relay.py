@@ -53,23 +53,20 @@ def connect_lab_host(lab_dir: str, host: str, port: int) -> None:
 
 def relay(address: str, port: int) -> None:
     """Copy standard input to a connection to address:port and the connection to standard
-    output, until both sides are done."""
+    output, until either side is done."""
     try:
         conn = socket.create_connection((address, port), timeout=10)
     except OSError as exc:
         raise RelayError(f"cannot connect to {address} port {port}: "
                          f"{exc.strerror or exc}") from None
     conn.settimeout(None)
-    reading = [0, conn]
-    while conn in reading:
-        ready, _, _ = select.select(reading, [], [])
+    while True:
+        ready, _, _ = select.select([0, conn], [], [])
         if 0 in ready:
             data = os.read(0, 65536)
-            if data:
-                conn.sendall(data)
-            else:
-                conn.shutdown(socket.SHUT_WR)
-                reading.remove(0)
+            if not data:  # ssh closes its end as it leaves: nobody reads what comes back
+                break
+            conn.sendall(data)
         if conn in ready:
             data = conn.recv(65536)
             if not data:
