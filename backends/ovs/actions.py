@@ -149,7 +149,7 @@ class OvsAction(Action):
 
     def vanished(self, args: Any, before: State, now: State) -> list[str]:
         """The kernel devices ovs-vswitchd made for what the step created, when undo finds it
-        already gone from the database (see remove_leftover_taps)."""
+        gone from the database, before or after its own removal (see remove_leftover_taps)."""
         return []
 
     # -- the Action contract -----------------------------------------------------------------
@@ -192,9 +192,13 @@ class OvsAction(Action):
         nows = self.observe_many(ctx, [args for args, _ in items])
         client = self.client(ctx)
         # What undo puts back may have been broken before too: it is not read back.
-        client.execute(ctx, [op for (args, before), now in zip(items, nows)
-                             for op in self.restore(args, before, now, ctx.run_id)],
-                       read_back=False)
+        ops = [op for (args, before), now in zip(items, nows)
+               for op in self.restore(args, before, now, ctx.run_id)]
+        client.execute(ctx, ops, read_back=False)
+        # A removal is looked at again once committed and reported applied by ovs-vswitchd:
+        # one restarted meanwhile reports that too, and leaves the taps it never knew.
+        if any(isinstance(op, (DelBridge, DelPort)) for op in ops):
+            nows = self.observe_many(ctx, [args for args, _ in items])
         gone = [name for (args, before), now in zip(items, nows)
                 for name in self.vanished(args, before, now)]
         if gone:
@@ -597,15 +601,16 @@ NETDEV_DATAPATH = "ovs-netdev"
 
 
 def remove_leftover_taps(ctx: Context, client: OvsClient, names: Sequence[str]) -> None:
-    """Delete the tap devices of bridges and internal ports the run created that are already
-    gone from the database.
+    """Delete the tap devices of bridges and internal ports the run created that are gone
+    from the database.
 
     With the userspace datapath, ovs-vswitchd makes a persistent tap for each bridge and
     internal port and deletes it when the record goes. When the record went while ovs-vswitchd
-    was not running (stopped mid-run: an undo's ovs-vsctl then commits and times out waiting for
-    it), the restarted ovs-vswitchd never knew the record and the tap stays, with the datapath's
-    own tap when no netdev bridge is left. Only taps are deleted (tun_flags in /sys): they are
-    what ovs-vswitchd made. A tap that cannot be deleted fails the undo."""
+    was not running (stopped mid-run: an undo commits and waits for it, then times out, or
+    sees the restarted one catch up), the restarted ovs-vswitchd never knew the record and the
+    tap stays, with the datapath's own tap when no netdev bridge is left. Only taps are deleted
+    (tun_flags in /sys): they are what ovs-vswitchd made. A tap that cannot be deleted fails
+    the undo."""
     view = client.view(ctx, list(names))
     gone = [n for n in names if n not in view.bridges and n not in view.ports]
     if gone and not any(b.get("datapath_type") == "netdev" for b in view.bridges.values()):

@@ -4,11 +4,14 @@ bad arguments are refused before anything is touched."""
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import runflow_argv
 from tests.integration.lab.conftest import WORKFLOWS
 
 from .conftest import Lab, assert_same, step_states
@@ -227,3 +230,31 @@ def test_undo_removes_the_taps_ovs_vswitchd_left_when_it_was_down(lab: Lab) -> N
     commands = [c for step in lab.journal(run_id)["steps"] for c in step.get("commands", [])]
     assert any("ip link del br0" in c for c in commands), commands
 
+
+
+@pytest.mark.root
+def test_undo_removes_the_tap_an_ovs_vswitchd_restarted_mid_undo_never_knew(lab: Lab) -> None:
+    """ovs-vswitchd dies during a rollback and is back while the rollback waits for it: the
+    port's removal, committed while it was down, is reported applied by the new ovs-vswitchd,
+    which never knew the port and leaves its tap. "Rolled back" (exit 0) must still mean the
+    host is as before."""
+    links_before = lab.host.links()
+    before = lab.host.snapshot()
+    run_id, _, _ = lab.run(lab.workflow(BRIDGE + INTERNAL_PORT), "--var", "datapath=netdev")
+    lab.host.kill_switch()
+    rollback = subprocess.Popen([*runflow_argv(), "rollback", "-q", run_id], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while "vi0" in lab.host.vsctl("list-ports", "br0").split():  # not committed yet
+            assert time.monotonic() < deadline, "the rollback did not remove vi0 in 30 s"
+            time.sleep(0.02)
+        lab.host.restart_switch()
+        _, err = rollback.communicate(timeout=60)
+    finally:
+        if rollback.poll() is None:
+            rollback.kill()
+            rollback.wait()
+    assert rollback.returncode == 0, err
+    assert lab.host.links() == links_before
+    assert_same(before, lab.host.snapshot())
