@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from runflow.backends.ovs import ovsdb
+from runflow.backends.ovs.args import DelBridge
+from runflow.core.actions import Context, Resources
+from runflow.core.errors import ActionError
+from runflow.core.hosts import Host
 from tests.conftest import runflow_argv
 from tests.integration.lab.conftest import WORKFLOWS
 
-from .conftest import Lab, assert_same, step_states
+from .conftest import Lab, OvsHost, assert_same, step_states
 
 BRIDGE = '''
 [[steps]]
@@ -258,3 +264,26 @@ def test_undo_removes_the_tap_an_ovs_vswitchd_restarted_mid_undo_never_knew(lab:
     assert rollback.returncode == 0, err
     assert lab.host.links() == links_before
     assert_same(before, lab.host.snapshot())
+
+
+@pytest.mark.root
+def test_an_ovsdb_change_ovs_vswitchd_does_not_apply_in_time_fails_and_says_why(
+        ovs_hosts: Callable[..., OvsHost], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ovsdb backend waits for ovs-vswitchd to apply what it commits, as ovs-vsctl does
+    (30 s; here 1): when it does not, the step fails, and does not claim that nothing
+    changed: the database holds the change."""
+    lab_host = ovs_hosts("h1")
+    lab_host.vsctl("add-br", "br0", "--", "set", "Bridge", "br0", "datapath_type=netdev")
+    monkeypatch.setattr(ovsdb, "TIMEOUT", 1)
+    host = Host("h1", endpoints={"ovsdb": lab_host.ovs.endpoint})
+    client = ovsdb.OvsdbClient(host)
+    try:
+        lab_host.kill_switch()
+        with pytest.raises(ActionError) as failed:
+            client.execute(Context(host, "test", "br0", Resources()), [DelBridge("br0")])
+    finally:
+        client.close()
+    assert str(failed.value).endswith(
+        "no outcome in 1 s: ovsdb-server did not answer, or the database took the change and "
+        "ovs-vswitchd has not applied it (is it running?)"), failed.value
+    assert lab_host.vsctl("list-br").split() == []
