@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, Field
@@ -26,6 +27,12 @@ def _ifname(value: str) -> str:
     bad = _IFNAME_FORBIDDEN.search(value)
     if bad:
         raise ValueError(f"interface name {value!r} contains the forbidden character {bad.group()!r}")
+    # Control and format characters (a bell, a right-to-left override, a zero-width joiner)
+    # would make a name print as another one in `ip link`, plan output and exported scripts.
+    hidden = next((c for c in value if unicodedata.category(c) in ("Cc", "Cf")), None)
+    if hidden:
+        raise ValueError(f"interface name {value!r} contains the control or format character "
+                         f"U+{ord(hidden):04X} ({unicodedata.name(hidden, 'unnamed')})")
     return value
 
 
@@ -68,7 +75,8 @@ def _argv(value: object) -> object:
 
 
 IfName = Annotated[str, AfterValidator(_ifname)]
-"""A network interface name: 1–15 bytes, no whitespace, '/', NUL or shell metacharacters."""
+"""A network interface name: 1–15 bytes, no whitespace, '/', NUL, shell metacharacters, or
+Unicode control or format characters."""
 
 IPAddress = Annotated[str, AfterValidator(_ip)]
 """An IPv4 or IPv6 address, normalised."""

@@ -1,16 +1,17 @@
-"""container.attach / container.detach with netlink (pyroute2) and OVSDB (`docker` backend,
-target modern): a veth pair is created with its peer directly inside the container's network
-namespace, in one process, no command per change."""
+"""container.attach / container.detach with netlink and OVSDB (`docker` backend, target
+modern): a veth pair is created with its peer directly inside the container's network
+namespace, in one process, no command per change. The netlink requests are the Linux family's
+(backends/linux/rtnl.py, through pyroute2): the host's socket is the one the netlink backend
+uses on this host, and one is opened inside the container's namespace for configuring its end."""
 
 from __future__ import annotations
 
-import ctypes
-import ipaddress
 import os
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runflow.core.actions import State
 from runflow.core.errors import ActionError
@@ -19,50 +20,27 @@ from ..ovs.args import setup_problem
 from .attachment import (Attachment, ContainerAttach, ContainerDetach, Plumbing, attach_commands,
                          detach_commands, global_addresses, vsctl_argv)
 
+if TYPE_CHECKING:
+    from ..linux.rtnl import Rtnl
+
 DEFAULT_OVSDB = "unix:/var/run/openvswitch/db.sock"
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_CLONE_NEWNET = 0x40000000
-
-
-def _setns(fd: int, what: str) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise ActionError(f"cannot enter the network namespace of {what}: {os.strerror(err)}")
+_AF_INET, _AF_INET6, _EEXIST, _ENODEV = socket.AF_INET, socket.AF_INET6, 17, 19
+_RT_TABLE_MAIN, _RTPROT_BOOT, _RTN_UNICAST = 254, 3, 1  # as `ip route replace` makes it
 
 
 @contextmanager
-def container_netlink(pid: int) -> Iterator[Any]:
-    """A netlink socket inside the network namespace of process pid.
-
-    The calling thread enters the namespace only to open the socket and comes straight back: a
-    socket stays bound to the namespace it was opened in. No process, no extra thread.
-    """
-    from pyroute2 import IPRoute
+def container_rtnl(pid: int) -> Iterator[Rtnl]:
+    """A netlink socket inside the network namespace of process pid."""
+    from ..linux.rtnl import Rtnl
 
     try:
-        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
-    except OSError as exc:
-        raise ActionError(f"no network namespace for pid {pid}: {exc.strerror}") from None
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        rtnl = Rtnl(f"/proc/{pid}/ns/net")
+    except FileNotFoundError:  # the process is gone
+        raise ActionError(f"no network namespace for pid {pid}") from None
     try:
-        _setns(target, f"pid {pid}")
-        try:
-            ipr = IPRoute()
-        finally:
-            _setns(home, "this host")
+        yield rtnl
     finally:
-        os.close(target)
-        os.close(home)
-    try:
-        yield ipr
-    finally:
-        ipr.close()
-
-
-def _netlink_error(exc: Exception, what: str) -> ActionError:
-    """NetlinkError's args are (errno, message): say what failed and the message."""
-    return ActionError(f"{what}: {exc.args[-1] if exc.args else exc}")
+        rtnl.close()
 
 
 def _optional(value: Any, default: Any) -> Any:
@@ -73,12 +51,13 @@ def _optional(value: Any, default: Any) -> Any:
 
 
 class Netlink(Plumbing):
-    """Attach and detach with pyroute2 (host and container) and ovsdbapp (OVS ports)."""
+    """Attach and detach with the Linux family's rtnetlink (host and container) and ovsdbapp
+    (OVS ports)."""
 
-    def host_ipr(self) -> Any:
-        from pyroute2 import IPRoute
+    def host_rtnl(self) -> Rtnl:
+        from ..linux.rtnl import host_rtnl
 
-        return self.ctx.resources.get("container.netlink", IPRoute)
+        return host_rtnl(self.ctx)
 
     # -- OVS ------------------------------------------------------------------------------
 
@@ -117,21 +96,20 @@ class Netlink(Plumbing):
     # -- the container --------------------------------------------------------------------
 
     def iface(self, pid: int, ifname: str, *, gateway: bool) -> dict[str, Any] | None:
-        with container_netlink(pid) as ipr:
-            found = ipr.link_lookup(ifname=ifname)
-            if not found:
+        with container_rtnl(pid) as rtnl:
+            link = rtnl.link(ifname)
+            if link is None:
                 return None
-            link = ipr.get_links(found[0])[0]
-            addresses = [f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
-                         for a in ipr.get_addr(index=found[0])]
-            seen = {"addresses": global_addresses(addresses), "mtu": link.get("IFLA_MTU"),
-                    "mac": link.get("IFLA_ADDRESS"), "up": bool(link["flags"] & 1),
-                    "gateway": None}
+            index = link["ifindex"]
+            addresses = [f"{a['address']}/{a['prefixlen']}" for a in rtnl.addresses(index)
+                         if a["index"] == index]
+            seen = {"addresses": global_addresses(addresses), "mtu": link["mtu"],
+                    "mac": link["mac"], "up": link["up"], "gateway": None}
             if gateway:
-                for family in (2, 10):
-                    for route in ipr.get_routes(family=family, dst_len=0, table=254):
-                        if route.get("RTA_OIF") == found[0] and route.get("RTA_GATEWAY"):
-                            seen["gateway"] = route.get("RTA_GATEWAY")
+                for family in (_AF_INET, _AF_INET6):
+                    for route in rtnl.routes(family, _RT_TABLE_MAIN):
+                        if route["dst_len"] == 0 and route["oif"] == index and route["gateway"]:
+                            seen["gateway"] = route["gateway"]
             return seen
 
     # -- changes --------------------------------------------------------------------------
@@ -149,30 +127,29 @@ class Netlink(Plumbing):
             self._add_ports([att for att in made if att.kind == "ovs"])
 
     def _make_veth(self, att: Attachment) -> None:
-        from pyroute2 import NetlinkError
+        from ..linux.rtnl import CREATE, RTM_NEWLINK, Refused, link_message, veth_peer
 
         self.ctx.commands += [self.ctx.host.describe(argv)
                               for argv in attach_commands(att, vsctl_argv(self.ctx.host))]
-        ipr = self.host_ipr()
-        extra: dict[str, Any] = {"mtu": att.mtu} if att.mtu else {}
+        master = None
         if att.kind == "linux":
-            found = ipr.link_lookup(ifname=att.bridge)
-            if not found:
-                raise ActionError(f"bridge {att.bridge} does not exist")
-            extra["master"] = found[0]
-        peer: dict[str, Any] = {"ifname": att.ifname, "net_ns_pid": att.pid}
-        if att.mtu:
-            peer["mtu"] = att.mtu
-        if att.mac:
-            peer["address"] = att.mac
+            try:
+                master = socket.if_nametoindex(att.bridge)
+            except OSError:
+                raise ActionError(f"bridge {att.bridge} does not exist") from None
+        # The container's end is made inside its namespace, with its name, MTU and MAC.
+        veth = link_message(RTM_NEWLINK, CREATE, name=att.host_ifname, up=True, mtu=att.mtu,
+                            master=master, info_kind="veth",
+                            peer=veth_peer(att.ifname, mtu=att.mtu, mac=att.mac,
+                                           netns_pid=att.pid))
         try:
-            ipr.link("add", ifname=att.host_ifname, kind="veth", state="up", peer=peer, **extra)
-        except NetlinkError as exc:
-            if exc.code == 17:
+            self.host_rtnl().send([(veth, f"creating veth {att.host_ifname}")])
+        except Refused as exc:
+            if exc.code == _EEXIST:
                 raise ActionError(f"container {att.container} already has an interface "
                                   f"{att.ifname} that runflow did not attach (or the host has "
                                   f"a link {att.host_ifname}): choose another ifname") from None
-            raise _netlink_error(exc, f"creating veth {att.host_ifname}") from None
+            raise
         try:
             self._configure_inside(att)
         except Exception:
@@ -180,22 +157,24 @@ class Netlink(Plumbing):
             raise
 
     def _configure_inside(self, att: Attachment) -> None:
-        from pyroute2 import NetlinkError
+        from ..linux.rtnl import (CREATE, REPLACE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE,
+                                  address_message, link_message, route_message)
 
-        with container_netlink(att.pid) as ipr:
-            try:
-                index = ipr.link_lookup(ifname=att.ifname)[0]
-                ipr.link("set", index=index, state="up")
-                for address in att.addresses:
-                    iface = ipaddress.ip_interface(address)
-                    ipr.addr("add", index=index, address=str(iface.ip),
-                             prefixlen=iface.network.prefixlen)
-                if att.gateway:
-                    ipr.route("replace", dst="default", gateway=att.gateway, oif=index,
-                              family=10 if ":" in att.gateway else 2)
-            except NetlinkError as exc:
-                raise _netlink_error(exc, f"configuring {att.ifname} in container "
-                                          f"{att.container}") from None
+        where = f"{att.ifname} in container {att.container}"
+        with container_rtnl(att.pid) as rtnl:
+            index = rtnl.index(att.ifname)
+            if index is None:
+                raise ActionError(f"configuring {where}: it is not there")
+            requests = [(link_message(RTM_NEWLINK, index=index, up=True), f"setting {where} up")]
+            requests += [(address_message(RTM_NEWADDR, CREATE, index, address, 0),
+                          f"adding {address} to {where}") for address in att.addresses]
+            if att.gateway:
+                requests.append((route_message(
+                    RTM_NEWROUTE, REPLACE, family=_AF_INET6 if ":" in att.gateway else _AF_INET,
+                    table=_RT_TABLE_MAIN, dst=None, protocol=_RTPROT_BOOT,
+                    route_type=_RTN_UNICAST, gateway=att.gateway, oif=index),
+                    f"the default route of {where} via {att.gateway}"))
+            rtnl.send(requests)
 
     def _add_ports(self, atts: Sequence[Attachment], grace: float = 1.0) -> None:
         if not atts:
@@ -229,16 +208,13 @@ class Netlink(Plumbing):
             time.sleep(0.001)
 
     def _delete_host_end(self, name: str) -> None:
-        from pyroute2 import NetlinkError
+        from ..linux.rtnl import RTM_DELLINK, Refused, link_message
 
-        ipr = self.host_ipr()
-        found = ipr.link_lookup(ifname=name)
-        if found:
-            try:
-                ipr.link("del", index=found[0])
-            except NetlinkError as exc:
-                if exc.code != 19:  # already gone
-                    raise _netlink_error(exc, f"deleting {name}") from None
+        try:
+            self.host_rtnl().send([(link_message(RTM_DELLINK, name=name), f"deleting {name}")])
+        except Refused as exc:
+            if exc.code != _ENODEV:  # already gone
+                raise
 
     def remove(self, seen: State) -> None:
         self.ctx.commands += [self.ctx.host.describe(argv)

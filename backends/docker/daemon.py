@@ -18,6 +18,10 @@ also compares the running daemon's start time with the file's last change (`daem
 A run killed between writing and restarting, or a rollback killed between restoring and
 restarting, leaves a file that is right and a daemon that is not: the next apply or undo sees
 the daemon is older than the file and restarts it.
+
+On an SSH host the file is read and written by commands there (`cat`, a fixed `sh -c` script
+that writes a temporary file and renames it); the daemon's start time cannot be compared
+through a forwarded socket, so its state is unknown and undo restarts it.
 """
 
 from __future__ import annotations
@@ -52,6 +56,11 @@ OVS_BRIDGE_HELP = (
 
 # A fixed script with the data as arguments: what `plan` and `export` show for a file write.
 WRITE = ["sh", "-c", 'printf "%s" "$1" > "$2"', "write"]
+# How a file is replaced on an SSH host: its text on standard input, its path as $1; in one
+# step (rename), keeping the file's mode, making the directories above it.
+REMOTE_WRITE = ["sh", "-c", 'set -e; t="$1.runflow-tmp"; mkdir -p "$(dirname "$1")"; '
+                'cat >"$t"; if [ -e "$1" ]; then chmod --reference="$1" "$t"; '
+                'else chmod 644 "$t"; fi; mv -f "$t" "$1"', "write"]
 
 
 def wanted(args: DockerDaemonArgs) -> dict[str, Any]:
@@ -103,7 +112,7 @@ def daemon_state(host: Host, path: str) -> str:
     start time is whole clock ticks (10 ms), so a restart within a tick of the write reads as
     stale, which costs one restart more, never one less."""
     url = docker_endpoint(host)
-    if not url.startswith("unix://"):
+    if host.remote or not url.startswith("unix://"):
         return UNKNOWN
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(5)
@@ -129,8 +138,22 @@ def daemon_state(host: Host, path: str) -> str:
     return CURRENT if started >= _last_change(path) else STALE
 
 
-def _missing_dirs(path: str) -> list[str]:
+def _missing_dirs(ctx: Context, path: str) -> list[str]:
     """The directories above path that do not exist, outermost first: what a write makes."""
+    if ctx.host.remote:
+        parents = []
+        parent = os.path.dirname(path)
+        while parent and parent not in parents:
+            parents.append(parent)
+            parent = os.path.dirname(parent)
+        listed = ctx.host.run(["ls", "-d", "--", *parents], check=False).stdout
+        existing = set(listed.splitlines())
+        missing_remote: list[str] = []
+        for parent in parents:
+            if parent in existing:
+                break
+            missing_remote.insert(0, parent)
+        return missing_remote
     missing = []
     parent = os.path.dirname(path)
     while parent and not os.path.isdir(parent):
@@ -139,9 +162,16 @@ def _missing_dirs(path: str) -> list[str]:
     return missing
 
 
-def read_text(path: str) -> str | None:
+def read_text(path: str, host: Host | None = None) -> str | None:
     """The file's text (None when there is none); surrogateescape: any byte survives the
-    journal's JSON and comes back exactly."""
+    journal's JSON and comes back exactly. On an SSH host, read by `cat` there."""
+    if host is not None and host.remote:
+        done = host.run(["cat", "--", path], check=False)
+        if done.returncode == 0:
+            return done.stdout
+        if "No such file" in done.stderr:
+            return None
+        raise ActionError(f"cannot read {path} on {host.name}: {done.stderr.strip()}")
     try:
         with open(path, "rb") as f:
             return f.read().decode("utf-8", "surrogateescape")
@@ -182,11 +212,11 @@ class DaemonConfig(Action):
 
     def observe(self, ctx: Context, args: DockerDaemonArgs) -> State:
         path = self.path(ctx.host, args)
-        text = read_text(path)
+        text = read_text(path, ctx.host)
         return {
             "path": path,
             "text": text,
-            "missing_dirs": _missing_dirs(path),
+            "missing_dirs": _missing_dirs(ctx, path),
             "settings": self.parse(text or ""),
             "ovs_bridge": bool(args.bridge) and self._ovs_bridge(ctx, args.bridge),
             "restart": service_argv(ctx.host, self.service_manager, "restart", args.restart)
@@ -217,10 +247,13 @@ class DaemonConfig(Action):
         but the daemon is older than it (an undo that restored the file and was killed) or
         down although it ran before. Works from any point of apply, including none."""
         path, text = before["path"], before["text"]
-        rewritten = read_text(path) != text
+        rewritten = read_text(path, ctx.host) != text
         if rewritten and text is None:
             ctx.commands.append(ctx.host.describe(["rm", "-f", path]))
-            os.unlink(path)
+            if ctx.host.remote:
+                ctx.host.run(["rm", "-f", "--", path])
+            else:
+                os.unlink(path)
         elif rewritten:
             self._write(ctx, path, text)
         self._remove_dirs(ctx, before.get("missing_dirs", []))
@@ -239,6 +272,13 @@ class DaemonConfig(Action):
         """Remove the directories apply made for the file, innermost first, while empty:
         one that holds something else now is not only runflow's any more."""
         for directory in reversed(made):
+            if ctx.host.remote:
+                done = ctx.host.run(["rmdir", "--", directory], check=False)
+                if done.returncode and "No such file" not in done.stderr:
+                    return
+                if done.returncode == 0:
+                    ctx.commands.append(ctx.host.describe(["rmdir", directory]))
+                continue
             try:
                 os.rmdir(directory)
             except FileNotFoundError:
@@ -268,6 +308,9 @@ class DaemonConfig(Action):
         """Replace the file in one step (a crash leaves the old or the new, never half),
         keeping its mode."""
         ctx.commands.append(ctx.host.describe([*WRITE, text, path]))
+        if ctx.host.remote:
+            ctx.host.run([*REMOTE_WRITE, path], input=text)
+            return
         mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         tmp = f"{path}.runflow-tmp"

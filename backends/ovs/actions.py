@@ -23,8 +23,8 @@ from runflow.core.errors import ActionError
 from runflow.core.hosts import Host
 
 from . import ipstate
-from .args import (RUN_TAG, STEP_TAG, Op, RemoveKeys, SetColumns, SetKeys, View, is_empty, same,
-                   same_column, set_up_interfaces, transactions)
+from .args import (RUN_TAG, STEP_TAG, DelBridge, DelPort, Op, RemoveKeys, SetColumns, SetKeys,
+                   View, is_empty, same, same_column, set_up_interfaces, transactions)
 from .commands import vsctl_argv, vsctl_commands
 from .rows import Select
 
@@ -172,7 +172,7 @@ class OvsAction(Action):
 
     def vanished(self, args: Any, before: State, now: State) -> list[str]:
         """The kernel devices ovs-vswitchd made for what the step created, when undo finds it
-        already gone from the database (see remove_leftover_taps)."""
+        gone from the database, before or after its own removal (see remove_leftover_taps)."""
         return []
 
     # -- the Action contract -----------------------------------------------------------------
@@ -215,16 +215,16 @@ class OvsAction(Action):
         client = self.client(ctx)
         nows = self._with_existing(ctx, client, items,
                                    self.observe_many(ctx, [args for args, _ in items]))
+        restores = [self.restore(args, before, now, ctx.run_id)
+                    for (args, before), now in zip(items, nows)]
         # What undo puts back may have been broken before too: it is not read back.
-        execute(ctx, client, [op for (args, before), now in zip(items, nows)
-                              for op in self.restore(args, before, now, ctx.run_id)],
-                read_back=False)
+        execute(ctx, client, [op for ops in restores for op in ops], read_back=False)
         links = {name: state for args, before in items
                  for name, state in self.links(args, before).items()}
         if links:
             ipstate.restore(ctx, links)
-        gone = [name for (args, before), now in zip(items, nows)
-                for name in self.vanished(args, before, now)]
+        gone = [name for (args, before), now, ops in zip(items, nows, restores)
+                for name in self.vanished(args, before, _once_done(now, ops))]
         if gone:
             remove_leftover_taps(ctx, client, gone)
 
@@ -273,6 +273,14 @@ def execute(ctx: Context, client: OvsClient, ops: Sequence[Op], *, read_back: bo
     return problems
 
 
+def _once_done(now: State, ops: Sequence[Op]) -> State:
+    """The state once an undo's ops are done, as far as `vanished` asks: what they removed is
+    gone from the database (committed, and reported applied by ovs-vswitchd, as it is by one
+    restarted meanwhile, which leaves the taps the dead one made)."""
+    removed = any(isinstance(op, (DelBridge, DelPort)) for op in ops)
+    return {**now, "exists": False} if removed else now
+
+
 def vsctl_describe(ops: Sequence[Op], db: str | None = None) -> list[list[str]]:
     """The ovs-vsctl invocations that carry out ops (none for no ops)."""
     return [vsctl_argv(db, vsctl_commands(part)) for part in transactions(ops)]
@@ -293,23 +301,28 @@ NETDEV_DATAPATH = "ovs-netdev"
 
 
 def remove_leftover_taps(ctx: Context, client: OvsClient, names: Sequence[str]) -> None:
-    """Delete the tap devices of bridges and internal ports the run created that are already
-    gone from the database.
+    """Delete the tap devices of bridges and internal ports the run created that are gone
+    from the database.
 
     With the userspace datapath, ovs-vswitchd makes a persistent tap for each bridge and
     internal port and deletes it when the record goes. When the record went while ovs-vswitchd
-    was not running (stopped mid-run: an undo's ovs-vsctl then commits and times out waiting for
-    it), the restarted ovs-vswitchd never knew the record and the tap stays, with the datapath's
-    own tap when no netdev bridge is left. Only taps are deleted (tun_flags in /sys): they are
-    what ovs-vswitchd made. A tap that cannot be deleted fails the undo."""
-    view = client.view(ctx, list(names))
-    gone = [n for n in names if n not in view.bridges and n not in view.ports]
-    if gone and not any(b.get("datapath_type") == "netdev" for b in view.bridges.values()):
-        gone.append(NETDEV_DATAPATH)
-    if not gone:
+    was not running (stopped mid-run: an undo commits and waits for it, then times out, or
+    sees the restarted one catch up), the restarted ovs-vswitchd never knew the record and the
+    tap stays, with the datapath's own tap when no netdev bridge is left. Only taps are deleted
+    (tun_flags in /sys): they are what ovs-vswitchd made. A tap that cannot be deleted fails
+    the undo. The kernel is looked at first: usually ovs-vswitchd deleted them, and that one
+    command is all."""
+    flags = {f"/sys/class/net/{name}/tun_flags": name for name in (*names, NETDEV_DATAPATH)}
+    listed = ctx.run(["ls", "-d", *flags], check=False).stdout.split()
+    present = {flags[path] for path in listed if path in flags}
+    left = [name for name in names if name in present]
+    if not left:
         return
-    flags = {f"/sys/class/net/{name}/tun_flags": name for name in gone}
-    present = ctx.run(["ls", "-d", *flags], check=False).stdout.split()
-    for path in present:
-        if path in flags:
-            ctx.run(["ip", "link", "del", flags[path]])
+    view = client.view(ctx, left)
+    gone = [name for name in left if name not in view.bridges and name not in view.ports]
+    if (gone and NETDEV_DATAPATH in present
+            and not any(b.get("datapath_type") == "netdev" for b in view.bridges.values())):
+        gone.append(NETDEV_DATAPATH)
+    for name in gone:
+        ctx.run(["ip", "link", "del", name])
+

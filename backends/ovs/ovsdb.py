@@ -5,8 +5,11 @@ The actions are those of backends/ovs/actions.py with this client. One connectio
 host (the inventory's `ovsdb` entry, or the default socket) keeps a replica of the database, so
 observing costs no round trip; the ops of a step, or of all the instances of a for_each step,
 are one OVSDB transaction. ovsdbapp's Open_vSwitch transactions bump next_cfg and wait until
-ovs-vswitchd has caught up, so the replica read after the commit shows what the switch made of
-the change (Interface.ofport and error).
+ovs-vswitchd has caught up (cur_cfg), as ovs-vsctl does and for as long (TIMEOUT), so the
+replica read after the commit shows what the switch made of the change (Interface.ofport and
+error). A wait that runs out fails the step: ovsdbapp only logs its own wait's end, but the
+commit's wait for the outcome, begun first, ends first. An ovs-vswitchd restarted within the
+wait catches up too, without the taps the dead one made (actions.remove_leftover_taps).
 
 ovsdbapp pitfalls handled here: a backend class keeps its connection in a class attribute (one
 class per connection, or a second host would talk to the first host's database); `add_port` on
@@ -68,11 +71,13 @@ class OvsdbClient:
         self.db = host.endpoints.get("ovsdb")  # None: the default socket
         self.endpoint = endpoint_of(host)
         try:
-            helper = idlutils.get_schema_helper(self.endpoint, "Open_vSwitch")
+            # an SSH host's socket is reached forwarded over its master connection
+            address = host.service_address(self.endpoint)
+            helper = idlutils.get_schema_helper(address, "Open_vSwitch")
             for table, schema in helper.schema_json["tables"].items():
                 skip = _STATUS_COLUMNS.get(table, ())
                 helper.register_columns(table, [c for c in schema["columns"] if c not in skip])
-            idl = connection.OvsdbIdl(self.endpoint, helper)
+            idl = connection.OvsdbIdl(address, helper)
             conn = connection.Connection(idl, timeout=TIMEOUT)
             # ovsdbapp keeps the connection in a class attribute: one class per connection.
             api_class = type("HostOvsdbIdl", (impl_idl.OvsdbIdl,), {"_ovsdb_connection": None})
@@ -172,6 +177,8 @@ class OvsdbClient:
         """Run ops in one transaction; return what ovs-vswitchd could not set up."""
         if not ops:
             return {}
+        from ovsdbapp.exceptions import TimeoutException
+
         ctx.commands.append(self.summary(ops))
         try:
             with self.api.transaction(check_error=True, log_errors=False) as txn:
@@ -179,6 +186,10 @@ class OvsdbClient:
                     txn.add(command)
         except ActionError:
             raise
+        except TimeoutException:  # not "failed": the database may well hold the change
+            raise ActionError(f"OVSDB transaction on {self.endpoint}: no outcome in {TIMEOUT} s: "
+                              "ovsdb-server did not answer, or the database took the change and "
+                              "ovs-vswitchd has not applied it (is it running?)") from None
         except Exception as exc:
             raise ActionError(f"OVSDB transaction on {self.endpoint} failed: {exc}") from None
         if not read_back:

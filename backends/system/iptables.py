@@ -28,9 +28,8 @@ from typing import Any
 from runflow.core.actions import Action, Context, ShellStep, State, sh
 from runflow.core.errors import ActionError
 from runflow.core.hookspecs import hookimpl
-from runflow.core.hosts import Host
+from runflow.core.hosts import Host, tools_missing
 
-from ..linux.iproute2 import tools_missing
 from .args import FirewallPolicyArgs, FirewallRuleAbsentArgs, FirewallRuleArgs
 
 # -- reading iptables-save ----------------------------------------------------------------------

@@ -6,6 +6,10 @@ the rest) and a few under net. are the whole machine's, so a netns host refuses 
 validation (SysctlArgs, with args.outside_netns saying why), before a run or an export; observe
 refuses them again, for arguments a plugin or a test built without validation. `describe`
 shows the equivalent `sysctl -w NAME=VALUE` (procps 3.2.8 in CentOS 6 has -w).
+
+An SSH host's /proc/sys is not this process's: there the file is read with `cat` (the
+instances of a for_each step with one `cat` of all their files) and written with `tee`, the
+value on its standard input.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ class SysctlSet(Action):
 
     @classmethod
     def unusable(cls, host: Host) -> str | None:
+        if host.remote:
+            return None
         return None if os.path.isdir(PROC_SYS) else f"{PROC_SYS} is not mounted"
 
     @staticmethod
@@ -48,6 +54,8 @@ class SysctlSet(Action):
         why = outside_netns(args.name) if isinstance(ctx.host, NetnsHost) else None
         if why:
             return {"refused": f"{why} (host {ctx.host.name} is {ctx.host.where()})"}
+        if ctx.host.remote:
+            return self.observe_many(ctx, [args])[0]
         try:
             with open(self.path(args)) as f:
                 return {"exists": True, "value": normalize(f.read())}
@@ -56,10 +64,22 @@ class SysctlSet(Action):
         except PermissionError:  # write-only entries such as net.ipv4.route.flush
             return {"exists": True, "value": None}
 
+    def observe_many(self, ctx: Context, args: Any) -> list[State]:
+        if not ctx.host.remote:
+            return [self.observe(ctx, a) for a in args]
+        # One round trip: `cat` of each file on its own (a missing or write-only one says so
+        # on stderr and the others are still read).
+        done = ctx.host.run_many([["cat", self.path(a)] for a in args])
+        return [{"exists": True, "value": normalize(d.stdout)} if d.returncode == 0 else
+                {"exists": "No such file" not in d.stderr, "value": None} for d in done]
+
     def check(self, args: SysctlArgs, before: State) -> bool:
         return before.get("value") == normalize(args.value)
 
     def _write(self, ctx: Context, args: SysctlArgs, value: str) -> None:
+        if ctx.host.remote:
+            ctx.run(["tee", self.path(args)], input=value)
+            return
         ctx.commands.append(f"procfs: {ctx.host.describe(self._argv(args, value))}")
         try:
             with open(self.path(args), "w") as f:

@@ -157,7 +157,11 @@ class Drill:
                            out, err)
         self._started.append(proc)
         deadline = time.monotonic() + timeout
-        while not marker.exists():
+        # Stopped, not only there: a SIGCONT sent before the stop took effect would be lost,
+        # and the stop then come after it, for good. The thread that sent the event (the
+        # marker names it) is the one to wait for: another may be starting a command (vfork),
+        # which holds it in an uninterruptible wait until the child, stopped too, execs.
+        while not marker.exists() or not _stopped(proc.pid, json.loads(marker.read_text())):
             if proc.poll() is not None:
                 raise AssertionError(f"runflow {' '.join(argv)} ended (exit {proc.returncode}) "
                                      f"before {pause}:\n{err.read_text()}")
@@ -216,6 +220,12 @@ class Drill:
         want, now = self._ends[target], comparable(self.snapshot())
         assert now == want, (f"after {after}, the hosts differ from an undisturbed run's end:\n"
                              + "\n".join(differences(want, now)))
+
+    def has_link(self, host: str, name: str) -> bool:
+        """Whether the host has a link of that name (asked of `ip`, not of runflow)."""
+        netns = next(h["netns"] for h in self.hosts() if h["name"] == host)
+        return subprocess.run(["ip", "-n", netns, "link", "show", "dev", name],
+                              capture_output=True).returncode == 0
 
     # -- the lab's daemons -------------------------------------------------------------------
 
@@ -282,6 +292,15 @@ class Drill:
         self._ends.clear()
         self.pristine = self.snapshot()
         self.dirty = False
+
+
+def _stopped(pid: int, marker: dict[str, Any]) -> bool:
+    """Whether the thread of process pid that the marker names is stopped."""
+    try:
+        stat = Path(f"/proc/{pid}/task/{marker['tid']}/stat").read_text()
+    except FileNotFoundError:  # the process has just ended
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] == "T"
 
 
 def _kill(pid: int) -> None:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
+import time
 
 from runflow.core.events import Event
 from runflow.core.hookspecs import hookimpl
@@ -45,6 +47,26 @@ def runflow_event(event: Event) -> None:
     marker = os.environ["RUNFLOW_DRILL_MARKER"]
     with open(marker + ".tmp", "w") as f:
         json.dump({"run_id": event.run_id, "host": event.host, "step": event.step,
-                   "dest": event.dest, "pid": os.getpid()}, f)
+                   "dest": event.dest, "pid": os.getpid(), "tid": threading.get_native_id()},
+                  f)
     os.rename(marker + ".tmp", marker)  # the test never reads half a marker
     os.killpg(0, signal.SIGSTOP)  # runflow is its group's leader (start_new_session)
+    # The kernel hands the group's signal to one thread of this process (the main one, which
+    # waits on the hosts' workers), and the process stops when that thread takes it; until
+    # then this thread would run on into the step's apply. It waits here until the signal has
+    # been taken: as the kernel takes it, it tells every thread to stop, this one included,
+    # which stops here. (A SIGCONT that came first drops the signal: it goes on, as asked.)
+    while _stop_pending():
+        time.sleep(0.0005)
+
+
+_SIGSTOP_BIT = 1 << (signal.SIGSTOP - 1)
+
+
+def _stop_pending() -> bool:
+    """Whether a SIGSTOP sent to this process waits to be taken (its ShdPnd mask)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("ShdPnd:"):
+                return bool(int(line.split()[1], 16) & _SIGSTOP_BIT)
+    return False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from tests.faults.drill import (OK, ROLLED_BACK_STEPS, SUCCEEDED_STEPS, Drill,
@@ -28,18 +29,28 @@ def rolled_back(drill: Drill, run_id: str, after: str) -> None:
     assert_journal_settled(drill.show(run_id), "rolled_back", ROLLED_BACK_STEPS)
 
 
-def resumed(drill: Drill, run_id: str, target: str, after: str, log: Path) -> None:
+def resumed(drill: Drill, run_id: str, target: str, after: str, log: Path,
+            lost: Collection[tuple[str, str]] = ()) -> None:
     """`runflow resume RUN` exits 0, leaves the end state of an undisturbed run, the journal
-    agrees, and no step the journal had as applied was applied again."""
+    agrees, and of the steps the journal had as applied it applied again exactly those whose
+    change the fault undid (lost: (host, step) pairs the test saw gone from the live host),
+    each reported as drift."""
     applied = {(s["host"], s["key"]) for s in drill.show(run_id)["steps"]
                if s["state"] == "applied"}
     expect(drill.runflow("resume", run_id, "--events", log), OK)
     drill.assert_end(target, after)
     assert_journal_settled(drill.show(run_id), "succeeded", SUCCEEDED_STEPS)
     events = [json.loads(line) for line in log.read_text().splitlines()]
-    again = sorted({e["step"] for e in events if e["kind"] == "step" and e["dest"] == "applying"
-                    and (e["host"], e["step"]) in applied})
-    assert not again, f"after {after}, resume applied again what the journal had applied: {again}"
+    again = {(e["host"], e["step"]): e["message"] for e in events
+             if e["kind"] == "step" and e["dest"] == "applying"
+             and (e["host"], e["step"]) in applied}
+    held = sorted(f"{host}:{step}" for host, step in again.keys() - set(lost))
+    assert not held, (f"after {after}, resume applied again what the journal had applied "
+                      f"and the hosts still held: {held}")
+    missed = sorted(f"{host}:{step}" for host, step in applied.intersection(lost)
+                    if not again.get((host, step), "").startswith("drift:"))
+    assert not missed, (f"after {after}, resume did not report as drift and apply again "
+                        f"what the fault undid: {missed}")
 
 
 def succeeded_run(drill: Drill, target: str) -> str:

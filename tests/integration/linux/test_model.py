@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from runflow.backends.linux.iproute2 import parse_addresses, parse_routes, render
+from runflow.backends.linux.commands import parse_addresses, parse_routes, render
 from runflow.backends.system.args import FirewallRuleArgs, SysctlArgs
 from runflow.backends.system.iptables import canonical, parse_save
 from runflow.backends.linux.args import (AddAddr, AddBridge, AddrPresentArgs, BridgePortArgs,
                                          DelAddr, DelLink, Enslave, LinkSetArgs, NetnsMoveArgs,
                                          Release, RoutePresentArgs, SetLink, VethAbsentArgs,
-                                         fresh, restore_addresses, restore_link)
+                                         VethPresentArgs, fresh, restore_addresses,
+                                         restore_link)
 from runflow.backends.linux.netlink import Netlink
 from runflow.core.plugins import Plugins
 
@@ -23,6 +24,9 @@ from runflow.core.plugins import Plugins
     (LinkSetArgs, {"name": "br0", "master": "br0"}, "own master"),
     (LinkSetArgs, {"name": "eth0", "mtu": 20}, "mtu"),
     (BridgePortArgs, {"bridge": "br0", "name": "eth;rm"}, "forbidden character"),
+    (LinkSetArgs, {"name": "eth\u202e0", "state": "up"}, "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+    (BridgePortArgs, {"bridge": "br\u200d0", "name": "va"}, "format character U+200D"),
+    (VethPresentArgs, {"name": "va", "peer": "vb\x07"}, "control or format character U+0007"),
     (AddrPresentArgs, {"dev": "br0", "address": "172.16.42.1"}, "prefix length"),
     (AddrPresentArgs, {"dev": "br0", "address": "172.16.42.300/24"}, "CIDR"),
     (VethAbsentArgs, {"name": "va", "peer_netns": "ns1"}, "peer_netns needs peer"),
@@ -109,7 +113,7 @@ def test_iptables_save_and_rules_written_differently_but_equal() -> None:
 
 
 def test_an_exclusive_address_that_is_a_secondary_goes_and_comes_back() -> None:
-    from runflow.backends.linux.iproute2 import AddrPresent
+    from runflow.backends.linux.actions import AddrPresent
 
     before = {"links": {"va": {"exists": True, "addresses": [
         {"address": "10.2.0.5/24"}, {"address": "10.2.0.6/24"}, {"address": "10.3.0.1/16"},

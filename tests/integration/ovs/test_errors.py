@@ -4,14 +4,23 @@ bad arguments are refused before anything is touched."""
 
 from __future__ import annotations
 
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from runflow.backends.ovs import ovsdb
+from runflow.backends.ovs.args import DelBridge
+from runflow.core.actions import Context, Resources
+from runflow.core.errors import ActionError
+from runflow.core.hosts import Host
+from tests.conftest import runflow_argv
 from tests.integration.lab.conftest import WORKFLOWS
 
-from .conftest import Lab, assert_same, step_states
+from .conftest import Lab, OvsHost, assert_same, step_states
 
 BRIDGE = '''
 [[steps]]
@@ -344,3 +353,54 @@ tag = "{{ vlan }}"
     assert step_states(events)["h1:port"] == "failed"
     assert "arguments: tag: Input should be a valid integer" in failure(events), failure(events)
     assert_same(before, lab.host.snapshot())
+
+
+@pytest.mark.root
+def test_undo_removes_the_tap_an_ovs_vswitchd_restarted_mid_undo_never_knew(lab: Lab) -> None:
+    """ovs-vswitchd dies during a rollback and is back while the rollback waits for it: the
+    port's removal, committed while it was down, is reported applied by the new ovs-vswitchd,
+    which never knew the port and leaves its tap. "Rolled back" (exit 0) must still mean the
+    host is as before."""
+    links_before = lab.host.links()
+    before = lab.host.snapshot()
+    run_id, _, _ = lab.run(lab.workflow(BRIDGE + INTERNAL_PORT), "--var", "datapath=netdev")
+    lab.host.kill_switch()
+    rollback = subprocess.Popen([*runflow_argv(), "rollback", "-q", run_id], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while "vi0" in lab.host.vsctl("list-ports", "br0").split():  # not committed yet
+            assert time.monotonic() < deadline, "the rollback did not remove vi0 in 30 s"
+            time.sleep(0.02)
+        lab.host.restart_switch()
+        _, err = rollback.communicate(timeout=60)
+    finally:
+        if rollback.poll() is None:
+            rollback.kill()
+            rollback.wait()
+    assert rollback.returncode == 0, err
+    assert lab.host.links() == links_before
+    assert_same(before, lab.host.snapshot())
+
+
+@pytest.mark.root
+def test_an_ovsdb_change_ovs_vswitchd_does_not_apply_in_time_fails_and_says_why(
+        ovs_hosts: Callable[..., OvsHost], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ovsdb backend waits for ovs-vswitchd to apply what it commits, as ovs-vsctl does
+    (30 s; here 1): when it does not, the step fails, and does not claim that nothing
+    changed: the database holds the change."""
+    lab_host = ovs_hosts("h1")
+    lab_host.vsctl("add-br", "br0", "--", "set", "Bridge", "br0", "datapath_type=netdev")
+    monkeypatch.setattr(ovsdb, "TIMEOUT", 1)
+    host = Host("h1", endpoints={"ovsdb": lab_host.ovs.endpoint})
+    client = ovsdb.OvsdbClient(host)
+    try:
+        lab_host.kill_switch()
+        with pytest.raises(ActionError) as failed:
+            client.execute(Context(host, "test", "br0", Resources()), [DelBridge("br0")])
+    finally:
+        client.close()
+    assert str(failed.value).endswith(
+        "no outcome in 1 s: ovsdb-server did not answer, or the database took the change and "
+        "ovs-vswitchd has not applied it (is it running?)"), failed.value
+    assert lab_host.vsctl("list-br").split() == []

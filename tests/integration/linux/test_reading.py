@@ -1,17 +1,19 @@
-"""The rtnetlink dumps (backends/linux/rtnetlink.py) read what /sys and `ip` show: links of a large
-step, and the netlink backend's addresses and routes, against the iproute2 backend's."""
+"""Both kinds of Linux backend read a namespace alike: the command backends' links (one grep
+of /sys files) and the netlink backend's (/sys in-process) are the same records, and so are
+their addresses and routes (`ip` output against pyroute2's dumps), and links in another
+namespace (`ip -o link` there against a pyroute2 socket opened there). The netlink backend's
+link-group deletion is tested here too."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from runflow.backends.linux.iproute2 import Centos6, read_link, read_links
-from runflow.backends.linux.args import DelLink
+from runflow.backends.linux.args import DelLink, Netns
+from runflow.backends.linux.centos6 import Centos6
 from runflow.backends.linux.netlink import Netlink
 from runflow.core.actions import Context, Resources
 from runflow.core.errors import ActionError
@@ -25,7 +27,8 @@ SETUP = [
     *(["ip", "link", "add", f"va{i}", "type", "veth", "peer", "name", f"vb{i}"]
       for i in range(3)),
     ["ip", "link", "set", "va0", "master", "br0"],
-    ["ip", "link", "set", "va1", "mtu", "1400", "up"],
+    ["ip", "link", "set", "va2", "master", "br0"],
+    ["ip", "link", "set", "va1", "mtu", "1400", "address", "02:00:00:00:00:01", "up"],
     ["ip", "link", "set", "br0", "up"],
     ["ip", "link", "set", "vb0", "up"],
     ["ip", "addr", "add", "10.9.0.1/24", "dev", "br0", "label", "br0:x"],
@@ -39,31 +42,43 @@ SETUP = [
 
 
 def in_host(ns: Namespace, fn: Callable[[Context], Any]) -> Any:
+    """fn(ctx) in a thread inside the namespace, as the engine runs a namespace host's steps."""
     host = NetnsHost(name="h", netns=ns.name)
     with ThreadPoolExecutor(1, initializer=host.enter) as pool:
-        return pool.submit(fn, Context(host, "run", "step", Resources())).result()
+        resources = Resources()
+        try:
+            return pool.submit(fn, Context(host, "run", "step", resources)).result()
+        finally:
+            pool.submit(resources.close).result()
 
 
-def test_one_dump_reads_every_link_as_sys_does(namespaces: Callable[[], Namespace]) -> None:
+@pytest.fixture
+def ns(namespaces: Callable[[], Namespace]) -> Namespace:
     ns = namespaces()
     for argv in SETUP:
         ns.run(argv)
-
-    def compare(ctx: Context) -> tuple[dict[str, Any], dict[str, Any]]:
-        return read_links(), {name: read_link(name) for name in os.listdir("/sys/class/net")}
-
-    dumped, from_sys = in_host(ns, compare)
-    assert dumped == from_sys
-    assert dumped["va0"]["master"] == "br0" and dumped["va0"]["kind"] == "veth"
-    assert dumped["br0"]["kind"] == "bridge" and dumped["va1"]["mtu"] == 1400
+    return ns
 
 
-def test_netlink_reads_addresses_and_routes_as_ip_shows_them(
-        namespaces: Callable[[], Namespace]) -> None:
-    ns = namespaces()
-    for argv in SETUP:
-        ns.run(argv)
+def test_grep_and_sys_read_every_link_alike(ns: Namespace) -> None:
+    def read(linux: Any, names: list[str] | None, full: bool) -> Callable[[Context], Any]:
+        return lambda ctx: dict(linux.links(ctx, names, full=full))
 
+    for full in (False, True):
+        by_grep = in_host(ns, read(Centos6(), None, full))
+        assert by_grep == in_host(ns, read(Netlink(), None, full))
+    assert by_grep["br0"]["kind"] == "bridge" and by_grep["br0"]["ports"] == ["va0", "va2"]
+    assert by_grep["va0"]["master"] == "br0" and by_grep["va0"]["kind"] == "veth"
+    assert by_grep["va1"]["mtu"] == 1400 and by_grep["va1"]["mac_set"]
+    assert by_grep["lo"]["kind"] == "virtual"
+    some = ["va1", "br0", "nothere"]
+    assert in_host(ns, read(Centos6(), some, False)) == \
+        in_host(ns, read(Netlink(), some, False)) == \
+        {name: {k: v for k, v in by_grep[name].items() if k not in ("mac", "mac_set", "ports")}
+         for name in ("va1", "br0")}
+
+
+def test_addresses_and_routes_read_alike(ns: Namespace) -> None:
     def read(linux: Any) -> Callable[[Context], Any]:
         return lambda ctx: (linux.addresses(ctx, None), linux.addresses(ctx, "br0"),
                             linux.routes(ctx, 4, None), linux.routes(ctx, 6, None),
@@ -77,23 +92,32 @@ def test_netlink_reads_addresses_and_routes_as_ip_shows_them(
                            "metric": 5, "proto": "boot", "scope": "global", "src": None}]
 
 
-def test_links_deleted_together_go_as_a_group_or_one_at_a_time(
-        namespaces: Callable[[], Namespace]) -> None:
+def test_a_link_in_another_namespace_read_alike(ns: Namespace,
+                                                namespaces: Callable[[], Namespace]) -> None:
+    other = namespaces()
+    ns.run(["ip", "link", "set", "vb2", "netns", other.name])
+    other.run(["ip", "link", "set", "vb2", "mtu", "1300", "up"])
+
+    def read(linux: Any, name: str, where: str) -> Callable[[Context], Any]:
+        return lambda ctx: linux.remote_link(ctx, Netns(name=where), name)
+
+    for name, where in (("vb2", other.name), ("vb9", other.name), ("vb2", "rfl-none")):
+        assert in_host(ns, read(Netlink(), name, where)) == \
+            in_host(ns, read(Centos6(), name, where))
+    seen = in_host(ns, read(Netlink(), "vb2", other.name))
+    assert (seen["exists"], seen["mtu"], seen["up"]) == (True, 1300, True)
+    assert in_host(ns, read(Netlink(), "vb9", other.name)) == {"exists": False}
+
+
+def test_links_deleted_together_go_as_a_group_or_one_at_a_time(ns: Namespace) -> None:
     """The netlink backend deletes several links as a link group of their own. A group the
     kernel refuses to delete (lo cannot be deleted) goes back to the links' own groups, and the
     links are deleted one at a time: each error is its link's, the others still go."""
-    ns = namespaces()
-    for argv in SETUP:
-        ns.run(argv)
     ns.run(["ip", "link", "set", "lo", "group", "7"])
 
     def delete(names: list[str]) -> Callable[[Context], list[str]]:
         def run(ctx: Context) -> list[str]:
-            netlink = Netlink()
-            try:
-                netlink.execute(ctx, [DelLink(name, "veth") for name in names])
-            finally:
-                netlink.close()
+            Netlink().execute(ctx, [DelLink(name, "veth") for name in names])
             return ctx.commands
         return run
 
