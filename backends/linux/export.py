@@ -1,21 +1,23 @@
 """The shell forms of the Linux actions, for `runflow export`: the same records and changes
 as the backends use, as a POSIX sh script reads and makes them on the host. Links are read
 from /sys as sysfs.py reads them (brport/bridge is the master on 2.6.32), addresses from
-`ip -o addr show`, routes from `ip route show exact`; the commands are `render`'s. What a
-step saves for its undo goes into its variables (`var`).
+`ip -o addr show`, routes from `ip route show [table T] exact`, rules from `ip rule show`;
+the commands are `render`'s. What a step saves for its undo goes into its variables (`var`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from runflow.core.actions import ShellStep
 from runflow.core.export import command, indent, value_of, word
 from runflow.core.hosts import Host
 
-from .args import (AddAddr, AddBridge, AddVeth, Change, DelAddr, DelLink, Enslave, Release,
-                   RouteArgs, SetLink)
-from .commands import render
+from .args import (RT_TABLE_MAIN, TABLES, AddAddr, AddBridge, AddVeth, Change, DelAddr, DelLink,
+                   Enslave, Release, RouteArgs, SetBridge, SetLink)
+from .commands import render, sysfs_write
+from .options import ordered
 from .sysfs import SYS_NET
 
 ShellVar = Callable[[str], str]
@@ -198,24 +200,51 @@ def addresses_step(out: ShellLinux, dev: str, fam: int, var: ShellVar, holds: st
                          dev, fam, var)), "fi"))
 
 
+def table_words(args: RouteArgs) -> str:
+    """` table T` for a route of another table than main (`ip route show table T` does not
+    print it)."""
+    return "" if args.table == RT_TABLE_MAIN else f" table {args.table}"
+
+
 def _routes_to(args: RouteArgs) -> str:
-    """The routes to args.to as `ip route show` prints them, less the "linkdown" flag (a
-    state, which `ip route del|replace` would not take back)."""
-    return f"ip -{args.family} route show exact {word(args.to)} | sed 's/ linkdown//'"
+    """The routes to args.to in its table as `ip route show` prints them, less the "linkdown"
+    flag (a state, which `ip route del|replace` would not take back)."""
+    table = ["table", str(args.table)] if args.table != RT_TABLE_MAIN else []
+    return (f"{command(['ip', f'-{args.family}', 'route', 'show', *table, 'exact', args.to])} "
+            "| sed 's/ linkdown//'")
 
 
 def matching_routes(args: RouteArgs) -> str:
     """A pipeline printing the routes `ip route show exact` gives for args.to that match
-    via, dev and metric where given (`route_matches`)."""
+    type, via, dev, metric and src where given (`route_matches`). A line starts with the
+    route's type unless it is unicast."""
     to = args.to
     short = to.rsplit("/", 1)[0] if to.endswith(("/32", "/128")) else to  # ip's host routes
-    wanted = " ".join(f"{key} {getattr(args, key)}" for key in ("via", "dev", "metric")
+    wanted = " ".join(f"{key} {getattr(args, key)}" for key in ("via", "dev", "metric", "src")
                       if getattr(args, key) is not None)
-    return (f"{_routes_to(args)} | T1={word(to)} T2={word(short)} "
-            f"W={word(wanted)} awk 'BEGIN {{ n = split(ENVIRON[\"W\"], w, \" \") }} "
-            "$1 == ENVIRON[\"T1\"] || $1 == ENVIRON[\"T2\"] { m = 0; "
+    return (f"{_routes_to(args)} | T1={word(to)} T2={word(short)} W={word(wanted)} "
+            f"Y={word(args.type or '')} awk 'BEGIN {{ n = split(ENVIRON[\"W\"], w, \" \") }} "
+            "{ t = \"unicast\"; o = 0 } "
+            "$1 == \"unicast\" || $1 == \"blackhole\" || $1 == \"unreachable\" || "
+            "$1 == \"prohibit\" { t = $1; o = 1 } "
+            "($(1 + o) == ENVIRON[\"T1\"] || $(1 + o) == ENVIRON[\"T2\"]) && "
+            "(ENVIRON[\"Y\"] == \"\" || ENVIRON[\"Y\"] == t) { m = 0; "
             "for (j = 1; j < n; j += 2) for (i = 2; i < NF; i++) "
             "if ($i == w[j] && $(i + 1) == w[j + 1]) m++; if (2 * m == n) print }'")
+
+
+def _replayed(saved: str, now: str, line: str, delete: str, add: str) -> tuple[str, ...]:
+    """Undo lines that run `delete` for each line of variable `now` that is not in `saved`,
+    then `add` for each line of `saved` that is not in `now` (both hold lines as `ip ...
+    show` prints them, which `ip ... del|add|replace` take back as arguments; the commands
+    use the line as ${line})."""
+    def each(have: str, other: str, run: str) -> str:
+        return (f"printf '%s\\n' \"${have}\" | while read -r {line}; do "
+                f"if [ -n \"${line}\" ] && ! printf '%s\\n' \"${other}\" | grep -qxF -- "
+                f"\"${line}\"; then (set -f; {run}); fi; done")
+
+    return ("# shellcheck disable=SC2086", each(now, saved, delete),
+            "# shellcheck disable=SC2086", each(saved, now, add))
 
 
 def routes_step(args: RouteArgs, var: ShellVar, holds: str, apply: Sequence[str]) -> ShellStep:
@@ -224,15 +253,119 @@ def routes_step(args: RouteArgs, var: ShellVar, holds: str, apply: Sequence[str]
     and puts back the ones that were (`restore_routes`)."""
     saved, now, route = var("routes"), var("routes_now"), var("route")
     show = _routes_to(args)
-    ip = f"ip -{args.family} route"
+    ip, table = f"ip -{args.family} route", table_words(args)
     return ShellStep(
         check=holds, save=(f"{saved}=$({show})",), saved=(saved,), apply=tuple(apply),
-        undo=(f"{now}=$({show})",
-              "# shellcheck disable=SC2086",
-              f"printf '%s\\n' \"${now}\" | while read -r {route}; do "
-              f"if [ -n \"${route}\" ] && ! printf '%s\\n' \"${saved}\" | grep -qxF -- "
-              f"\"${route}\"; then (set -f; {ip} del ${route}); fi; done",
-              "# shellcheck disable=SC2086",
-              f"printf '%s\\n' \"${saved}\" | while read -r {route}; do "
-              f"if [ -n \"${route}\" ] && ! printf '%s\\n' \"${now}\" | grep -qxF -- "
-              f"\"${route}\"; then (set -f; {ip} replace ${route}); fi; done"))
+        undo=(f"{now}=$({show})", *_replayed(saved, now, route, f"{ip} del ${route}{table}",
+                                              f"{ip} replace ${route}{table}")))
+
+
+_TABLE_NAMES = {number: name for name, number in TABLES.items()}
+
+
+def _rule_words(args: Any) -> dict[str, str]:
+    """What `ip rule show` prints for the rule's selectors, table and priority ("" for none,
+    "all" for from)."""
+    wanted = args.selectors()
+    mark = "" if wanted["fwmark"] is None else f"{wanted['fwmark']:#x}" + (
+        f"/{wanted['fwmask']:#x}" if wanted["fwmask"] != 0xFFFFFFFF else "")
+
+    def network(value: str | None) -> str:
+        if value is None:
+            return ""
+        return value.rsplit("/", 1)[0] if value.endswith(("/32", "/128")) else value
+
+    table = "" if args.table is None else _TABLE_NAMES.get(args.table, str(args.table))
+    return {"F": network(wanted["from"]) or "all", "TO": network(wanted["to"]),
+            "I": wanted["iif"] or "", "O": wanted["oif"] or "", "M": mark, "TB": table,
+            "P": "" if args.priority is None else str(args.priority)}
+
+
+def matching_rules(args: Any) -> str:
+    """A pipeline printing the rules `ip rule show` lists that have exactly the selectors
+    given (and the table and priority, if given), as `ip rule add|del` arguments:
+    "priority P [from F] [to T] [iif I] [oif O] [fwmark M] table T" (`rule_matches`)."""
+    env = " ".join(f"{key}={word(value)}" for key, value in _rule_words(args).items())
+    return (f"ip -{args.family} rule show | {env} awk '"
+            "{ p = $1; sub(/:$/, \"\", p); f = \"all\"; t = \"\"; i = \"\"; o = \"\"; m = \"\"; "
+            "tb = \"\"; x = 0; "
+            "for (k = 2; k <= NF; k++) { if ($k == \"from\") f = $(++k); "
+            "else if ($k == \"to\") t = $(++k); else if ($k == \"iif\" || $k == \"dev\") i = $(++k); "
+            "else if ($k == \"oif\") o = $(++k); else if ($k == \"fwmark\") m = $(++k); "
+            "else if ($k == \"lookup\" || $k == \"table\") tb = $(++k); "
+            "else if ($k != \"[detached]\") x = 1 } "
+            "if (!x && tb != \"\" && f == ENVIRON[\"F\"] && t == ENVIRON[\"TO\"] && "
+            "i == ENVIRON[\"I\"] && o == ENVIRON[\"O\"] && m == ENVIRON[\"M\"] && "
+            "(ENVIRON[\"TB\"] == \"\" || tb == ENVIRON[\"TB\"]) && "
+            "(ENVIRON[\"P\"] == \"\" || p == ENVIRON[\"P\"])) { line = \"priority \" p; "
+            "if (f != \"all\") line = line \" from \" f; if (t != \"\") line = line \" to \" t; "
+            "if (i != \"\") line = line \" iif \" i; if (o != \"\") line = line \" oif \" o; "
+            "if (m != \"\") line = line \" fwmark \" m; print line \" table \" tb } }'")
+
+
+def rules_step(args: Any, var: ShellVar, holds: str, apply: Sequence[str]) -> ShellStep:
+    """A step that changes the rules with args' selectors: it saves them (with their
+    priorities), and undo deletes the ones that were not there and adds back the ones that
+    were (`restore_rules`)."""
+    saved, now, rule = var("rules"), var("rules_now"), var("rule")
+    ip = f"ip -{args.family} rule"
+    return ShellStep(
+        check=holds, save=(f"{saved}=$({matching_rules(args)})",), saved=(saved,),
+        apply=tuple(apply),
+        undo=(f"{now}=$({matching_rules(args)})",
+              *_replayed(saved, now, rule, f"{ip} del ${rule}", f"{ip} add ${rule}")))
+
+
+def bridge_settings_step(out: ShellLinux, name: str, options: dict[str, str], mtu: int | None,
+                         var: ShellVar) -> ShellStep:
+    """bridge.present with options or an MTU: the bridge is made if missing, then each option
+    and the MTU set where they differ (STP turned off first, or on last: `ordered`). Undo
+    deletes a bridge it made, or puts back the options and MTU as /sys showed them."""
+    exists = var("exists")
+
+    def path(key: str) -> str:
+        return sys_path(name, "bridge", key)
+
+    def current(key: str) -> str:  # VLAN filtering is off where the kernel has none
+        return f"$(cat {path(key)} 2>/dev/null || echo 0)" if key == "vlan_filtering" else \
+            f"$(cat {path(key)})"
+
+    holds = [f"[ -d {sys_path(name, 'bridge')} ]",
+             *(f"[ \"{current(k)}\" = {word(v)} ]" for k, v in options.items()),
+             *([f"[ \"$(cat {sys_path(name, 'mtu')})\" = {mtu} ]"] if mtu is not None else [])]
+    save = [f"if {shell_exists(name)}; then {exists}=1; else {exists}=0; fi"]
+    saved = [exists]
+    for key in options:
+        save.append(f"{var(key)}=$(cat {path(key)} 2>/dev/null || true)")
+        saved.append(var(key))
+    apply = [f"if [ ! -e {sys_path(name)} ]; then {out.one_line(AddBridge(name))}; fi"]
+    for batch in ordered(options):
+        for key, value in batch.items():
+            apply.append(f"[ \"{current(key)}\" = {word(value)} ] || "
+                         f"{out.one_line(SetBridge(name, {key: value}))}")
+    restore = []
+    for key in options:
+        back = value_of(var(key))
+        # the value as /sys printed it: written back there on CentOS 6, given to `ip` today
+        put = command(sysfs_write(f"{SYS_NET}/{name}/bridge/{key}", back)) if out.centos6 \
+            else out.one_line(SetBridge(name, {key: back}))
+        restore.append(f"if [ -n \"${var(key)}\" ] && [ \"{current(key)}\" != \"${var(key)}\" ]; "
+                       f"then {put}; fi")
+    if "stp_state" in options:  # off before the others, on after them
+        stp = restore.pop(list(options).index("stp_state"))
+        restore = [f"if [ \"${var('stp_state')}\" = 0 ]; then", *indent([stp]), "fi", *restore,
+                   f"if [ \"${var('stp_state')}\" != 0 ]; then", *indent([stp]), "fi"]
+    if mtu is not None:
+        save.append(f"{var('mtu')}=$(cat {sys_path(name, 'mtu')} 2>/dev/null || true)")
+        saved.append(var("mtu"))
+        apply.append(f"[ \"$(cat {sys_path(name, 'mtu')})\" = {mtu} ] || "
+                     f"{out.one_line(SetLink(name, mtu=mtu))}")
+        restore.append(f"if [ -n \"${var('mtu')}\" ]; then [ \"$(cat {sys_path(name, 'mtu')})\" "
+                       f"= \"${var('mtu')}\" ] || "
+                       f"{out.one_line(SetLink(name, mtu=value_of(var('mtu'))))}; fi")  # type: ignore
+    gone = out.one_line(DelLink(name, "bridge"))
+    return ShellStep(
+        check=" && ".join(holds), save=tuple(save), saved=tuple(saved), apply=tuple(apply),
+        undo=(f"if [ \"${exists}\" = 0 ]; then",
+              f"    if {shell_exists(name)}; then {gone}; fi",
+              f"elif {shell_exists(name)}; then", *indent(restore), "fi"))
