@@ -377,8 +377,9 @@ def _expand_step(workflow: Workflow, registry: Registry, step: StepSpec, target:
         except TemplateProblem as exc:
             raise cannot(exc, _field_of_problem(step.args, scope)) from None
         try:
-            # validators may read the host (e.g. what a network namespace host cannot set)
-            args = schema.model_validate(data, context={"host": host})
+            # validators may read the host (e.g. what a network namespace host cannot set) and
+            # the backend (what a target's tools cannot do)
+            args = schema.model_validate(data, context={"host": host, "backend": backend})
         except ValidationError as exc:
             raise _schema_error(fail, exc, schema, key) from None
         except Exception as exc:  # a plugin's schema or validator broke: one line, exit 2

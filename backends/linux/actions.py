@@ -803,8 +803,11 @@ class RulePresent(LinkAction):
     Args = RulePresentArgs
     summary = "a policy routing rule sends what it matches to a table (added if missing)"
 
+    exact: ClassVar[bool] = True  # the rules to look at: those with exactly these selectors
+
     def look(self, view: View, args: Any) -> State:
-        return {"rules": [r for r in view.rules(args.family) if rule_matches(r, args)]}
+        return {"rules": [r for r in view.rules(args.family)
+                          if rule_matches(r, args, exact=self.exact)]}
 
     def check(self, args: Any, before: State) -> bool:
         return bool(before["rules"])
@@ -826,9 +829,17 @@ class RuleAbsent(RulePresent):
     Args = RuleAbsentArgs
     summary = ("no policy routing rule has these selectors (undo puts the deleted ones back, "
                "with their priorities)")
+    exact = False  # every rule with these selectors, whatever others it has
 
     def check(self, args: Any, before: State) -> bool:
         return not before["rules"]
+
+    def refuse(self, args: Any, before: State) -> str | None:
+        odd = [r["priority"] for r in before["rules"] if r["other"]]
+        return (f"the rules of priority {', '.join(map(str, odd))} match, but have what runflow "
+                "could not put back (a tos, ipproto, port or uid range, \"not\", an action other "
+                "than a table lookup...): delete them with `ip rule del`, or name them more "
+                "closely") if odd else None
 
     def changes(self, args: Any, before: State) -> list[Change]:
         return [DelRule(r) for r in before["rules"]]

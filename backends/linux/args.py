@@ -361,8 +361,14 @@ class _RuleBase(Args):
     def family(self) -> int:
         return next(iter(_families(self.source, self.to, ipv6=self.ipv6)), 4)
 
+    def given(self) -> set[str]:
+        """The selectors the arguments name (from = "all" included)."""
+        return {key for key, value in (("from", self.source), ("to", self.to), ("iif", self.iif),
+                                       ("oif", self.oif), ("fwmark", self.fwmark),
+                                       ("fwmask", self.fwmark)) if value is not None}
+
     def selectors(self) -> Record:
-        """The rule's record fields that the arguments give (None: not given)."""
+        """The rule's record fields that the arguments give (None: not given, or "all")."""
         mark, _, mask = (self.fwmark or "/").partition("/")
         return {"from": None if self.source == "all" else self.source,
                 "to": None if self.to == "all" else self.to, "iif": self.iif, "oif": self.oif,
@@ -400,11 +406,12 @@ _RuleAbsentBase = create_model("_RuleAbsentBase", __base__=_RuleBase,
 
 
 class RuleAbsentArgs(_RuleAbsentBase):  # type: ignore[misc,valid-type]
-    """rule.absent: no rule has exactly these selectors (and table and priority, if given)."""
+    """rule.absent: no rule has these selectors (whatever others it has), nor the table and
+    priority, if given."""
 
     @model_validator(mode="after")
     def _something(self) -> RuleAbsentArgs:
-        if all(getattr(self, key) is None for key in self.model_fields if key != "ipv6"):
+        if all(getattr(self, key) is None for key in type(self).model_fields if key != "ipv6"):
             raise ValueError("give at least one of from, to, iif, oif, fwmark, table, priority "
                              "(rule.absent would match every rule)")
         return self
@@ -651,11 +658,12 @@ def desired_rule(args: Any) -> Record:
             "table": args.table, "other": False}
 
 
-def rule_matches(rule: Record, args: Any) -> bool:
-    """The rule has exactly the selectors given (and the table and priority, if given)."""
-    wanted = args.selectors()
-    return (not rule["other"] and rule["family"] == args.family
-            and all(rule[k] == wanted[k] for k in RULE_SELECTORS)
+def rule_matches(rule: Record, args: Any, *, exact: bool) -> bool:
+    """The rule has the selectors given, and the table and priority if given; `exact`: it
+    has no other selectors either (nor anything runflow does not manage)."""
+    wanted, given = args.selectors(), args.given()
+    return (rule["family"] == args.family and (not exact or not rule["other"])
+            and all(rule[k] == wanted[k] for k in RULE_SELECTORS if exact or k in given)
             and all(getattr(args, k) is None or rule[k] == getattr(args, k)
                     for k in ("table", "priority")))
 
