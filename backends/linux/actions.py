@@ -411,6 +411,8 @@ class LinkSet(LinkAction):
             apply += out.run(SetLink(args.name, up=args.state == "up"))
         touched = [key for key, given in (("mtu", args.mtu), ("master", args.master),
                                           ("up", args.state)) if given is not None]
+        # what the link loses: its IPv4 routes going down, its options leaving a bridge
+        touched += ["routes4"] * (args.state == "down") + ["port_opts"] * (args.master is not None)
         save, saved = out.save_link(args.name, var, touched)
         return ShellStep(check=" && ".join(holds), save=tuple(save), saved=tuple(saved),
                          apply=tuple(apply),
@@ -498,7 +500,7 @@ class AddrPresent(AddressAction):
                      "done",
                      f"if [ \"${first}\" != {word(args.address)} ]; then "
                      f"{out.one_line(AddAddr(args.dev, args.address))}; fi"]
-        return addresses_step(out, args.dev, fam, var, holds, apply)
+        return addresses_step(out, args.dev, fam, var, holds, apply, removing=args.exclusive)
 
 
 class AddrAbsent(AddressAction):
@@ -520,7 +522,7 @@ class AddrAbsent(AddressAction):
         holds = (f"! {{ {address_specs(args.dev, fam)} | cut -d' ' -f1 | "
                  f"grep -qxF -- {word(args.address)}; }}")
         return addresses_step(out, args.dev, fam, var, holds,
-                              out.run(DelAddr(args.dev, args.address)))
+                              out.run(DelAddr(args.dev, args.address)), removing=True)
 
 
 def _veth_state(view: View, name: str, peer: str | None, peer_netns: str | None, *,
@@ -820,8 +822,8 @@ class RulePresent(LinkAction):
 
     def shell(self, host: Host, args: Any, var: ShellVar) -> ShellStep:
         out = ShellLinux(self.linux.centos6, host)
-        return rules_step(args, var, f"{matching_rules(args)} | grep -q .",
-                          out.run(AddRule(desired_rule(args))))
+        return rules_step(args, var, f"{matching_rules(args, exact=True)} | grep -q .",
+                          out.run(AddRule(desired_rule(args))), exact=True)
 
 
 class RuleAbsent(RulePresent):
@@ -845,11 +847,15 @@ class RuleAbsent(RulePresent):
         return [DelRule(r) for r in before["rules"]]
 
     def shell(self, host: Host, args: Any, var: ShellVar) -> ShellStep:
-        rule = var("rule")
-        return rules_step(args, var, f"! {{ {matching_rules(args)} | grep -q .; }}", [
+        rule, matching = var("rule"), matching_rules(args, exact=False)
+        odd = matching_rules(args, exact=False, odd=True)
+        return rules_step(args, var, f"! {{ {matching} | grep -q .; }} && ! {{ {odd} | grep -q .; }}", [
+            f"if {odd} | grep -q .; then echo \"rules that runflow could not put back match "
+            f"(a tos, ipproto, port or uid range, not, ...): $({odd} | tr '\\n' ';')\" >&2; "
+            "false; fi",
             "# shellcheck disable=SC2086",
-            f"{matching_rules(args)} | while read -r {rule}; do "
-            f"(set -f; ip -{args.family} rule del ${rule}); done"])
+            f"{matching} | while read -r {rule}; do "
+            f"(set -f; ip -{args.family} rule del ${rule}); done"], exact=False)
 
 
 LINK_ACTIONS = (LinkSet, AddrPresent, AddrAbsent, VethPresent, VethAbsent, NetnsMove,
@@ -1007,10 +1013,10 @@ class BridgePort(LinkAction):
         else:
             holds = f"! {shell_is_port(args.bridge, args.name)}"
             change = f"if [ \"${now}\" = {word(args.bridge)} ]; then {release}; fi"
-        save, saved = out.save_link(args.name, var, ("master",))
+        save, saved = out.save_link(args.name, var, ("master", "port_opts"))
         return ShellStep(check=holds, save=tuple(save), saved=tuple(saved),
                          apply=(shell_master(args.name, now), change),
-                         undo=tuple(out.restore_link(args.name, var, ("master",))))
+                         undo=tuple(out.restore_link(args.name, var, ("master", "port_opts"))))
 
 
 BRIDGE_ACTIONS = (BridgePresent, BridgeAbsent, BridgePort)

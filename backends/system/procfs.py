@@ -201,9 +201,10 @@ class SysctlSet(Action):
 
 def _persisting(step: ShellStep, file: str, args: SysctlArgs,
                 var: Callable[[str], str]) -> ShellStep:
-    """The step with its setting also in `file`: the file's text saved (a trailing "x" keeps
-    its last newlines from $(...)), its lines for the name replaced by one by awk, and undo
-    writing the text back or removing the file and the directories made for it."""
+    """The step with its setting also in `file`: the file's text saved (with an "x" after it:
+    $(...), here and where the journal keeps it, would take its last newlines away), its
+    lines for the name replaced by one by awk, and undo writing the text back or removing the
+    file and the directories made for it."""
     f, had, text, made = sh(file), var("had"), var("text"), var("made")
     parents, parent = [], os.path.dirname(file)
     while parent not in ("/", "/etc"):
@@ -228,14 +229,14 @@ def _persisting(step: ShellStep, file: str, args: SysctlArgs,
     return ShellStep(
         check=f"{step.check} && {holds}",
         save=(*step.save,
-              f"if [ -e {f} ]; then {had}=1; {text}=$(cat {f}; echo x); {text}=${{{text}%x}}; "
+              f"if [ -e {f} ]; then {had}=1; {text}=$(cat {f}; echo x); "
               f"else {had}=0; {text}=; fi",
               f"{made}=; for d in {' '.join(sh(p) for p in parents)}; do "
               f"[ -d \"$d\" ] || {made}=\"$d ${made}\"; done"),
         saved=(*step.saved, had, text, made),
         apply=(*step.apply, f"mkdir -p {sh(os.path.dirname(file))}", f"{holds} || {{ {rewrite}; }}"),
         undo=(*step.undo,
-              f"if [ \"${had}\" = 1 ]; then printf '%s' \"${text}\" >{f}; else rm -f {f}; fi",
+              f"if [ \"${had}\" = 1 ]; then printf '%s' \"${{{text}%x}}\" >{f}; else rm -f {f}; fi",
               "# shellcheck disable=SC2086",
               f"for d in ${made}; do rmdir \"$d\" 2>/dev/null || break; done"))
 
