@@ -115,6 +115,9 @@ class Action:
     targets: ClassVar[tuple[str, ...]] = ()
     summary: ClassVar[str] = ""  # one line for `runflow actions` and `runflow backends`
     holds_message: ClassVar[str] = "already in the desired state"  # why a step was skipped
+    # Why this implementation cannot serve a host reached only by commands (an SSH host), or
+    # "" when it can: what it needs of the host in this process (its netlink socket, /proc).
+    local_only: ClassVar[str] = ""
     # True when apply has an effect observe cannot see (e.g. restarting a daemon after writing
     # its config): a step left in doubt by a killed run is then applied again, not trusted.
     reapply_in_doubt: ClassVar[bool] = False

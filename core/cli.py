@@ -26,8 +26,10 @@ from . import __version__  # noqa: E402
 EPILOG = """\b
 Exit codes: 0 succeeded (or nothing to change) · 1 a step failed and everything was rolled
 back · 2 invalid input, nothing was touched · 3 a step failed and rollback failed or was
-disabled: the host needs attention (runflow show RUN) · 4 another run holds the host lock ·
-130 interrupted (Ctrl-C) before anything was changed."""
+disabled, or the SSH connection to a host was lost mid-run: the host needs attention
+(runflow show RUN) · 4 another run holds the host lock · 5 a host could not be reached
+before the run began: nothing was touched · 130 interrupted (Ctrl-C) before anything was
+changed."""
 
 
 class DefaultRunGroup(click.Group):
@@ -127,6 +129,9 @@ def change_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Wait this long for a host locked by another run, then exit 4."),
         click.option("-q", "--quiet", is_flag=True,
                      help="No progress lines; a failure still says why."),
+        click.option("--forks", default=16, show_default=True, type=click.IntRange(1, 1024),
+                     help="How many hosts work at once (the others of a step wait their "
+                          "turn)."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -183,6 +188,12 @@ def _say_why(session, run_id: str, code: int, quiet: bool) -> None:
                       f"{step.state.replace('_', ' ')}: {step.error}")
 
 
+def _name_run(exc: BaseException, run_id: str | None) -> None:
+    """A lost SSH connection says which run to resume (it is raised below the run)."""
+    if run_id and hasattr(exc, "run_id") and exc.run_id is None:
+        exc.run_id = run_id
+
+
 def _home():
     from .journal import default_home
 
@@ -234,11 +245,12 @@ def cli(debug: bool) -> None:
 @click.option("--no-rollback", is_flag=True,
               help="On failure leave the applied steps in place (exit 3); resume later.")
 @handles_errors
-def run(workflow, events_file, lock_timeout, quiet, no_rollback, **selection) -> None:
+def run(workflow, events_file, lock_timeout, quiet, forks, no_rollback, **selection) -> None:
     """Run WORKFLOW: check each step, apply what is not yet so, roll back on failure."""
     from .session import Session, add_views, plan_workflow
 
-    options = _options(**selection, rollback=not no_rollback, lock_timeout=lock_timeout)
+    options = _options(**selection, rollback=not no_rollback, lock_timeout=lock_timeout,
+                       forks=forks)
     plugins = _plugins(options)
     plan = plan_workflow(workflow, options, plugins)
     add_views(plugins, quiet=quiet, events_file=events_file, multi_host=len(plan.hosts) > 1)
@@ -246,6 +258,9 @@ def run(workflow, events_file, lock_timeout, quiet, no_rollback, **selection) ->
     try:
         run_id, code = session.run(plan, options)
         _say_why(session, run_id, code, quiet)
+    except BaseException as exc:
+        _name_run(exc, session._engine.run.id if session._engine else None)
+        raise
     finally:
         session.close(process_exits=True)
     sys.exit(code)
@@ -283,10 +298,30 @@ def plan(workflow, as_json, load_plugins, **selection) -> None:
             click.echo(f"    $ {command}")
         if row.get("traceback"):
             click.echo(row["traceback"].rstrip(), err=True)
+    _say_ssh_fallbacks(plugins, the_plan, options.target)
     unknown = sum(row["verdict"] == "unknown" for row in rows)
     if unknown:
         click.echo(f"runflow: warning: {unknown} step(s) could not be observed here, so the plan "
                    "is incomplete (runflow --debug plan ... shows the tracebacks)", err=True)
+
+
+def _say_ssh_fallbacks(plugins, the_plan, target: str) -> None:
+    """Which steps of an SSH host are served by another target's backend, and why (a
+    backend that works in this machine's kernel, such as netlink, cannot cross SSH)."""
+    from .targets import choose
+
+    for host in the_plan.hosts:
+        if not host.remote:
+            continue
+        said = set()
+        for inst in the_plan.instances[host.name]:
+            if inst.action in said or inst.backend is None:
+                continue
+            said.add(inst.action)
+            chosen, why = choose(plugins.registry, inst.action, target, host)
+            if chosen == inst.backend and "on an SSH host" in why:
+                _echo_err(f"runflow: note: [{host.name}] {inst.action} is served by "
+                          f"{inst.backend}: {why}")
 
 
 @cli.command()
@@ -529,22 +564,26 @@ def show(run_ref, as_json) -> None:
 @click.option("--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False),
               help="Load a plugin from a Python file (repeatable).")
 @handles_errors
-def resume(run_ref, events_file, lock_timeout, quiet, no_rollback, use_current_file,
+def resume(run_ref, events_file, lock_timeout, quiet, forks, no_rollback, use_current_file,
            plugin_files) -> None:
     """Continue a failed or interrupted run: re-check what was applied (drift is reported and
     repaired), settle steps in doubt, retry the failed step, go on."""
     from .session import Session, add_views
 
     options = _options(plugin_files=plugin_files, rollback=not no_rollback,
-                       lock_timeout=lock_timeout)
+                       lock_timeout=lock_timeout, forks=forks)
     plugins = _plugins(options)
     session = Session(plugins, _home())
+    run_rec = None
     try:
         run_rec = session.load(run_ref)
         add_views(plugins, quiet=quiet, events_file=events_file,
                   multi_host=len(run_rec.hosts) > 1)
         code = session.resume(run_rec, options, use_current_file=use_current_file)
         _say_why(session, run_rec.id, code, quiet)
+    except BaseException as exc:
+        _name_run(exc, run_rec.id if run_rec else None)
+        raise
     finally:
         session.close(process_exits=True)
     sys.exit(code)
@@ -556,20 +595,24 @@ def resume(run_ref, events_file, lock_timeout, quiet, no_rollback, use_current_f
 @click.option("--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False),
               help="Load a plugin from a Python file (repeatable).")
 @handles_errors
-def rollback(run_ref, events_file, lock_timeout, quiet, plugin_files) -> None:
+def rollback(run_ref, events_file, lock_timeout, quiet, forks, plugin_files) -> None:
     """Undo the applied steps of a run in reverse, restoring the journaled "before" states.
     Exit 0 when everything was undone, 3 if an undo failed (run it again after fixing)."""
     from .session import Session, add_views
 
-    options = _options(plugin_files=plugin_files, lock_timeout=lock_timeout)
+    options = _options(plugin_files=plugin_files, lock_timeout=lock_timeout, forks=forks)
     plugins = _plugins(options)
     session = Session(plugins, _home())
+    run_rec = None
     try:
         run_rec = session.load(run_ref)
         add_views(plugins, quiet=quiet, events_file=events_file,
                   multi_host=len(run_rec.hosts) > 1)
         code = session.rollback(run_rec, options)
         _say_why(session, run_rec.id, code, quiet)
+    except BaseException as exc:
+        _name_run(exc, run_rec.id if run_rec else None)
+        raise
     finally:
         session.close(process_exits=True)
     sys.exit(code)
@@ -636,16 +679,20 @@ def lab() -> None:
 
 
 @lab.command("up")
-@click.option("--hosts", "count", default=2, show_default=True, help="How many hosts (1-6).")
+@click.option("--hosts", "count", default=2, show_default=True, help="How many hosts (1-32).")
 @click.option("--prefix", default="rf", show_default=True,
               help="Namespace name prefix (PREFIX-h1, PREFIX-h2, PREFIX-sw).")
+@click.option("--ssh", is_flag=True,
+              help="Give each host an sshd and write an inventory that reaches the hosts "
+                   "only over SSH (through `runflow lab connect`).")
+@click.option("--no-docker", is_flag=True, help="No dockerd on the hosts (lighter hosts).")
 @handles_errors
-def lab_up(count, prefix) -> None:
+def lab_up(count, prefix, ssh, no_docker) -> None:
     """Create the lab hosts and write their inventory."""
     from .lab.lab import Lab
 
     the_lab = Lab(_lab_dir())
-    inventory = the_lab.up(count, prefix=prefix,
+    inventory = the_lab.up(count, prefix=prefix, docker=not no_docker, ssh=ssh,
                            progress=lambda text: click.echo(f"lab: {text}", err=True))
     click.echo(f"lab: up; inventory {inventory}", err=True)
     click.echo("lab: try: runflow workflows/multihost-gre.toml --lab", err=True)
@@ -665,7 +712,7 @@ def lab_down() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @handles_errors
 def lab_status(as_json) -> None:
-    """Show each lab host: namespace, OVS daemons, dockerd."""
+    """Show each lab host: namespace, OVS daemons, dockerd, sshd."""
     from .lab.lab import Lab
 
     rows = Lab(_lab_dir()).status()
@@ -673,10 +720,26 @@ def lab_status(as_json) -> None:
         _print_json(rows)
         return
     for r in rows:
-        ok = lambda flag: "ok" if flag else "DOWN"  # noqa: E731
+        ok = lambda flag: "-" if flag is None else "ok" if flag else "DOWN"  # noqa: E731
+        sshd = f"  sshd {ok(r['sshd_running'])}" if "sshd_running" in r else ""
         click.echo(f"{r['host']}  netns {r['netns']} {ok(r['netns_exists'])}  underlay "
                    f"{r['underlay_ip']}  ovs {ok(r['ovs_running'])}  dockerd "
-                   f"{ok(r['dockerd_answers'])}")
+                   f"{ok(r['dockerd_answers'])}{sshd}")
+
+
+@lab.command("connect")
+@click.argument("host")
+@click.argument("port", type=click.IntRange(1, 65535))
+@click.option("--dir", "lab_dir", type=click.Path(file_okay=False),
+              help="The lab's directory (default $RUNFLOW_LAB or /tmp/rf-lab).")
+@handles_errors
+def lab_connect(host, port, lab_dir) -> None:
+    """Relay standard input and output to HOST:PORT from inside the lab's switch namespace:
+    the ProxyCommand of an SSH lab's inventory. Touches neither the root network namespace
+    nor the host's."""
+    from .lab import relay
+
+    sys.exit(relay.main([lab_dir or _lab_dir(), host, str(port)]))
 
 
 @lab.command("demo")
@@ -706,14 +769,21 @@ def main() -> None:
         code = exc.code
     except BaseException as exc:
         from .errors import Interrupted  # not at start-up: `runflow --version` needs none
+        from .ssh import ConnectionLost
 
-        if not isinstance(exc, Interrupted):
+        if isinstance(exc, ConnectionLost):
+            _echo_err(f"runflow: error: {exc}")
+        elif isinstance(exc, Interrupted):
+            _echo_err(f"runflow: {exc}")
+        else:
             raise
-        _echo_err(f"runflow: {exc}")
         code = exc.exit_code
     if isinstance(code, str):
         click.echo(code, err=True)
         code = 1
+    ssh = sys.modules.get("runflow.core.ssh")
+    if ssh is not None:  # connections begun for a command that failed before using them
+        ssh.end_all()
     # Leave without the interpreter's teardown, which frees every module, schema and step one
     # by one (0.2-0.7 s after a for_each of 1,000): the command has closed its journal, lock
     # and files by now, and only standard output and error may still hold buffered text.

@@ -2,7 +2,8 @@
 
 Lockstep across hosts: step i runs on every host (in parallel, one worker thread per host,
 inside the host's namespace) before step i+1 starts anywhere, so a cross-host check at the end
-sees every host configured, and a failure anywhere rolls back every host.
+sees every host configured, and a failure anywhere rolls back every host. At most `forks` hosts
+work at once (--forks, as Ansible's): the others of a step wait for a turn.
 
 Ordering that makes runs recoverable: the "applying" event, which carries the observed "before"
 state, is sent (and journaled by the journal subscriber) *before* apply runs; the "applied"
@@ -33,6 +34,8 @@ from .hosts import Host
 from .lifecycle import STEP_CHANGED, Lifecycles, StepMachine
 from .plugins import Plugins
 from .workflow import Instance
+
+DEFAULT_FORKS = 16
 
 
 # The engine's own records are plain classes: a dataclass generates its methods with exec,
@@ -92,8 +95,10 @@ class Engine:
 
     def __init__(self, plugins: Plugins, run_id: str,
                  plans: Sequence[tuple[Host, list[Instance]]], *, rollback: bool = True,
+                 forks: int = DEFAULT_FORKS,
                  runtimes: Mapping[str, HostRuntime] | None = None) -> None:
         self.plugins = plugins
+        self._forks = threading.BoundedSemaphore(max(1, forks))
         self.registry = plugins.registry
         self.rollback_on_failure = rollback
         self.lifecycles = Lifecycles(self._on_transition)
@@ -218,13 +223,15 @@ class Engine:
     def preview(self) -> list[dict[str, Any]]:
         """What a run would do now: observe and check every step, change nothing."""
         try:
-            rows = []
-            for host in self.hosts:
-                rt = self._runtime(host.name)
-                rows += rt.pool.submit(self._preview_host, rt, self.steps[host.name]).result()
-            return rows
+            self._connect()
+            futures = [self._runtime(h.name).pool.submit(
+                self._bounded, self._preview_host, self._runtime(h.name), self.steps[h.name])
+                for h in self.hosts]
+            return [row for future in futures for row in future.result()]
         finally:
             self._close()
+            for host in self.hosts:
+                host.close()
 
     def _preview_host(self, rt: HostRuntime, runs: list[StepRun]) -> list[dict[str, Any]]:
         rows = []
@@ -295,7 +302,8 @@ class Engine:
         for group in groups:
             if self._stop_reason:
                 return self._stop_reason
-            futures = [self._runtime(h).pool.submit(self._run_group, self._runtime(h), runs)
+            futures = [self._runtime(h).pool.submit(self._bounded, self._run_group,
+                                                    self._runtime(h), runs)
                        for h, runs in group.items()]
             failed = [f for f in (future.result() for future in futures) if f]
             if failed:
@@ -507,8 +515,8 @@ class Engine:
         self.phase = "rollback"
         self.run.roll_back()
         self._refuse_unrecorded()
-        futures = [self._runtime(h.name).pool.submit(self._undo_host, self._runtime(h.name),
-                                                     self.steps[h.name])
+        futures = [self._runtime(h.name).pool.submit(self._bounded, self._undo_host,
+                                                     self._runtime(h.name), self.steps[h.name])
                    for h in self.hosts]
         errors = [e for f in futures for e in f.result()]
         if errors:
@@ -571,6 +579,20 @@ class Engine:
         return None
 
     # -- plumbing ----------------------------------------------------------------------------
+
+    def _bounded(self, work: Any, *args: Any) -> Any:
+        """work(*args) in a host's thread, while fewer than `forks` hosts are at work."""
+        with self._forks:
+            return work(*args)
+
+    def _connect(self) -> None:
+        """Preflight: connect every host that needs a connection (SSH), all at once, before
+        the first step; one that cannot be reached stops the command with nothing touched.
+        A run has done it already, as it took the host locks."""
+        if any(h.remote for h in self.hosts):
+            from .ssh import connect_all
+
+            connect_all(self.hosts)
 
     def _runtime(self, host_name: str) -> HostRuntime:
         if host_name not in self._runtimes:

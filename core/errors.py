@@ -3,8 +3,9 @@
 Exit codes (a contract other tools rely on):
 0 succeeded or nothing to change · 1 a step failed and everything was rolled back ·
 2 invalid input, nothing was touched · 3 a step failed and rollback failed or was disabled ·
-4 another run holds the host lock · 128 + N: signal N (SIGINT: 130) ended the command before
-it changed anything.
+4 another run holds the host lock · 5 a host could not be reached before the run began (SSH:
+no connection, a refused host key): nothing was touched anywhere · 128 + N: signal N
+(SIGINT: 130) ended the command before it changed anything.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ EXIT_ROLLED_BACK = 1
 EXIT_INVALID = 2
 EXIT_NEEDS_ATTENTION = 3
 EXIT_LOCKED = 4
+EXIT_UNREACHABLE = 5
 
 
 class RunflowError(Exception):

@@ -18,12 +18,13 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from .errors import CommandError, InputError
 
 if TYPE_CHECKING:
     from .locks import FileLock
+    from .ssh import Connection, RemoteLock
 
 
 def tools_missing(*tools: str) -> str | None:
@@ -57,6 +58,10 @@ class Host:
     # The rest of the host's inventory table, for plugins with settings of their own.
     settings: dict[str, Any] = field(default_factory=dict)
 
+    # False: the control process shares this host's kernel and files (backends may open its
+    # netlink sockets, /proc and /sys); True: only commands reach it (see SshHost).
+    remote: ClassVar[bool] = False
+
     @property
     def key(self) -> str:
         """Identifies the machine (or namespace) for the run lock."""
@@ -76,6 +81,19 @@ class Host:
 
     def check_reachable(self) -> None:
         """Raise InputError if the host cannot be used at all (before anything is touched)."""
+
+    def connect(self) -> None:
+        """Open what reaching the host takes (an SSH connection); raise HostUnreachable.
+        Called for every host of a run in parallel before its first step."""
+
+    def close(self) -> None:
+        """Close what connect opened."""
+
+    def service_address(self, address: str) -> str:
+        """The address at which a client in this process reaches a service that listens at
+        `address` as the host sees it (an OVSDB or docker endpoint): the same one here; for
+        an SSH host, a unix socket there is forwarded to one here."""
+        return address
 
     def enter(self) -> None:
         """Called once in the worker thread that runs this host's steps."""
@@ -109,6 +127,13 @@ class Host:
         if check and proc.returncode != 0:
             raise CommandError(argv, proc.returncode, proc.stderr or proc.stdout, self.name)
         return done
+
+    def run_many(self, argvs: Sequence[Sequence[str]], *, timeout: float | None = None
+                 ) -> list[Completed]:
+        """Run several argv lists one after the other, each whatever the previous one's exit
+        status (no CommandError: the caller reads each returncode). Over SSH they go in one
+        round trip; here they are simply run."""
+        return [self.run(argv, check=False, timeout=timeout) for argv in argvs]
 
     def shell_prefix(self) -> list[str]:
         """How to run a command on this host from a root shell on the machine (for `plan`)."""
@@ -183,3 +208,88 @@ class NetnsHost(Host):
 
     def shell_prefix(self) -> list[str]:
         return ["ip", "netns", "exec", self.netns]
+
+
+@dataclass
+class SshHost(Host):
+    """A machine reached with the system's OpenSSH client (core/ssh.py): commands only — no
+    netlink socket, /proc or /sys of the control machine is the host's."""
+
+    ssh: str = ""  # destination: [user@]host, or an alias of ~/.ssh/config
+    ssh_port: int | None = None
+    ssh_identity: str | None = None
+    ssh_options: list[str] = field(default_factory=list)
+    _connection: Connection | None = field(default=None, init=False, repr=False,
+                                           compare=False)
+
+    remote: ClassVar[bool] = True
+
+    @property
+    def key(self) -> str:
+        return f"ssh-{self.ssh}" + (f":{self.ssh_port}" if self.ssh_port else "")
+
+    def where(self) -> str:
+        return f"{self.ssh} over SSH"
+
+    @property
+    def connection(self) -> Connection:
+        if self._connection is None:
+            from .ssh import Connection
+
+            self._connection = Connection(self)
+        return self._connection
+
+    def check_reachable(self) -> None:
+        """Begin connecting (in the background: the plan is built meanwhile); whether the
+        host can be reached is known when the run connects (connect, before any lock)."""
+        self.connection.start()
+
+    def connect(self) -> None:
+        self.connection.open()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+
+    def lock(self, run_id: str, timeout: float) -> RemoteLock:
+        """The host's run lock, on the host: an flock there held by a session of the master
+        connection for as long as this process lives (core/ssh.py)."""
+        from .ssh import RemoteLock
+
+        return RemoteLock(self.connection).acquire(run_id, timeout)
+
+    def service_address(self, address: str) -> str:
+        """A unix socket of the host, forwarded over the master connection to one here (in
+        the same syntax); a tcp:/ssl: endpoint is reached directly, as the inventory says."""
+        for prefix in ("unix://", "unix:"):
+            if address.startswith(prefix):
+                return prefix + str(self.connection.forward(address.removeprefix(prefix)))
+        return address
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        check: bool = True,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Completed:
+        """Run argv on the host: quoted word by word for its /bin/sh, with LC_ALL=C."""
+        from .ssh import run_remote
+
+        return run_remote(self.connection, argv, input=input, env=env, timeout=timeout,
+                          check=check)
+
+    def run_many(self, argvs: Sequence[Sequence[str]], *, timeout: float | None = None
+                 ) -> list[Completed]:
+        """One session, one round trip, for all of them."""
+        argvs = [[str(a) for a in argv] for argv in argvs]
+        if not argvs:
+            return []
+        try:
+            results = self.connection.run_many(argvs, timeout)
+        except subprocess.TimeoutExpired:
+            raise CommandError(argvs[0], 124, f"a batch of {len(argvs)} commands timed out "
+                               f"after {timeout} s", self.name) from None
+        return [Completed(argv, code, out, err) for argv, (code, out, err) in zip(argvs, results)]

@@ -3,6 +3,12 @@
     [hosts.h1]
     netns = "rf-h1"                          # absent: the local host
     vars = { remote_ip = "10.99.0.2" }
+
+    [hosts.h2]
+    ssh = "root@192.0.2.10"                  # or an alias of ~/.ssh/config
+    ssh_port = 2222                          # optional, as are the two below
+    ssh_identity = "~/.ssh/id_ed25519"
+    ssh_options = ["-o", "ProxyJump=bastion"]  # more words of ssh's command line
     ovsdb = "unix:/tmp/rf-lab/h1/db.sock"     # endpoints of the host's services
     docker = "unix:///tmp/rf-lab/h1/docker.sock"
 
@@ -24,7 +30,7 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from .errors import InputError
-from .hosts import Host, NetnsHost
+from .hosts import Host, NetnsHost, SshHost
 
 ENDPOINT_KEYS = ("ovsdb", "docker")
 _HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -32,6 +38,10 @@ _NETNS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _DNS_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                        r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 _SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with its NUL
+SSH_KEYS = ("ssh", "ssh_port", "ssh_identity", "ssh_options")
+# [user@]host or an alias: never an option (a leading '-'), never blanks or shell syntax
+_SSH_DESTINATION = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_.-]{0,63}@)?"
+                              r"([A-Za-z0-9_][A-Za-z0-9_.-]{0,252}|\[[0-9A-Fa-f:.]+\])")
 
 ENDPOINT_FORMS = {
     "docker": "unix:///PATH/docker.sock, tcp://HOST:PORT or ssh://[USER@]HOST[:PORT]",
@@ -105,15 +115,50 @@ def _host(path: str, name: str, table: Any) -> Host:
             if problem:
                 raise fail(f"{value!r} {problem}: give {ENDPOINT_FORMS[key]}", key)
             endpoints[key] = value
-    if "ssh" in table:
-        raise fail("ssh hosts are not supported yet: use a local or netns host", "ssh")
-    settings = {k: v for k, v in table.items() if k not in ("netns", "vars", *ENDPOINT_KEYS)}
+    settings = {k: v for k, v in table.items()
+                if k not in ("netns", "vars", *ENDPOINT_KEYS, *SSH_KEYS)}
     netns = table.get("netns")
+    if any(key in table for key in SSH_KEYS):
+        if netns is not None:
+            raise fail("a host is reached either over SSH or as a network namespace here: "
+                       "give ssh or netns, not both", "ssh")
+        return SshHost(name, dict(host_vars), endpoints, settings, **_ssh(table, fail))
     if netns is None:
         return Host(name, dict(host_vars), endpoints, settings)
     if not isinstance(netns, str) or not _NETNS_NAME.fullmatch(netns):
         raise fail(f"netns {netns!r} is not a valid namespace name", "netns")
     return NetnsHost(name, dict(host_vars), endpoints, settings, netns=netns)
+
+
+def _ssh(table: dict[str, Any], fail: Any) -> dict[str, Any]:
+    """The SSH keys of a host table, checked: they become words of ssh's command line."""
+    destination = table.get("ssh")
+    if not isinstance(destination, str) or not _SSH_DESTINATION.fullmatch(destination):
+        raise fail(f"ssh {destination!r} is not a destination: give [USER@]HOST or an alias "
+                   "of ~/.ssh/config (letters, digits, '_', '.', '-')", "ssh")
+    port = table.get("ssh_port")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int)
+                             or not 1 <= port <= 65535):
+        raise fail(f"ssh_port {port!r} is not a port (a number, 1 to 65535)", "ssh_port")
+    identity = table.get("ssh_identity")
+    if identity is not None and (not isinstance(identity, str) or not identity
+                                 or _control_character(identity)):
+        raise fail("ssh_identity must be a file path without control characters",
+                   "ssh_identity")
+    options = table.get("ssh_options", [])
+    if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+        raise fail('ssh_options must be a list of strings (words of ssh\'s command line, '
+                   'e.g. ["-o", "ProxyJump=bastion"])', "ssh_options")
+    for word in options:
+        if _control_character(word):
+            raise fail(f"ssh_options word {word!r} holds a control character (a newline, a "
+                       "NUL...)", "ssh_options")
+    return {"ssh": destination, "ssh_port": port, "ssh_identity": identity,
+            "ssh_options": list(options)}
+
+
+def _control_character(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
 # -- endpoints ----------------------------------------------------------------------------------

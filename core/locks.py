@@ -7,6 +7,11 @@ local host and network-namespace hosts do it with an flock on a file of the mach
 so that a second run can say who is in its way. The kernel releases an flock when its holder
 dies, so a killed run never leaves a stale lock behind; a released lock removes its file.
 
+An SSH host's lock lives on the remote machine, on the same file a runflow there would take,
+held by a session of the run's master connection (core/ssh.py, RemoteLock). Before the locks,
+every SSH host of the run is connected, in parallel: one that cannot be reached stops the run
+before anything changes anywhere.
+
 A run's activity mark is an flock on HOME/active/RUN, held by the process that drives the run
 (run, resume, rollback): a run the journal calls pending, running or rolling back while nobody
 holds its mark was interrupted (the process was killed, or the machine went down).
@@ -20,12 +25,18 @@ import stat
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .errors import InputError, LockHeld
 
 if TYPE_CHECKING:
     from .hosts import Host
+
+
+class Lock(Protocol):
+    """A held host lock (FileLock here, RemoteLock for an SSH host)."""
+
+    def release(self) -> None: ...
 
 MACHINE_LOCKS = Path("/run/runflow")
 
@@ -109,27 +120,74 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 class HostLocks:
-    """The locks of every host of a run, taken in a fixed order (no deadlock between runs)."""
+    """The locks of every host of a run, taken in a fixed order (no deadlock between runs).
+    SSH hosts are connected first, all at once; their locks, each a round trip away, are
+    tried all at once too, and only when one is held and the run may wait are they taken
+    one by one in that order."""
 
     def __init__(self, hosts: Iterable[Host]) -> None:
-        by_key = {host.key: host for host in hosts}  # two inventory names, one namespace
+        self._all = list(hosts)
+        by_key = {host.key: host for host in self._all}  # two inventory names, one namespace
         self._hosts = [by_key[key] for key in sorted(by_key)]
-        self._held: list[FileLock] = []
+        self._held: list[Lock] = []
 
     def __enter__(self) -> HostLocks:
         return self
 
     def acquire(self, run_id: str, timeout: float) -> None:
         try:
+            remote = [h for h in self._hosts if h.remote]
+            if remote:
+                from .ssh import connect_all
+
+                connect_all(remote)
             for host in self._hosts:
-                self._held.append(host.lock(run_id, timeout))
+                if not host.remote:
+                    self._held.append(host.lock(run_id, timeout))
+            self._lock_remote(remote, run_id, timeout)
         except BaseException:
             self.release()
             raise
 
+    def _lock_remote(self, hosts: list[Host], run_id: str, timeout: float) -> None:
+        if not hosts:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(32, len(hosts))) as pool:
+            futures = [pool.submit(host.lock, run_id, 0.0) for host in hosts]
+            taken, errors = [], []
+            for future in futures:
+                try:
+                    taken.append(future.result())
+                except BaseException as exc:
+                    errors.append(exc)
+        self._held += taken
+        if not errors:
+            return
+        if timeout <= 0 or not all(isinstance(e, LockHeld) for e in errors):
+            raise errors[0]
+        for lock in taken:  # wait in order, as for local hosts
+            self._held.remove(lock)
+            lock.release()
+        for host in hosts:
+            self._held.append(host.lock(run_id, timeout))
+
     def release(self) -> None:
-        while self._held:
-            self._held.pop().release()
+        """Release every lock, then close the hosts' connections. An SSH host's lock and
+        connection each end with a round trip (the remote side confirms): all hosts at once,
+        or 32 hosts would wait for 64 of them one after the other."""
+        held, self._held = self._held, []
+        remote = [h for h in self._all if h.remote]
+        if not remote:
+            for lock in reversed(held):
+                lock.release()
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(32, len(held) + len(remote))) as pool:
+            list(pool.map(lambda lock: lock.release(), held))
+            list(pool.map(lambda host: host.close(), remote))
 
     def __exit__(self, *exc: object) -> None:
         self.release()

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 from . import inventory as inventory_mod
 from . import workflow as workflow_mod
-from .engine import Engine, HostRuntime
+from .engine import DEFAULT_FORKS, Engine, HostRuntime
 from .errors import (EXIT_OK, EXIT_ROLLED_BACK, InputError, Interrupted, JournalError,
                      RunflowError, RunNotJournaled)
 from .journal import Journal, RunRecord, StepRecord
@@ -45,6 +45,7 @@ class Options:
     plugins_outside: bool = False  # may they lie outside the workflow's directory
     rollback: bool = True
     lock_timeout: float = 0.0
+    forks: int = DEFAULT_FORKS  # how many hosts work at once
     home: Path | None = None
 
 
@@ -183,7 +184,7 @@ class Session:
         """Run a plan. cause: what started the run (`runflow watch`'s event), kept in its
         record; runtimes: the caller's host threads and connections (see Engine)."""
         engine = Engine(self.plugins, new_run_id(), plan.per_host(), rollback=options.rollback,
-                        runtimes=runtimes)
+                        forks=options.forks, runtimes=runtimes)
 
         def body() -> int:
             engine.announce({**plan.record(), "cause": cause} if cause else plan.record())
@@ -195,11 +196,12 @@ class Session:
         return self.journal.find(ref)
 
     def _restored(self, run: RunRecord, rollback: bool, file_changed: str,
+                  forks: int = DEFAULT_FORKS,
                   runtimes: Mapping[str, HostRuntime] | None = None) -> tuple[Plan, Engine]:
         """The run's plan rebuilt, and an engine with its steps in their journaled states."""
         steps = self.journal.steps(run.id)
         plan = rebuild_plan(run, steps, self.plugins, file_changed=file_changed)
-        engine = Engine(self.plugins, run.id, plan.per_host(), rollback=rollback,
+        engine = Engine(self.plugins, run.id, plan.per_host(), rollback=rollback, forks=forks,
                         runtimes=runtimes)
         engine.restore(run.state, {(s.host, s.key): (s.state, s.before) for s in steps})
         return plan, engine
@@ -211,7 +213,8 @@ class Session:
             raise InputError(f"run {run.id} is {run.state.replace('_', ' ')}: it cannot be "
                              "resumed; start a new run (or `runflow rollback` it to finish)")
         plan, engine = self._restored(run, options.rollback,
-                                      "use-current" if use_current_file else "refuse")
+                                      "use-current" if use_current_file else "refuse",
+                                      options.forks)
         return self._drive(plan, engine, options.lock_timeout, engine.execute)
 
     def rollback(self, run: RunRecord, options: Options, *,
@@ -221,7 +224,7 @@ class Session:
         # `rollback last` right after a run that found everything in place would undo nothing:
         # say so, and which run's changes are still in place.
         nothing = not self._changed_something(run.id)
-        plan, engine = self._restored(run, True, "use-journaled", runtimes)
+        plan, engine = self._restored(run, True, "use-journaled", options.forks, runtimes)
         code = self._drive(plan, engine, options.lock_timeout, engine.roll_back)
         if nothing and not self.locks_held:
             say(f"runflow: run {run.id} changed nothing{self._older_changes(run)}")

@@ -19,6 +19,12 @@ How a step's backend is chosen (`runflow backends --target T` shows the outcome 
   reason (why the preferred one cannot run) is part of the choice `plan` and `backends` show.
 
 Without a host (`validate`, `export`) the host is not probed: the first candidate is chosen.
+
+An SSH host is reached only by commands, so an implementation that works in this process's
+kernel or files (`local_only`: netlink, pyroute2 on a container's namespace) cannot serve it.
+With `--target T`, when every backend of T is ruled out for that reason alone, the step is
+served by a backend of another target that runs commands (netlink → iproute2), and the choice's
+reason says so: `plan` and `backends --host` show it. Never silent, never for another reason.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ def unusable(reg: Registered, host: Host | None) -> str | None:
     check that raises makes its backend unusable, with the failure as the reason."""
     if host is None:
         return None
+    if host.remote and reg.impl.local_only:
+        return f"cannot reach {host.where()}: {reg.impl.local_only}"
     try:
         return reg.impl.unusable(host)
     except Exception as exc:  # plugin code: its failure is the reason, on one line
@@ -89,6 +97,16 @@ def choose(registry: Registry, action: str, target: str, host: Host | None,
             if reason is None:
                 return Choice(backend, why)
             refusals.append(f"{backend}: {reason}")
+        if host is not None and host.remote and all(impls[b].impl.local_only
+                                                    for b in candidates):
+            for other_target in [*AUTO_ORDER, None]:
+                others = neutral if other_target is None else [
+                    b for b, reg in impls.items() if other_target in reg.impl.targets]
+                for backend in others:
+                    if backend not in candidates and unusable(impls[backend], host) is None:
+                        return Choice(backend, f"target {target} on an SSH host: "
+                                      f"{'; '.join(refusals)}; {backend} serves it with "
+                                      "commands on the host")
         raise BackendChoiceError(f"the backend of target {target} cannot run on {where} "
                                  f"({'; '.join(refusals)}); pick another --target, or pin a "
                                  "backend in the step")

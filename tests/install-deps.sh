@@ -23,7 +23,7 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends \
     iproute2 bridge-utils iptables nftables iputils-ping procps kmod \
     openvswitch-switch docker.io busybox-static shellcheck dash tcpdump \
-    openssh-server openssh-client \
+    openssh-server openssh-client ethtool util-linux \
     python3 python3-venv python3-pytest ca-certificates
 
 for python in /usr/bin/python3 python3; do

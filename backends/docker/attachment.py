@@ -288,6 +288,8 @@ class ContainerAttach(Action):
     backend = "docker"
     family = "container"
     targets = ("modern",)
+    local_only = ("it reads the host's /sys and the container's /proc/PID in this process; "
+                  "container attach over SSH is not supported yet")
     Args = ContainerAttachArgs
     summary = "a veth from a Linux or OVS bridge into a container (pipework / ovs-docker style)"
     plumbing: type[Plumbing]  # Netlink here; pipework: Commands
@@ -347,6 +349,8 @@ class ContainerDetach(Action):
     backend = "docker"
     family = "container"
     targets = ("modern",)
+    local_only = ("it reads the host's /sys and the container's /proc/PID in this process; "
+                  "container attach over SSH is not supported yet")
     Args = ContainerDetachArgs
     summary = "remove what container.attach made (undo makes it again as it was)"
     plumbing: type[Plumbing]  # Netlink here; pipework: Commands

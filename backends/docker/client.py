@@ -41,6 +41,8 @@ def endpoint_problem(host: Host) -> str | None:
     A path that does not exist yet is not refused: the daemon may be starting or down, and a
     rollback must still be able to run the steps that do not need it."""
     url = docker_endpoint(host)
+    if host.remote:  # the socket is on the host: a step finds out when it connects
+        return None
     if not url.startswith("unix://"):
         return None
     path = url.removeprefix("unix://")
@@ -85,7 +87,9 @@ def docker_client(ctx: Context) -> Any:
         import docker
 
         try:
-            return docker.DockerClient(base_url=docker_endpoint(ctx.host), timeout=60)
+            # an SSH host's socket is forwarded over its master connection
+            return docker.DockerClient(base_url=ctx.host.service_address(
+                docker_endpoint(ctx.host)), timeout=60)
         except docker.errors.DockerException as exc:
             raise ActionError(f"cannot reach dockerd at {docker_endpoint(ctx.host)}: {exc}")
 

@@ -18,6 +18,10 @@ also compares the running daemon's start time with the file's last change (`daem
 A run killed between writing and restarting, or a rollback killed between restoring and
 restarting, leaves a file that is right and a daemon that is not: the next apply or undo sees
 the daemon is older than the file and restarts it.
+
+On an SSH host the file is read and written by commands there (`cat`, a fixed `sh -c` script
+that writes a temporary file and renames it); the daemon's start time cannot be compared
+through a forwarded socket, so its state is unknown and undo restarts it.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from runflow.core.actions import Action, Context, State
 from runflow.core.errors import ActionError
 from runflow.core.hosts import Host
 
-from ..system.files import WRITE, missing_dirs, read_text, remove_dirs, write_text
+from ..system.files import WRITE, missing_dirs, read_text, remove_dirs, remove_file, write_text
 from ..system.service import Manager, service_argv
 from .args import DockerDaemonArgs
 from .attachment import linux_bridge, vsctl_argv
@@ -100,7 +104,7 @@ def daemon_state(host: Host, path: str) -> str:
     start time is whole clock ticks (10 ms), so a restart within a tick of the write reads as
     stale, which costs one restart more, never one less."""
     url = docker_endpoint(host)
-    if not url.startswith("unix://"):
+    if host.remote or not url.startswith("unix://"):
         return UNKNOWN
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(5)
@@ -157,11 +161,11 @@ class DaemonConfig(Action):
 
     def observe(self, ctx: Context, args: DockerDaemonArgs) -> State:
         path = self.path(ctx.host, args)
-        text = read_text(path)
+        text = read_text(path, ctx.host)
         return {
             "path": path,
             "text": text,
-            "missing_dirs": missing_dirs(path),
+            "missing_dirs": missing_dirs(ctx, path),
             "settings": self.parse(text or ""),
             "ovs_bridge": bool(args.bridge) and self._ovs_bridge(ctx, args.bridge),
             "restart": service_argv(ctx.host, self.service_manager, "restart", args.restart)
@@ -192,10 +196,9 @@ class DaemonConfig(Action):
         but the daemon is older than it (an undo that restored the file and was killed) or
         down although it ran before. Works from any point of apply, including none."""
         path, text = before["path"], before["text"]
-        rewritten = read_text(path) != text
+        rewritten = read_text(path, ctx.host) != text
         if rewritten and text is None:
-            ctx.commands.append(ctx.host.describe(["rm", "-f", path]))
-            os.unlink(path)
+            remove_file(ctx, path)
         elif rewritten:
             write_text(ctx, path, text)
         remove_dirs(ctx, before.get("missing_dirs", []))

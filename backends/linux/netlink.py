@@ -424,8 +424,14 @@ def _unusable(host: Host) -> str | None:
     return None if importlib.util.find_spec("pyroute2") else "pyroute2 is not installed"
 
 
+# rtnetlink is a socket to the kernel runflow runs on: it cannot reach an SSH host, whose link
+# and bridge families iproute2 and brctl serve instead (core/targets.py says so in the plan).
+LOCAL_ONLY = "rtnetlink talks to the kernel runflow runs on and cannot cross SSH"
+
+
 @hookimpl
 def runflow_register_actions(register: Any) -> None:
     for action in backend_actions(Netlink, "netlink", ("modern",), _unusable,
                                   [*LINK_ACTIONS, *BRIDGE_ACTIONS]):
+        action.local_only = LOCAL_ONLY
         register(action)

@@ -64,11 +64,13 @@ class OvsdbClient:
         self.db = host.endpoints.get("ovsdb")  # None: the default socket
         self.endpoint = endpoint_of(host)
         try:
-            helper = idlutils.get_schema_helper(self.endpoint, "Open_vSwitch")
+            # an SSH host's socket is reached forwarded over its master connection
+            address = host.service_address(self.endpoint)
+            helper = idlutils.get_schema_helper(address, "Open_vSwitch")
             for table, schema in helper.schema_json["tables"].items():
                 skip = _STATUS_COLUMNS.get(table, ())
                 helper.register_columns(table, [c for c in schema["columns"] if c not in skip])
-            idl = connection.OvsdbIdl(self.endpoint, helper)
+            idl = connection.OvsdbIdl(address, helper)
             conn = connection.Connection(idl, timeout=TIMEOUT)
             # ovsdbapp keeps the connection in a class attribute: one class per connection.
             api_class = type("HostOvsdbIdl", (impl_idl.OvsdbIdl,), {"_ovsdb_connection": None})

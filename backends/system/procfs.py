@@ -7,12 +7,17 @@ validation (SysctlArgs, with args.outside_netns saying why), before a run or an 
 refuses them again, for arguments a plugin or a test built without validation. `describe`
 shows the equivalent `sysctl -w NAME=VALUE` (procps 3.2.8 in CentOS 6 has -w).
 
+An SSH host's /proc/sys is not this process's: there the file is read with `cat` (the
+instances of a for_each step with one `cat` of all their files) and written with `tee`, the
+value on its standard input.
+
 With `persist`, the setting is also written into a file of /etc/sysctl.d as a `NAME = VALUE`
 line (the name's other lines there go: the last one would win), and undo puts the file back
 as observed, or removes it and the directories made for it. A network namespace's file is its
 own, /etc/netns/NAMESPACE/sysctl.d/FILE: `ip netns exec` mounts /etc/netns/NAMESPACE/* over
 /etc, so that what runs in the namespace sees it as /etc/sysctl.d/FILE (and the machine's
-own boot does not apply it to the machine).
+own boot does not apply it to the machine). On an SSH host the file is read and written by
+commands there (files.py).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host, NetnsHost
 
 from .args import SysctlArgs, outside_netns, sysctl_parts
-from .files import WRITE, missing_dirs, read_text, remove_dirs, write_text
+from .files import WRITE, missing_dirs, read_text, remove_dirs, remove_file, write_text
 
 PROC_SYS = "/proc/sys"
 
@@ -92,6 +97,8 @@ class SysctlSet(Action):
 
     @classmethod
     def unusable(cls, host: Host) -> str | None:
+        if host.remote:
+            return None
         return None if os.path.isdir(PROC_SYS) else f"{PROC_SYS} is not mounted"
 
     @staticmethod
@@ -99,21 +106,35 @@ class SysctlSet(Action):
         return os.path.join(PROC_SYS, *args.path_parts)
 
     def observe(self, ctx: Context, args: SysctlArgs) -> State:
+        return self.observe_many(ctx, [args])[0]
+
+    def observe_many(self, ctx: Context, args: Any) -> list[State]:
+        if ctx.host.remote:
+            # One round trip: `cat` of each file on its own (a missing or write-only one says
+            # so on stderr and the others are still read).
+            done = ctx.host.run_many([["cat", self.path(a)] for a in args])
+            states = [{"exists": True, "value": normalize(d.stdout)} if d.returncode == 0 else
+                      {"exists": "No such file" not in d.stderr, "value": None} for d in done]
+        else:
+            states = [self._value(ctx, a) for a in args]
+        for a, state in zip(args, states):
+            path = persist_path(ctx.host, a)
+            if path is not None and "refused" not in state:
+                state["file"] = {"path": path, "text": read_text(path, ctx.host),
+                                 "missing_dirs": missing_dirs(ctx, path)}
+        return states
+
+    def _value(self, ctx: Context, args: SysctlArgs) -> State:
         why = outside_netns(args.name) if isinstance(ctx.host, NetnsHost) else None
         if why:
             return {"refused": f"{why} (host {ctx.host.name} is {ctx.host.where()})"}
         try:
             with open(self.path(args)) as f:
-                state: State = {"exists": True, "value": normalize(f.read())}
+                return {"exists": True, "value": normalize(f.read())}
         except FileNotFoundError:
-            state = {"exists": False}
+            return {"exists": False}
         except PermissionError:  # write-only entries such as net.ipv4.route.flush
-            state = {"exists": True, "value": None}
-        path = persist_path(ctx.host, args)
-        if path is not None:
-            state["file"] = {"path": path, "text": read_text(path),
-                             "missing_dirs": missing_dirs(path)}
-        return state
+            return {"exists": True, "value": None}
 
     def check(self, args: SysctlArgs, before: State) -> bool:
         file = before.get("file")
@@ -121,6 +142,9 @@ class SysctlSet(Action):
             file is None or persisted(file["text"], args) == normalize(args.value))
 
     def _write(self, ctx: Context, args: SysctlArgs, value: str) -> None:
+        if ctx.host.remote:
+            ctx.run(["tee", self.path(args)], input=value)
+            return
         ctx.commands.append(f"procfs: {ctx.host.describe(self._argv(args, value))}")
         try:
             with open(self.path(args), "w") as f:
@@ -152,10 +176,9 @@ class SysctlSet(Action):
         if file is None:
             return
         path, text = file["path"], file["text"]
-        current = read_text(path)
+        current = read_text(path, ctx.host)
         if text is None and current is not None:
-            ctx.commands.append(ctx.host.describe(["rm", "-f", path]))
-            os.unlink(path)
+            remove_file(ctx, path)
         elif text is not None and current != text:
             write_text(ctx, path, text)
         remove_dirs(ctx, file["missing_dirs"])

@@ -7,7 +7,10 @@ Each host is a network namespace with
 - its own ovsdb-server and ovs-vswitchd (userspace datapath),
 - IPv4 only (IPv6 disabled in the namespace),
 - its own dockerd with a busybox image built offline. It starts with no bridge and leaves
-  iptables and ip_forward alone, so that what the workflows change is all there is to see.
+  iptables and ip_forward alone, so that what the workflows change is all there is to see
+  (`--no-docker` leaves it out: lighter hosts),
+- with `--ssh`, an sshd (core/lab/sshd.py); the inventory then reaches the hosts only over
+  SSH, through `runflow lab connect` from the switch namespace.
 
 The switch is one more namespace with a Linux bridge, so the root namespace is never touched.
 Everything lives under one directory (default /tmp/rf-lab; short, for unix socket paths):
@@ -33,12 +36,12 @@ from .dockerd import BUSYBOX_IMAGE, Dockerd, build_busybox_image
 from .dockerd import load as load_dockerd
 from .namespaces import Namespace, root_is_mount_point, wire
 from .ovs import OvsDaemons, build_underlay
+from .sshd import SWITCH_ADDRESS, UNDERLAY, LabKeys, Sshd, proxy_command
 
 DEFAULT_DIR = Path("/tmp/rf-lab")
-MAX_HOSTS = 6
+MAX_HOSTS = 32
 # sun_path holds 107 bytes; the deepest socket is DIR/hN/docker/exec/containerd/containerd.sock
-MAX_DIR_LENGTH = 107 - len("/h1/docker/exec/containerd/containerd.sock.ttrpc")
-UNDERLAY = "10.99.0.{}"
+MAX_DIR_LENGTH = 107 - len("/h32/docker/exec/containerd/containerd.sock.ttrpc")
 MTU = 1600
 # A lab dockerd: no default bridge, no iptables or ip_forward changes of its own.
 DOCKER_CONFIG = {"bridge": "none", "iptables": False, "ip-forward": False}
@@ -69,6 +72,9 @@ class LabHost:
     def dockerd(self) -> Dockerd:
         return Dockerd(self.namespace, Path(self.dir) / "docker", sysconfig=True)
 
+    def sshd(self) -> Sshd:
+        return Sshd(self.namespace, Path(self.dir) / "ssh", self.underlay_ip)
+
 
 def _ipv4_only(ns: Namespace) -> Namespace:
     """The lab is IPv4: without IPv6, no link-local addresses appear (and routes change)
@@ -97,13 +103,19 @@ class Lab:
     def hosts(self) -> list[LabHost]:
         return [LabHost(**h) for h in self._load()["hosts"]]
 
-    def _save(self, switch: str, hosts: list[LabHost]) -> None:
+    def features(self) -> dict[str, bool]:
+        """What the hosts run besides OVS: {"docker": ..., "ssh": ...}."""
+        state = self._load()
+        return {"docker": state.get("docker", True), "ssh": state.get("ssh", False)}
+
+    def _save(self, switch: str, hosts: list[LabHost], *, docker: bool, ssh: bool) -> None:
         self.state_file.write_text(json.dumps(
-            {"switch": switch, "hosts": [asdict(h) for h in hosts]}, indent=2) + "\n")
+            {"switch": switch, "hosts": [asdict(h) for h in hosts], "docker": docker,
+             "ssh": ssh}, indent=2) + "\n")
 
     # -- up ----------------------------------------------------------------------------------
 
-    def up(self, count: int = 2, *, prefix: str = "rf",
+    def up(self, count: int = 2, *, prefix: str = "rf", docker: bool = True, ssh: bool = False,
            progress: Callable[[str], None] = lambda _: None) -> Path:
         """Create the lab and write its inventory; returns the inventory's path."""
         if not 1 <= count <= MAX_HOSTS:
@@ -123,36 +135,56 @@ class Lab:
         switch = f"{prefix}-sw"
         hosts = [LabHost(f"h{i}", i, f"{prefix}-h{i}", str(self.root / f"h{i}"))
                  for i in range(1, count + 1)]
-        self._save(switch, hosts)  # first, so that `down` can clean up a half-made lab
+        # first, so that `down` can clean up a half-made lab
+        self._save(switch, hosts, docker=docker, ssh=ssh)
+        keys = LabKeys(self.root).create() if ssh else None
         try:
             started = time.monotonic()
-            self._wire(switch, hosts)
+            self._wire(switch, hosts, ssh=ssh)
             progress(f"namespaces and underlay ({time.monotonic() - started:.2f} s)")
-            with ThreadPoolExecutor(len(hosts)) as pool:
-                list(pool.map(self._start_host, hosts))
-            progress(f"OVS and dockerd on {count} host(s) ({time.monotonic() - started:.2f} s)")
+            with ThreadPoolExecutor(min(len(hosts), 8)) as pool:
+                list(pool.map(lambda h: self._start_host(h, docker=docker, keys=keys), hosts))
+            daemons = " and ".join(["OVS", *(["dockerd"] if docker else []),
+                                    *(["sshd"] if ssh else [])])
+            progress(f"{daemons} on {count} host(s) ({time.monotonic() - started:.2f} s)")
+            if keys is not None:
+                keys.write_known_hosts([(h.underlay_ip, h.sshd().public_host_key)
+                                        for h in hosts])
         except Exception as exc:
             self.down()
             raise RunflowError(f"lab up failed, nothing is left behind: {exc}") from exc
         except BaseException:
             self.down()
             raise
-        self.inventory_path.write_text(self.inventory_text(hosts))
+        self.inventory_path.write_text(self.inventory_text(hosts, docker=docker, ssh=ssh))
         return self.inventory_path
 
-    def _wire(self, switch_name: str, hosts: list[LabHost]) -> None:
+    def _wire(self, switch_name: str, hosts: list[LabHost], *, ssh: bool) -> None:
         switch = _ipv4_only(Namespace(switch_name).create())
         switch.run(["ip", "link", "add", "sw0", "type", "bridge"])
         switch.run(["ip", "link", "set", "sw0", "up"])
+        if ssh:  # where `lab connect` reaches the hosts' sshd from
+            switch.run(["ip", "addr", "add", SWITCH_ADDRESS, "dev", "sw0"])
+            # The switch's own TCP must carry whole checksums: a host's userspace datapath
+            # reads the veth with a packet socket and hands the segments to its br-phy tap
+            # as they are, and the host's kernel drops a TCP segment whose checksum was left
+            # for the hardware to fill in (ping, computed in software, passes regardless).
+            switch.run(["ethtool", "-K", "sw0", "tx", "off"])
         for host in hosts:
             ns = _ipv4_only(host.namespace.create())
             wire(ns, switch, "underlay0", f"p-{host.name}", mtu=MTU)
             switch.run(["ip", "link", "set", f"p-{host.name}", "master", "sw0"])
 
-    def _start_host(self, host: LabHost) -> None:
+    def _start_host(self, host: LabHost, *, docker: bool, keys: LabKeys | None) -> None:
         Path(host.dir).mkdir(parents=True, exist_ok=True)
         ovs = host.ovs().start(detached=True)
         build_underlay(ovs, "underlay0", f"{host.underlay_ip}/24", mtu=MTU)
+        if keys is not None:
+            sshd = host.sshd()
+            sshd.configure(keys)
+            sshd.start()
+        if not docker:
+            return
         dockerd = host.dockerd()
         dockerd.config_path.parent.mkdir(parents=True, exist_ok=True)
         dockerd.config_path.write_text(json.dumps(DOCKER_CONFIG, indent=2) + "\n")
@@ -165,10 +197,12 @@ class Lab:
         finally:
             client.close()
 
-    def inventory_text(self, hosts: list[LabHost]) -> str:
+    def inventory_text(self, hosts: list[LabHost], *, docker: bool = True,
+                       ssh: bool = False) -> str:
         """Hosts h1..hN with the vars the workflows in workflows/ expect. Hosts pair up
         (h1↔h2, h3↔h4, ...) for the point-to-point tunnels. Written by a TOML writer: the
-        lab's directory, in every path here, may hold any character (a quote, a backslash)."""
+        lab's directory, in every path here, may hold any character (a quote, a backslash).
+        With ssh, a host is reached only over SSH: its endpoints are paths on the host."""
         inventory: dict[str, Any] = {}
         for host in hosts:
             partner = next((h for h in hosts if h.index == host.index + (1 if host.index % 2
@@ -185,18 +219,34 @@ class Lab:
                 host_vars.update(remote_ip=partner.underlay_ip,
                                  peer_address=f"172.16.42.{partner.index}",
                                  peer_container_address=f"172.16.42.{32 * partner.index}")
-            dockerd = host.dockerd()
-            inventory[host.name] = {
-                "netns": host.netns,
-                "ovsdb": host.ovs().endpoint,
-                "docker": dockerd.url,
-                "docker_config": str(dockerd.config_path),
-                "docker_sysconfig": str(dockerd.sysconfig_path),
-                "vars": host_vars,
-                "services": {"docker": {"restart": dockerd.restart_command()}},
-            }
+            entry: dict[str, Any] = (self._ssh_entry(host) if ssh else {"netns": host.netns})
+            entry["ovsdb"] = host.ovs().endpoint
+            if docker:
+                dockerd = host.dockerd()
+                entry.update({
+                    "docker": dockerd.url,
+                    "docker_config": str(dockerd.config_path),
+                    "docker_sysconfig": str(dockerd.sysconfig_path),
+                    "services": {"docker": {"restart": dockerd.restart_command()}},
+                })
+            entry["vars"] = host_vars
+            inventory[host.name] = entry
         return ("# Written by `runflow lab up`; removed by `runflow lab down`.\n\n"
                 + tomli_w.dumps({"hosts": inventory}))
+
+    def _ssh_entry(self, host: LabHost) -> dict[str, Any]:
+        keys = LabKeys(self.root)
+        return {
+            "ssh": f"root@{host.underlay_ip}",
+            "ssh_identity": str(keys.identity),
+            "ssh_options": [
+                "-o", f"ProxyCommand={proxy_command(self.root, host.name)}",
+                "-o", f"UserKnownHostsFile={keys.known_hosts}",
+                "-o", "GlobalKnownHostsFile=/dev/null",
+                "-o", "StrictHostKeyChecking=yes",
+                "-o", "IdentitiesOnly=yes",
+            ],
+        }
 
     # -- down and status ---------------------------------------------------------------------
 
@@ -218,19 +268,22 @@ class Lab:
         docker_dir = Path(host.dir) / "docker"
         if (docker_dir / "dockerd.json").exists():
             load_dockerd(docker_dir).remove()
+        host.sshd().stop()
         host.ovs().stop_detached()
 
     def status(self) -> list[dict[str, Any]]:
         rows = []
+        features = self.features()
         for host in self.hosts():
             rows.append({
+                **({"sshd_running": host.sshd().pid() is not None} if features["ssh"] else {}),
                 "host": host.name,
                 "netns": host.netns,
                 "netns_exists": host.namespace.exists(),
                 "underlay_ip": host.underlay_ip,
                 "ovs_running": host.ovs().running(),
                 # the dockerd the lab tracks runs and answers (not merely: something answers)
-                "dockerd_answers": host.dockerd().up(),
-                "image": BUSYBOX_IMAGE,
+                "dockerd_answers": host.dockerd().up() if features["docker"] else None,
+                "image": BUSYBOX_IMAGE if features["docker"] else None,
             })
         return rows
