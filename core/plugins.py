@@ -40,7 +40,7 @@ class Builtin(NamedTuple):
 
 
 _LINK_ACTIONS = ("link.set", "addr.present", "addr.absent", "veth.present", "veth.absent",
-                 "netns.move", "route.present", "route.absent")
+                 "netns.move", "route.present", "route.absent", "rule.present", "rule.absent")
 _BRIDGE_ACTIONS = ("bridge.present", "bridge.absent", "bridge.port")
 _OVS_ACTIONS = ("ovs.bridge.present", "ovs.bridge.absent", "ovs.port.present", "ovs.port.absent",
                 "ovs.bond.present", "ovs.bond.absent", "ovs.set", "ovs.unset", "ovs.get")

@@ -38,6 +38,7 @@ from runflow.core.actions import Action, Context, State
 from runflow.core.errors import ActionError
 from runflow.core.hosts import Host
 
+from ..system.files import WRITE, missing_dirs, read_text, remove_dirs, remove_file, write_text
 from ..system.service import Manager, service_argv
 from .args import DockerDaemonArgs
 from .attachment import linux_bridge, vsctl_argv
@@ -53,15 +54,6 @@ OVS_BRIDGE_HELP = (
     "{bridge}: its internal port is an ordinary device), or start containers with network = "
     "\"none\" and attach them to {bridge} with container.attach"
 )
-
-# A fixed script with the data as arguments: what `plan` and `export` show for a file write.
-WRITE = ["sh", "-c", 'printf "%s" "$1" > "$2"', "write"]
-# How a file is replaced on an SSH host: its text on standard input, its path as $1; in one
-# step (rename), keeping the file's mode, making the directories above it.
-REMOTE_WRITE = ["sh", "-c", 'set -e; t="$1.runflow-tmp"; mkdir -p "$(dirname "$1")"; '
-                'cat >"$t"; if [ -e "$1" ]; then chmod --reference="$1" "$t"; '
-                'else chmod 644 "$t"; fi; mv -f "$t" "$1"', "write"]
-
 
 def wanted(args: DockerDaemonArgs) -> dict[str, Any]:
     """The settings the step gives, normalised."""
@@ -138,49 +130,6 @@ def daemon_state(host: Host, path: str) -> str:
     return CURRENT if started >= _last_change(path) else STALE
 
 
-def _missing_dirs(ctx: Context, path: str) -> list[str]:
-    """The directories above path that do not exist, outermost first: what a write makes."""
-    if ctx.host.remote:
-        parents = []
-        parent = os.path.dirname(path)
-        while parent and parent not in parents:
-            parents.append(parent)
-            parent = os.path.dirname(parent)
-        listed = ctx.host.run(["ls", "-d", "--", *parents], check=False).stdout
-        existing = set(listed.splitlines())
-        missing_remote: list[str] = []
-        for parent in parents:
-            if parent in existing:
-                break
-            missing_remote.insert(0, parent)
-        return missing_remote
-    missing = []
-    parent = os.path.dirname(path)
-    while parent and not os.path.isdir(parent):
-        missing.insert(0, parent)
-        parent = os.path.dirname(parent)
-    return missing
-
-
-def read_text(path: str, host: Host | None = None) -> str | None:
-    """The file's text (None when there is none); surrogateescape: any byte survives the
-    journal's JSON and comes back exactly. On an SSH host, read by `cat` there."""
-    if host is not None and host.remote:
-        done = host.run(["cat", "--", path], check=False)
-        if done.returncode == 0:
-            return done.stdout
-        if "No such file" in done.stderr:
-            return None
-        raise ActionError(f"cannot read {path} on {host.name}: {done.stderr.strip()}")
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "surrogateescape")
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ActionError(f"cannot read {path}: {exc.strerror}") from None
-
-
 # -- the action ---------------------------------------------------------------------------------
 
 
@@ -216,7 +165,7 @@ class DaemonConfig(Action):
         return {
             "path": path,
             "text": text,
-            "missing_dirs": _missing_dirs(ctx, path),
+            "missing_dirs": missing_dirs(ctx, path),
             "settings": self.parse(text or ""),
             "ovs_bridge": bool(args.bridge) and self._ovs_bridge(ctx, args.bridge),
             "restart": service_argv(ctx.host, self.service_manager, "restart", args.restart)
@@ -237,7 +186,7 @@ class DaemonConfig(Action):
             raise ActionError(OVS_BRIDGE_HELP.format(bridge=args.bridge))
         text = self.render(before["text"] or "", wanted(args))
         if text != before["text"]:
-            self._write(ctx, before["path"], text)
+            write_text(ctx, before["path"], text)
         if before["restart"]:
             ctx.run(before["restart"])
 
@@ -249,14 +198,10 @@ class DaemonConfig(Action):
         path, text = before["path"], before["text"]
         rewritten = read_text(path, ctx.host) != text
         if rewritten and text is None:
-            ctx.commands.append(ctx.host.describe(["rm", "-f", path]))
-            if ctx.host.remote:
-                ctx.host.run(["rm", "-f", "--", path])
-            else:
-                os.unlink(path)
+            remove_file(ctx, path)
         elif rewritten:
-            self._write(ctx, path, text)
-        self._remove_dirs(ctx, before.get("missing_dirs", []))
+            write_text(ctx, path, text)
+        remove_dirs(ctx, before.get("missing_dirs", []))
         if before["restart"] and (rewritten or self._restart_due(ctx, path, before)):
             ctx.run(before["restart"])
 
@@ -266,26 +211,6 @@ class DaemonConfig(Action):
         if state == STOPPED:
             return before.get("daemon") != STOPPED
         return state != CURRENT
-
-    @staticmethod
-    def _remove_dirs(ctx: Context, made: list[str]) -> None:
-        """Remove the directories apply made for the file, innermost first, while empty:
-        one that holds something else now is not only runflow's any more."""
-        for directory in reversed(made):
-            if ctx.host.remote:
-                done = ctx.host.run(["rmdir", "--", directory], check=False)
-                if done.returncode and "No such file" not in done.stderr:
-                    return
-                if done.returncode == 0:
-                    ctx.commands.append(ctx.host.describe(["rmdir", directory]))
-                continue
-            try:
-                os.rmdir(directory)
-            except FileNotFoundError:
-                continue
-            except OSError:
-                return
-            ctx.commands.append(ctx.host.describe(["rmdir", directory]))
 
     def describe(self, args: DockerDaemonArgs, before: State | None = None) -> list[list[str]]:
         if before is None:
@@ -302,22 +227,6 @@ class DaemonConfig(Action):
                    else [*WRITE, before["text"], before["path"]])
         dirs = [["rmdir", d] for d in reversed(before.get("missing_dirs", []))]
         return [restore, *dirs, *([before["restart"]] if before["restart"] else [])]
-
-    @staticmethod
-    def _write(ctx: Context, path: str, text: str) -> None:
-        """Replace the file in one step (a crash leaves the old or the new, never half),
-        keeping its mode."""
-        ctx.commands.append(ctx.host.describe([*WRITE, text, path]))
-        if ctx.host.remote:
-            ctx.host.run([*REMOTE_WRITE, path], input=text)
-            return
-        mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = f"{path}.runflow-tmp"
-        with open(tmp, "wb") as f:
-            f.write(text.encode("utf-8", "surrogateescape"))
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
 
     @staticmethod
     def _ovs_bridge(ctx: Context, name: str) -> bool:

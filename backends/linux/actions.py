@@ -34,12 +34,15 @@ from .args import (ABSENT, HOME, AddAddr, AddBridge, AddrAbsentArgs, AddrPresent
                    BridgeArgs, BridgePortArgs, Change, DelAddr, DelLink, DelRoute, Enslave,
                    LinkSetArgs, MoveLink, Netns, NetnsMoveArgs, Record, Release, RenameLink,
                    ReplaceRoute, RouteArgs, RoutePresentArgs, SetLink, VethAbsentArgs,
-                   VethPresentArgs, desired_route, family, managed, restore_addresses,
-                   restore_link, restore_routes, route_matches, simulate)
+                   VethPresentArgs, AddRule, DelRule, RuleAbsentArgs, RulePresentArgs,
+                   BridgePresentArgs, bridge_changes, desired_route, desired_rule, family,
+                   managed, port_changes, restorable, restore_addresses, restore_link,
+                   restore_routes, restore_rules, route_matches, rule_matches, simulate)
 from .commands import render
 from .export import (ALL_KEYS, VETH_KEYS, ShellLinux, ShellVar, address_specs, addresses_step,
-                     creating_step, matching_routes, routes_step, shell_exists, shell_is_port,
-                     shell_master, sys_path)
+                     bridge_settings_step, creating_step, matching_routes, matching_rules,
+                     routes_step, rules_step, shell_exists, shell_is_port, shell_master,
+                     sys_path, table_words)
 from .sysfs import SYS_NET
 
 # ---------------------------------------------------------------------------------------------
@@ -72,8 +75,15 @@ class Linux:
         """Addresses by device (of one device, or all)."""
         raise NotImplementedError
 
-    def routes(self, ctx: Context, fam: int, to: str | None) -> list[Record]:
-        """Main-table unicast routes of a family (to one destination, or all)."""
+    def routes(self, ctx: Context, fam: int, to: str | None,
+               table: int | None) -> list[Record]:
+        """The routes of a family of the types runflow manages (unicast, blackhole,
+        unreachable, prohibit) in one table (None: every table), to one destination (or
+        all)."""
+        raise NotImplementedError
+
+    def rules(self, ctx: Context, fam: int) -> list[Record]:
+        """The policy routing rules of a family."""
         raise NotImplementedError
 
     def execute(self, ctx: Context, changes: Sequence[Change]) -> None:
@@ -118,11 +128,14 @@ class View:
             self._read.update(linux.links(ctx, wanted, full=False))
         self._every: dict[bool, Mapping[str, Record]] = {}
         self._addresses: dict[str, list[Record]] | None = None
-        self._routes: dict[int, list[Record]] = {}
+        self._routes: dict[tuple[int, int | None], list[Record]] = {}
 
-    def link(self, name: str, *, addresses: bool = False, full: bool = False) -> Record:
-        """A link's record; with its addresses, or (full) all that recreating it needs."""
-        if full:
+    def link(self, name: str, *, addresses: bool = False, full: bool = False,
+             options: bool = False) -> Record:
+        """A link's record; with its addresses; with (options) what sysfs.py reads with
+        `full`: its bridge or port options, its MAC; or (full) all that recreating it needs,
+        its addresses and routes included."""
+        if full or options:
             found = self.every(full=True) if self.many else \
                 self.linux.links(self.ctx, [name], full=True)
         else:
@@ -133,6 +146,8 @@ class View:
         rec = dict(found.get(name, ABSENT))  # instances add to their copy (a veth's peer)
         if rec["exists"] and (addresses or full):
             rec["addresses"] = self.addresses(name)
+        if rec["exists"] and full:
+            rec["routes"] = self.routes_of(name)
         return rec
 
     def every(self, full: bool = False) -> Mapping[str, Record]:
@@ -154,12 +169,22 @@ class View:
             self._addresses = self.linux.addresses(self.ctx, None)
         return self._addresses.get(dev, [])
 
-    def routes(self, fam: int, to: str) -> list[Record]:
-        if not self.many:
-            return self.linux.routes(self.ctx, fam, to)
-        if fam not in self._routes:
-            self._routes[fam] = self.linux.routes(self.ctx, fam, None)
-        return [r for r in self._routes[fam] if r["to"] == to]
+    def routes(self, fam: int, to: str | None, table: int | None) -> list[Record]:
+        """Routes of a family in a table (None: every table) to a destination (None: all)."""
+        if not self.many and to is not None:
+            return self.linux.routes(self.ctx, fam, to, table)
+        if (fam, table) not in self._routes:
+            self._routes[fam, table] = self.linux.routes(self.ctx, fam, None, table)
+        return [r for r in self._routes[fam, table] if to is None or r["to"] == to]
+
+    def routes_of(self, dev: str) -> list[Record]:
+        """The routes that leave by a link, in every table, that runflow puts back with it
+        (not those the kernel makes for its addresses)."""
+        return [r for fam in (4, 6) for r in self.routes(fam, None, None)
+                if r["dev"] == dev and restorable(r)]
+
+    def rules(self, fam: int) -> list[Record]:
+        return self.linux.rules(self.ctx, fam)
 
     def remote(self, ns: Netns, name: str) -> Record:
         """A link in another namespace (ABSENT: no such link or namespace)."""
@@ -182,7 +207,10 @@ class Unobserved(View):
     def addresses(self, dev: str) -> list[Record]:
         return []
 
-    def routes(self, fam: int, to: str) -> list[Record]:
+    def routes(self, fam: int, to: str | None, table: int | None) -> list[Record]:
+        return []
+
+    def rules(self, fam: int) -> list[Record]:
         return []
 
     def remote(self, ns: Netns, name: str) -> Record:
@@ -296,6 +324,11 @@ def bridge_problem(before: State, name: str) -> str | None:
     return None
 
 
+def releases(rec: Record, wanted: str | None) -> bool:
+    """Whether making `wanted` the link's master (None: none) takes it from a bridge."""
+    return rec.get("master") is not None and rec["master"] != wanted
+
+
 def master_changes(name: str, current: str | None, wanted: str | None) -> list[Change]:
     if current == wanted:
         return []
@@ -313,7 +346,12 @@ class LinkSet(LinkAction):
         return [args.name, *([args.master] if args.master else [])]
 
     def look(self, view: View, args: LinkSetArgs) -> State:
-        links = {args.name: view.link(args.name)}
+        rec = view.link(args.name)
+        if rec["exists"] and (args.state == "down" or releases(rec, args.master or None)):
+            # what the change takes away, for undo: the IPv4 routes a link loses when it goes
+            # down, the options a port loses when it leaves its bridge
+            rec = view.link(args.name, full=True)
+        links = {args.name: rec}
         if args.master:
             links[args.master] = view.link(args.master)
         return {"links": links}
@@ -347,6 +385,8 @@ class LinkSet(LinkAction):
             return []
         touched = [key for key, given in (("mtu", args.mtu), ("up", args.state),
                                           ("master", args.master)) if given is not None]
+        touched += [key for key in ("routes",) if key in was and key in seen]
+        touched += [key for key in ("port_options",) if key in was]
         return restore_link(args.name, {**seen, **{k: was[k] for k in touched}}, seen)
 
     def shell(self, host: Host, args: LinkSetArgs, var: ShellVar) -> ShellStep:
@@ -371,6 +411,8 @@ class LinkSet(LinkAction):
             apply += out.run(SetLink(args.name, up=args.state == "up"))
         touched = [key for key, given in (("mtu", args.mtu), ("master", args.master),
                                           ("up", args.state)) if given is not None]
+        # what the link loses: its IPv4 routes going down, its options leaving a bridge
+        touched += ["routes4"] * (args.state == "down") + ["port_opts"] * (args.master is not None)
         save, saved = out.save_link(args.name, var, touched)
         return ShellStep(check=" && ".join(holds), save=tuple(save), saved=tuple(saved),
                          apply=tuple(apply),
@@ -379,16 +421,29 @@ class LinkSet(LinkAction):
 
 class AddressAction(LinkAction):
     """addr.present and addr.absent: undo puts the link's addresses back, and only while the
-    link is there (the step that made or removed the link undoes that)."""
+    link is there (the step that made or removed the link undoes that). A step that removes
+    addresses also keeps the link's routes: the kernel deletes those that needed them (a
+    gateway in their subnet, one as source), and undo puts them back."""
 
     def link_names(self, args: Any) -> list[str]:
         return [args.dev]
+
+    def look(self, view: View, args: Any) -> State:
+        rec = view.link(args.dev, addresses=True)
+        if rec["exists"] and self.removing(args):
+            rec["routes"] = view.routes_of(args.dev)
+        return {"links": {args.dev: rec}}
+
+    def removing(self, args: Any) -> bool:
+        return True
 
     def restore(self, args: Any, before: State, now: State) -> list[Change]:
         was, seen = link_record(before, args.dev), link_record(now, args.dev)
         if not (was["exists"] and seen["exists"]):
             return []
-        return restore_addresses(args.dev, was.get("addresses", []), seen.get("addresses", []))
+        return [*restore_addresses(args.dev, was.get("addresses", []), seen.get("addresses", [])),
+                *(restore_routes(was["routes"], seen["routes"])
+                  if "routes" in was and "routes" in seen else [])]
 
 
 class AddrPresent(AddressAction):
@@ -397,8 +452,8 @@ class AddrPresent(AddressAction):
     Args = AddrPresentArgs
     summary = "an address is on a link (exclusive: the only one of its family)"
 
-    def look(self, view: View, args: AddrPresentArgs) -> State:
-        return {"links": {args.dev: view.link(args.dev, addresses=True)}}
+    def removing(self, args: AddrPresentArgs) -> bool:
+        return args.exclusive
 
     def _family_list(self, args: AddrPresentArgs, before: State) -> list[str]:
         fam = family(args.address)
@@ -445,17 +500,14 @@ class AddrPresent(AddressAction):
                      "done",
                      f"if [ \"${first}\" != {word(args.address)} ]; then "
                      f"{out.one_line(AddAddr(args.dev, args.address))}; fi"]
-        return addresses_step(out, args.dev, fam, var, holds, apply)
+        return addresses_step(out, args.dev, fam, var, holds, apply, removing=args.exclusive)
 
 
 class AddrAbsent(AddressAction):
     name = "addr.absent"
     family = "link"
     Args = AddrAbsentArgs
-    summary = "an address is not on a link"
-
-    def look(self, view: View, args: AddrAbsentArgs) -> State:
-        return {"links": {args.dev: view.link(args.dev, addresses=True)}}
+    summary = "an address is not on a link (undo puts it back, with the routes that went with it)"
 
     def check(self, args: AddrAbsentArgs, before: State) -> bool:
         return not self.changes(args, before)
@@ -470,7 +522,7 @@ class AddrAbsent(AddressAction):
         holds = (f"! {{ {address_specs(args.dev, fam)} | cut -d' ' -f1 | "
                  f"grep -qxF -- {word(args.address)}; }}")
         return addresses_step(out, args.dev, fam, var, holds,
-                              out.run(DelAddr(args.dev, args.address)))
+                              out.run(DelAddr(args.dev, args.address)), removing=True)
 
 
 def _veth_state(view: View, name: str, peer: str | None, peer_netns: str | None, *,
@@ -654,7 +706,8 @@ class NetnsMove(LinkAction):
     def look(self, view: View, args: NetnsMoveArgs) -> State:
         target = self._target(view, args)
         there = view.remote(target, args.rename or args.name) if target else None
-        return {"links": {args.name: view.link(args.name, addresses=True)},
+        # full: what the link leaves behind (addresses, routes, its options as a port)
+        return {"links": {args.name: view.link(args.name, full=True)},
                 "target": target.to_json() if target else None,
                 "there": bool(there and there["exists"])}
 
@@ -691,20 +744,22 @@ class NetnsMove(LinkAction):
         if args.rename and args.rename != args.name:
             changes.append(RenameLink(args.rename, args.name, inside=target))
         changes.append(MoveLink(args.name, HOME, inside=target))
-        # A link that changes namespace arrives down, without master or addresses.
-        arrived = {**was, "up": False, "master": None, "addresses": []}
+        # A link that changes namespace arrives down, without master, addresses or routes.
+        arrived = {**was, "up": False, "master": None, "addresses": [], "routes": []}
+        arrived.pop("port_options", None)
         return changes + restore_link(args.name, was, arrived)
 
 
 def _route_state(view: View, args: RouteArgs) -> State:
-    return {"routes": view.routes(args.family, args.to)}
+    return {"routes": view.routes(args.family, args.to, args.table)}
 
 
 class RoutePresent(LinkAction):
     name = "route.present"
     family = "link"
     Args = RoutePresentArgs
-    summary = "a route in the main table (replacing one to the same destination and metric)"
+    summary = ("a route in a table, main by default (replacing one to the same destination "
+               "and metric)")
 
     def look(self, view: View, args: RoutePresentArgs) -> State:
         return _route_state(view, args)
@@ -727,7 +782,8 @@ class RoutePresent(LinkAction):
 class RouteAbsent(RoutePresent):
     name = "route.absent"
     Args = RouteArgs
-    summary = "no route in the main table matches (undo puts the deleted ones back)"
+    summary = ("no route of a table (main by default) matches (undo puts the deleted ones "
+               "back)")
 
     def check(self, args: RouteArgs, before: State) -> bool:
         return not any(route_matches(r, args) for r in before["routes"])
@@ -740,11 +796,70 @@ class RouteAbsent(RoutePresent):
         return routes_step(args, var, f"! {{ {matching_routes(args)} | grep -q .; }}", [
             "# shellcheck disable=SC2086",
             f"{matching_routes(args)} | while read -r {route}; do "
-            f"(set -f; ip -{args.family} route del ${route}); done"])
+            f"(set -f; ip -{args.family} route del ${route}{table_words(args)}); done"])
+
+
+class RulePresent(LinkAction):
+    name = "rule.present"
+    family = "link"
+    Args = RulePresentArgs
+    summary = "a policy routing rule sends what it matches to a table (added if missing)"
+
+    exact: ClassVar[bool] = True  # the rules to look at: those with exactly these selectors
+
+    def look(self, view: View, args: Any) -> State:
+        return {"rules": [r for r in view.rules(args.family)
+                          if rule_matches(r, args, exact=self.exact)]}
+
+    def check(self, args: Any, before: State) -> bool:
+        return bool(before["rules"])
+
+    def changes(self, args: Any, before: State) -> list[Change]:
+        return [] if self.check(args, before) else [AddRule(desired_rule(args))]
+
+    def restore(self, args: Any, before: State, now: State) -> list[Change]:
+        return restore_rules(before["rules"], now["rules"])
+
+    def shell(self, host: Host, args: Any, var: ShellVar) -> ShellStep:
+        out = ShellLinux(self.linux.centos6, host)
+        return rules_step(args, var, f"{matching_rules(args, exact=True)} | grep -q .",
+                          out.run(AddRule(desired_rule(args))), exact=True)
+
+
+class RuleAbsent(RulePresent):
+    name = "rule.absent"
+    Args = RuleAbsentArgs
+    summary = ("no policy routing rule has these selectors (undo puts the deleted ones back, "
+               "with their priorities)")
+    exact = False  # every rule with these selectors, whatever others it has
+
+    def check(self, args: Any, before: State) -> bool:
+        return not before["rules"]
+
+    def refuse(self, args: Any, before: State) -> str | None:
+        odd = [r["priority"] for r in before["rules"] if r["other"]]
+        return (f"the rules of priority {', '.join(map(str, odd))} match, but have what runflow "
+                "could not put back (a tos, ipproto, port or uid range, \"not\", an action other "
+                "than a table lookup...): delete them with `ip rule del`, or name them more "
+                "closely") if odd else None
+
+    def changes(self, args: Any, before: State) -> list[Change]:
+        return [DelRule(r) for r in before["rules"]]
+
+    def shell(self, host: Host, args: Any, var: ShellVar) -> ShellStep:
+        rule, matching = var("rule"), matching_rules(args, exact=False)
+        odd = matching_rules(args, exact=False, odd=True)
+        return rules_step(args, var, f"! {{ {matching} | grep -q .; }} && ! {{ {odd} | grep -q .; }}", [
+            f"if {odd} | grep -q .; then echo \"rules that runflow could not put back match "
+            f"(a tos, ipproto, port or uid range, not, ...): $({odd} | tr '\\n' ';')\" >&2; "
+            "false; fi",
+            "# shellcheck disable=SC2086",
+            f"{matching} | while read -r {rule}; do "
+            f"(set -f; ip -{args.family} rule del ${rule}); done"], exact=False)
 
 
 LINK_ACTIONS = (LinkSet, AddrPresent, AddrAbsent, VethPresent, VethAbsent, NetnsMove,
-                RoutePresent, RouteAbsent)
+                RoutePresent, RouteAbsent, RulePresent, RuleAbsent)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -757,37 +872,71 @@ LINK_ACTIONS = (LinkSet, AddrPresent, AddrAbsent, VethPresent, VethAbsent, Netns
 class BridgePresent(LinkAction):
     name = "bridge.present"
     family = "bridge"
-    Args = BridgeArgs
-    summary = "a Linux bridge exists"
+    Args = BridgePresentArgs
+    summary = "a Linux bridge exists, with the options given (undo puts the old ones back)"
 
-    def link_names(self, args: BridgeArgs) -> list[str]:
+    def link_names(self, args: BridgePresentArgs) -> list[str]:
         return [args.name]
 
-    def look(self, view: View, args: BridgeArgs) -> State:
-        return {"links": {args.name: view.link(args.name)}}
+    def look(self, view: View, args: BridgePresentArgs) -> State:
+        return {"links": {args.name: view.link(args.name, options=bool(args.options()))}}
 
-    def check(self, args: BridgeArgs, before: State) -> bool:
-        return bridge_problem(before, args.name) is None
+    def check(self, args: BridgePresentArgs, before: State) -> bool:
+        return bridge_problem(before, args.name) is None and not self.changes(args, before)
 
-    def refuse(self, args: BridgeArgs, before: State) -> str | None:
+    def refuse(self, args: BridgePresentArgs, before: State) -> str | None:
         rec = link_record(before, args.name)
-        return bridge_problem(before, args.name) if rec["exists"] else None
+        if not rec["exists"]:
+            return None
+        problem = bridge_problem(before, args.name)
+        if problem:
+            return problem
+        lacking = [key for key in self._wanted(args) if key not in rec["bridge_options"]]
+        return (f"the kernel's bridges have no {', '.join(lacking)} (Linux 3.8 or later with "
+                "CONFIG_BRIDGE_VLAN_FILTERING has vlan_filtering; 2.6.34 or later "
+                "multicast_snooping)") if lacking else None
 
-    def changes(self, args: BridgeArgs, before: State) -> list[Change]:
-        return [] if link_record(before, args.name)["exists"] else [AddBridge(args.name)]
+    @staticmethod
+    def _wanted(args: BridgePresentArgs) -> dict[str, str]:
+        # VLAN filtering off is what a kernel without it has.
+        return {k: v for k, v in args.options().items() if (k, v) != ("vlan_filtering", "0")}
 
-    def shell(self, host: Host, args: BridgeArgs, var: ShellVar) -> ShellStep:
+    def changes(self, args: BridgePresentArgs, before: State) -> list[Change]:
+        rec = link_record(before, args.name)
+        changes: list[Change] = [] if rec["exists"] else [AddBridge(args.name)]
+        now = rec.get("bridge_options", {}) if rec["exists"] else None
+        if now is not None and now.get("stp_state") == "2" and args.stp:
+            now = {**now, "stp_state": "1"}  # STP run by a user-space daemon is on too
+        changes += bridge_changes(args.name, self._wanted(args), now)
+        if args.mtu is not None and args.mtu != rec.get("mtu"):
+            changes.append(SetLink(args.name, mtu=args.mtu))
+        return changes
+
+    def restore(self, args: BridgePresentArgs, before: State, now: State) -> list[Change]:
+        # What this step changes: the bridge itself, or the options and MTU it was given.
+        was, seen = link_record(before, args.name), link_record(now, args.name)
+        if not (was["exists"] and seen["exists"]):
+            return restore_link(args.name, was, seen)
+        touched = {k: v for k, v in was.get("bridge_options", {}).items() if k in args.options()}
+        return [*bridge_changes(args.name, touched, seen.get("bridge_options", {})),
+                *([SetLink(args.name, mtu=was["mtu"])]
+                  if args.mtu is not None and was["mtu"] != seen["mtu"] else [])]
+
+    def shell(self, host: Host, args: BridgePresentArgs, var: ShellVar) -> ShellStep:
         out = ShellLinux(self.linux.centos6, host)
-        return creating_step(out, DelLink(args.name, "bridge"), var,
-                             f"[ -d {sys_path(args.name, 'bridge')} ]",
-                             out.run(AddBridge(args.name)))
+        if not args.options() and args.mtu is None:
+            return creating_step(out, DelLink(args.name, "bridge"), var,
+                                 f"[ -d {sys_path(args.name, 'bridge')} ]",
+                                 out.run(AddBridge(args.name)))
+        return bridge_settings_step(out, args.name, self._wanted(args), args.mtu, var)
 
 
 class BridgeAbsent(LinkAction):
     name = "bridge.absent"
     family = "bridge"
     Args = BridgeArgs
-    summary = "a Linux bridge does not exist (undo recreates it with its ports and addresses)"
+    summary = ("a Linux bridge does not exist (undo recreates it with its options, ports, "
+               "addresses and routes)")
 
     def look(self, view: View, args: BridgeArgs) -> State:
         return {"links": {args.name: view.link(args.name, full=True)}}
@@ -820,7 +969,11 @@ class BridgePort(LinkAction):
         return [args.name, args.bridge]
 
     def look(self, view: View, args: BridgePortArgs) -> State:
-        return {"links": {args.name: view.link(args.name), args.bridge: view.link(args.bridge)}}
+        rec = view.link(args.name)
+        if rec["exists"] and releases(rec, args.bridge if args.present else None) and \
+                (args.present or rec["master"] == args.bridge):
+            rec = view.link(args.name, full=True)  # its options as a port, for undo
+        return {"links": {args.name: rec, args.bridge: view.link(args.bridge)}}
 
     def check(self, args: BridgePortArgs, before: State) -> bool:
         rec = link_record(before, args.name)
@@ -843,7 +996,10 @@ class BridgePort(LinkAction):
         was, seen = link_record(before, args.name), link_record(now, args.name)
         if not (was["exists"] and seen["exists"]):
             return []
-        return master_changes(args.name, seen["master"], was["master"])
+        changes = master_changes(args.name, seen["master"], was["master"])
+        if changes and was["master"]:
+            changes += port_changes(args.name, was["master"], was.get("port_options"), None)
+        return changes
 
     def shell(self, host: Host, args: BridgePortArgs, var: ShellVar) -> ShellStep:
         out = ShellLinux(self.linux.centos6, host)
@@ -857,10 +1013,10 @@ class BridgePort(LinkAction):
         else:
             holds = f"! {shell_is_port(args.bridge, args.name)}"
             change = f"if [ \"${now}\" = {word(args.bridge)} ]; then {release}; fi"
-        save, saved = out.save_link(args.name, var, ("master",))
+        save, saved = out.save_link(args.name, var, ("master", "port_opts"))
         return ShellStep(check=holds, save=tuple(save), saved=tuple(saved),
                          apply=(shell_master(args.name, now), change),
-                         undo=tuple(out.restore_link(args.name, var, ("master",))))
+                         undo=tuple(out.restore_link(args.name, var, ("master", "port_opts"))))
 
 
 BRIDGE_ACTIONS = (BridgePresent, BridgeAbsent, BridgePort)

@@ -1,6 +1,6 @@
 """What the Linux network actions — links, bridges, addresses, veth pairs, network
-namespaces and routes — mean, shared by every backend that implements them (iproute2, brctl,
-netlink):
+namespaces, routes and policy routing rules — mean, shared by every backend that implements
+them (iproute2, brctl, netlink):
 
 - their arguments, checked when a workflow is loaded: a bad name, address or rule is an input
   error naming the field, and never reaches a command or a netlink message;
@@ -20,12 +20,15 @@ import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import (AfterValidator, BeforeValidator, Field, ValidationInfo, create_model,
+                      field_validator, model_validator)
 
 from runflow.core.actions import Args, State
 from runflow.core.errors import ActionError
 from runflow.core.fields import IfName, IPAddress, IPInterface, IPNetwork, Name
 from runflow.core.hosts import Host, NetnsHost
+
+from .options import ordered
 
 Mtu = Annotated[int, Field(ge=68, le=65535)]
 
@@ -64,6 +67,68 @@ class LinkSetArgs(Args):
 
 class BridgeArgs(Args):
     name: IfName = Field(description="the Linux bridge")
+
+
+# The backends of target centos6: what they cannot do is refused when a step is validated for
+# them (the chosen backend is in the validation context).
+CENTOS6_BACKENDS = ("iproute2", "brctl")
+
+
+def for_centos6(info: ValidationInfo) -> bool:
+    return (info.context or {}).get("backend") in CENTOS6_BACKENDS
+
+
+def no_centos6_form(what: str, why: str) -> ValueError:
+    return ValueError(f"{what} has no CentOS 6 form ({why}): the {' and '.join(CENTOS6_BACKENDS)} "
+                      "backends (target centos6) use only CentOS 6's kernel and tools")
+
+
+class BridgePresentArgs(BridgeArgs):
+    """A Linux bridge, with the settings given (the others are left as they are)."""
+
+    stp: bool | None = Field(default=None, description=(
+        "spanning tree on (the kernel's STP) or off"))
+    forward_delay: float | None = Field(default=None, ge=0, le=30, description=(
+        "seconds a port spends listening and learning before it forwards (2-30 with STP)"))
+    vlan_filtering: bool | None = Field(default=None, description=(
+        "VLAN filtering on the bridge's ports (needs Linux 3.8 or later with "
+        "CONFIG_BRIDGE_VLAN_FILTERING)"))
+    mcast_snooping: bool | None = Field(default=None, description=(
+        "IGMP/MLD snooping: multicast goes only to the ports that joined"))
+    mtu: Mtu | None = Field(default=None, description="the bridge's MTU in bytes")
+
+    @field_validator("forward_delay")
+    @classmethod
+    def _hundredths(cls, value: float | None) -> float | None:
+        if value is not None and abs(value * 100 - round(value * 100)) > 1e-6:
+            raise ValueError("give the forward delay in seconds with at most two decimals")
+        return value
+
+    @field_validator("vlan_filtering")
+    @classmethod
+    def _vlan_filtering_on_centos6(cls, value: bool | None, info: ValidationInfo) -> bool | None:
+        if value and for_centos6(info):
+            raise no_centos6_form("vlan_filtering = true", "bridge VLAN filtering came with "
+                                  "Linux 3.8; CentOS 6 runs 2.6.32")
+        return value
+
+    @model_validator(mode="after")
+    def _stp_delay(self) -> BridgePresentArgs:
+        if self.stp and self.forward_delay is not None and self.forward_delay < 2:
+            raise ValueError("with stp = true the kernel takes a forward_delay of 2 to 30 "
+                             "seconds")
+        return self
+
+    def options(self) -> dict[str, str]:
+        """The bridge options given, as /sys prints them (options.py)."""
+        given = {"stp_state": None if self.stp is None else str(int(self.stp)),
+                 "forward_delay": None if self.forward_delay is None else
+                 str(round(self.forward_delay * 100)),
+                 "vlan_filtering": None if self.vlan_filtering is None else
+                 str(int(self.vlan_filtering)),
+                 "multicast_snooping": None if self.mcast_snooping is None else
+                 str(int(self.mcast_snooping))}
+        return {k: v for k, v in given.items() if v is not None}
 
 
 class BridgePortArgs(Args):
@@ -149,12 +214,43 @@ class NetnsMoveArgs(Args):
         return self
 
 
-# -- routes -------------------------------------------------------------------------------------
+# -- routes and rules ---------------------------------------------------------------------------
+
+# Routing tables by name, as `ip` names the kernel's own (a number is taken too).
+TABLES = {"main": 254, "local": 255, "default": 253}
+RT_TABLE_MAIN = TABLES["main"]
+ROUTE_TYPES = ("unicast", "blackhole", "unreachable", "prohibit")
+
+
+def _table(value: object) -> object:
+    if isinstance(value, str) and value in TABLES:
+        return TABLES[value]
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError('must be a table number (1-4294967295) or "main", "local", "default"')
+    return value
+
+
+Table = Annotated[int, BeforeValidator(_table), Field(ge=1, le=4294967295)]
+
+
+def table_of(word: str) -> int | str:
+    """A table as `ip` prints it: a number, a kernel table's name, or another name that
+    /etc/iproute2/rt_tables gives (kept as it is)."""
+    return int(word) if word.isdigit() else TABLES.get(word, word)
+
+
+def _families(*values: str | None, ipv6: bool | None = None) -> set[int]:
+    found = {6 if ":" in v else 4 for v in values if v not in (None, "default", "all")}
+    if ipv6 is not None:
+        found.add(6 if ipv6 else 4)
+    return found
 
 
 class RouteArgs(Args):
-    """A route in the main table. route.present replaces a route to the same destination and
-    metric; route.absent deletes every route that matches the arguments given."""
+    """A route. route.present replaces a route to the same destination and metric in its
+    table; route.absent deletes every route of the table that matches the arguments given."""
 
     to: Literal["default"] | IPNetwork = Field(
         description='the destination network, or "default"')
@@ -162,6 +258,14 @@ class RouteArgs(Args):
     dev: IfName | None = Field(default=None, description="the link the route leaves by")
     metric: int | None = Field(default=None, ge=0, le=4294967295,
                                description="the route's metric (lower wins)")
+    table: Table = Field(default=RT_TABLE_MAIN, description=(
+        'the routing table: a number, or "main" (the default), "local", "default"'))
+    src: IPAddress | None = Field(default=None, description=(
+        "the source address the host prefers for traffic the route sends"))
+    type: Literal[ROUTE_TYPES] | None = Field(  # type: ignore[valid-type]
+        default=None, description=(
+            "unicast (a usable route), blackhole (dropped silently), unreachable or prohibit "
+            "(dropped with an ICMP error); route.absent: any type unless given"))
     ipv6: bool | None = Field(default=None, description=(
         'for to = "default" without via: true for the IPv6 default route'))
 
@@ -175,29 +279,141 @@ class RouteArgs(Args):
 
     @model_validator(mode="after")
     def _consistent(self) -> RouteArgs:
-        families = {ipaddress.ip_network(self.to).version} if self.to != "default" else set()
-        if self.via:
-            families.add(ipaddress.ip_address(self.via).version)
-        if self.ipv6 is not None:
-            families.add(6 if self.ipv6 else 4)
-        if len(families) > 1:
-            raise ValueError("to, via and ipv6 name different address families")
+        if len(_families(self.to, self.via, self.src, ipv6=self.ipv6)) > 1:
+            raise ValueError("to, via, src and ipv6 name different address families")
+        if self.type not in (None, "unicast") and (self.via or self.dev or self.src):
+            raise ValueError(f"a {self.type} route has no via, dev or src: it sends nothing")
         return self
 
     @property
     def family(self) -> int:
-        if self.to != "default":
-            return ipaddress.ip_network(self.to).version
-        if self.via:
-            return ipaddress.ip_address(self.via).version
-        return 6 if self.ipv6 else 4
+        return next(iter(_families(self.to, self.via, self.src, ipv6=self.ipv6)), 4)
 
 
 class RoutePresentArgs(RouteArgs):
+    type: Literal[ROUTE_TYPES] = Field(  # type: ignore[valid-type]
+        default="unicast", description=(
+            "unicast (a usable route; the default), blackhole (dropped silently), unreachable "
+            "or prohibit (dropped with an ICMP error)"))
+
     @model_validator(mode="after")
     def _where(self) -> RoutePresentArgs:
-        if self.via is None and self.dev is None:
+        if self.type == "unicast" and self.via is None and self.dev is None:
             raise ValueError("give via, dev or both")
+        return self
+
+
+def _from_to(value: str) -> str:
+    """A rule's from/to: "all", or a network (an address alone is one host)."""
+    if value == "all":
+        return value
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not \"all\" or a network (CIDR): {exc}") from None
+
+
+Selector = Annotated[str, AfterValidator(_from_to)]
+
+
+def _fwmark(value: object) -> object:
+    """MARK or MARK/MASK, in decimal or hex (as `ip rule` takes it) → "0xMARK/0xMASK"."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number or \"MARK/MASK\"")
+    text = str(value)
+    mark, slash, mask = text.partition("/")
+    try:
+        numbers = [int(mark, 0), int(mask, 0) if slash else 0xFFFFFFFF]
+    except ValueError:
+        raise ValueError(f"{text!r} is not a mark: a number, or MARK/MASK (e.g. 0x10/0xff)") \
+            from None
+    if not all(0 <= n <= 0xFFFFFFFF for n in numbers):
+        raise ValueError(f"{text!r}: a mark and its mask are 32-bit numbers")
+    return f"{numbers[0]:#x}/{numbers[1]:#x}"
+
+
+FwMark = Annotated[str, BeforeValidator(_fwmark)]
+
+
+class _RuleBase(Args):
+    """A policy routing rule (`ip rule`): its selectors, the table it looks up and its
+    priority. Its `from` argument is added by create_model below (a Python keyword)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> _RuleBase:
+        if len(_families(self.source, self.to, ipv6=self.ipv6)) > 1:
+            raise ValueError("from, to and ipv6 name different address families")
+        return self
+
+    @field_validator("oif", check_fields=False)
+    @classmethod
+    def _oif_on_centos6(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and for_centos6(info):
+            raise no_centos6_form("oif", "rules that match the outgoing interface came with "
+                                  "Linux and iproute2 2.6.33; CentOS 6 has 2.6.32")
+        return value
+
+    @property
+    def source(self) -> str | None:
+        return getattr(self, "from")
+
+    @property
+    def family(self) -> int:
+        return next(iter(_families(self.source, self.to, ipv6=self.ipv6)), 4)
+
+    def given(self) -> set[str]:
+        """The selectors the arguments name (from = "all" included)."""
+        return {key for key, value in (("from", self.source), ("to", self.to), ("iif", self.iif),
+                                       ("oif", self.oif), ("fwmark", self.fwmark),
+                                       ("fwmask", self.fwmark)) if value is not None}
+
+    def selectors(self) -> Record:
+        """The rule's record fields that the arguments give (None: not given, or "all")."""
+        mark, _, mask = (self.fwmark or "/").partition("/")
+        return {"from": None if self.source == "all" else self.source,
+                "to": None if self.to == "all" else self.to, "iif": self.iif, "oif": self.oif,
+                "fwmark": int(mark, 0) if mark else None, "fwmask": int(mask, 0) if mask else None}
+
+
+def _rule_fields(table_required: bool) -> dict[str, Any]:
+    table = (Table, Field(description='the routing table the rule sends to: a number, or '
+                                      '"main", "local", "default"')) if table_required else \
+        (Table | None, Field(default=None, description="only rules that look up this table"))
+    return {
+        "from": (Selector | None, Field(default=None, description=(
+            'the source network it matches, or "all"'))),
+        "to": (Selector | None, Field(default=None, description=(
+            'the destination network it matches, or "all"'))),
+        "iif": (IfName | None, Field(default=None, description=(
+            "the incoming interface it matches (lo: traffic from this host)"))),
+        "oif": (IfName | None, Field(default=None, description=(
+            "the outgoing interface it matches (Linux 2.6.33 or later: not on centos6)"))),
+        "fwmark": (FwMark | None, Field(default=None, description=(
+            "the firewall mark it matches: MARK or MARK/MASK (e.g. 0x10/0xff)"))),
+        "table": table,
+        "priority": (int | None, Field(default=None, ge=0, le=4294967295, description=(
+            "its priority (lower first); rule.present without it: the kernel's choice"))),
+        "ipv6": (bool | None, Field(default=None, description=(
+            "an IPv6 rule (when from and to do not say)"))),
+    }
+
+
+RulePresentArgs = create_model("RulePresentArgs", __base__=_RuleBase,
+                               __doc__="rule.present: the rule exists (it is added if missing)",
+                               **_rule_fields(table_required=True))
+_RuleAbsentBase = create_model("_RuleAbsentBase", __base__=_RuleBase,
+                               **_rule_fields(table_required=False))
+
+
+class RuleAbsentArgs(_RuleAbsentBase):  # type: ignore[misc,valid-type]
+    """rule.absent: no rule has these selectors (whatever others it has), nor the table and
+    priority, if given."""
+
+    @model_validator(mode="after")
+    def _something(self) -> RuleAbsentArgs:
+        if all(getattr(self, key) is None for key in type(self).model_fields if key != "ipv6"):
+            raise ValueError("give at least one of from, to, iif, oif, fwmark, table, priority "
+                             "(rule.absent would match every rule)")
         return self
 
 
@@ -316,6 +532,17 @@ class RenameLink(NamedTuple):
     inside: Netns | None = None
 
 
+class SetBridge(NamedTuple):
+    name: str
+    options: dict[str, str]  # options.py's BRIDGE_OPTIONS, as /sys prints them
+
+
+class SetPort(NamedTuple):
+    name: str
+    bridge: str  # brctl names the bridge
+    options: dict[str, str]  # options.py's PORT_OPTIONS
+
+
 class ReplaceRoute(NamedTuple):
     route: Record
 
@@ -324,8 +551,17 @@ class DelRoute(NamedTuple):
     route: Record
 
 
-Change = (AddBridge | AddVeth | DelLink | SetLink | Enslave | Release | AddAddr | DelAddr
-          | MoveLink | RenameLink | ReplaceRoute | DelRoute)
+class AddRule(NamedTuple):
+    rule: Record
+
+
+class DelRule(NamedTuple):
+    rule: Record
+
+
+Change = (AddBridge | AddVeth | DelLink | SetLink | SetBridge | SetPort | Enslave | Release
+          | AddAddr | DelAddr | MoveLink | RenameLink | ReplaceRoute | DelRoute | AddRule
+          | DelRule)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,33 +605,73 @@ def restore_addresses(dev: str, was: list[Record], now: list[Record]) -> list[Ch
 
 
 # What `ip route` leaves out when printing, and netlink records get the same way.
-ROUTE_DEFAULTS = {"proto": ("boot",), "scope": ("global",)}
+ROUTE_DEFAULTS = {"proto": ("boot",), "scope": ("global",), "type": ("unicast",),
+                  "table": (RT_TABLE_MAIN,)}
 PROTOCOLS = {2: "kernel", 3: "boot", 4: "static", 9: "ra", 16: "dhcp"}
 SCOPES = {0: "global", 200: "site", 253: "link", 254: "host"}
 
 
 def desired_route(args: RouteArgs) -> Record:
     """The route `ip route replace` would make from the arguments."""
+    unicast = args.type in (None, "unicast")
     return {"family": args.family, "to": args.to, "via": args.via, "dev": args.dev,
             "metric": args.metric, "proto": "boot",
-            "scope": "link" if args.via is None and args.family == 4 else "global", "src": None}
+            "scope": "link" if unicast and args.via is None and args.family == 4 else "global",
+            "src": args.src, "table": args.table, "type": args.type or "unicast"}
 
 
 def route_matches(route: Record, args: RouteArgs) -> bool:
-    return (route["to"] == args.to
+    return (route["to"] == args.to and route.get("table", RT_TABLE_MAIN) == args.table
             and all(getattr(args, k) is None or route.get(k) == getattr(args, k)
-                    for k in ("via", "dev", "metric")))
+                    for k in ("via", "dev", "metric", "src", "type")))
+
+
+def route_key(route: Record) -> tuple[Any, ...]:
+    """What `ip route replace` replaces by: the same destination and metric in a table."""
+    return route.get("table", RT_TABLE_MAIN), route["to"], route.get("metric")
 
 
 def restore_routes(was: list[Record], now: list[Record]) -> list[Change]:
-    """Changes that bring back the routes `was` (to one destination) from `now`."""
-    def key(r: Record) -> tuple[Any, ...]:
-        return r["to"], r.get("metric")
-
-    kept = {key(r) for r in was}
-    changes: list[Change] = [DelRoute(r) for r in now if r not in was and key(r) not in kept]
+    """Changes that bring back the routes `was` from `now` (both of one destination, or both
+    of one link)."""
+    kept = {route_key(r) for r in was}
+    changes: list[Change] = [DelRoute(r) for r in now if r not in was and route_key(r) not in kept]
     changes += [ReplaceRoute(r) for r in was if r not in now]
     return changes
+
+
+def restorable(route: Record) -> bool:
+    """Routes runflow puts back with their link: not the ones the kernel makes for its
+    addresses (proto kernel), which come back with the addresses."""
+    return route.get("proto") != "kernel"
+
+
+# A rule record: {"family", "priority", "from", "to", "iif", "oif", "fwmark", "fwmask",
+# "table", "other"}, None for a selector it does not have ("from all"); "other" says whether
+# it has more (a tos, an action other than a table lookup, "not", ...), which runflow neither
+# adds nor matches.
+RULE_SELECTORS = ("from", "to", "iif", "oif", "fwmark", "fwmask")
+
+
+def desired_rule(args: Any) -> Record:
+    return {"family": args.family, "priority": args.priority, **args.selectors(),
+            "table": args.table, "other": False}
+
+
+def rule_matches(rule: Record, args: Any, *, exact: bool) -> bool:
+    """The rule has the selectors given, and the table and priority if given; `exact`: it
+    has no other selectors either (nor anything runflow does not manage)."""
+    wanted, given = args.selectors(), args.given()
+    return (rule["family"] == args.family and (not exact or not rule["other"])
+            and all(rule[k] == wanted[k] for k in RULE_SELECTORS if exact or k in given)
+            and all(getattr(args, k) is None or rule[k] == getattr(args, k)
+                    for k in ("table", "priority")))
+
+
+def restore_rules(was: list[Record], now: list[Record]) -> list[Change]:
+    """Changes that bring back the rules `was` from `now`: the ones added go, the ones
+    deleted come back (with their priorities, so in their places)."""
+    return [*(DelRule(r) for r in now if r not in was), *(AddRule(r) for r in was if r not in now)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,8 +682,8 @@ def restore_routes(was: list[Record], now: list[Record]) -> list[Change]:
 def fresh(kind: str, **extra: Any) -> Record:
     """A link just created: down, default settings, nothing on it, a MAC not yet known."""
     return {"exists": True, "kind": kind, "up": False, "mtu": DEFAULT_MTU, "mac": None,
-            "mac_set": False, "master": None, "addresses": [], "ports": [], "fresh": True,
-            **extra}
+            "mac_set": False, "master": None, "addresses": [], "routes": [], "ports": [],
+            "fresh": True, **extra}
 
 
 def _recreate(name: str, was: Record) -> list[Change]:
@@ -431,16 +707,21 @@ def _recreate(name: str, was: Record) -> list[Change]:
 
 def restore_link(name: str, was: Record, now: Record) -> list[Change]:
     """Changes that bring link `name` from `now` back to `was`: (re)create or delete it, put
-    back its ports, MTU, master, addresses, MAC and state."""
+    back its bridge options, its ports (with their options), MTU, master (and its options as
+    that bridge's port), addresses, MAC, state and routes: each as far as both records hold
+    it (a record read with `full` holds everything)."""
     if not was["exists"]:
         return [DelLink(name, now["kind"])] if now["exists"] else []
     changes: list[Change] = []
     if not now["exists"]:
         changes += _recreate(name, was)
-        now = fresh(was["kind"])
+        now = fresh(was["kind"])  # its options unknown: all of them are set
+    if "bridge_options" in was:
+        changes += bridge_changes(name, was["bridge_options"], now.get("bridge_options"))
     for port in was.get("ports", []):
         if port not in now.get("ports", []):
             changes.append(Enslave(port, name))
+            changes += port_changes(port, name, was.get("ports_options", {}).get(port), None)
     if was["mtu"] != now["mtu"]:
         changes.append(SetLink(name, mtu=was["mtu"]))
     if was["master"] != now["master"]:
@@ -448,6 +729,10 @@ def restore_link(name: str, was: Record, now: Record) -> list[Change]:
             changes.append(Release(name, now["master"]))
         if was["master"]:
             changes.append(Enslave(name, was["master"]))
+            changes += port_changes(name, was["master"], was.get("port_options"), None)
+    elif was["master"] and "port_options" in now:
+        changes += port_changes(name, was["master"], was.get("port_options"),
+                                now["port_options"])
     if "addresses" in was and "addresses" in now:
         changes += restore_addresses(name, was["addresses"], now["addresses"])
     # A recreated veth gets a random MAC. A bridge takes its first port's, and one without
@@ -456,7 +741,29 @@ def restore_link(name: str, was: Record, now: Record) -> list[Change]:
         changes.append(SetLink(name, mac=was["mac"]))
     if was["up"] != now["up"]:
         changes.append(SetLink(name, up=was["up"]))
+    if "routes" in was and "routes" in now:  # once the link is up: IPv4 needs it to be
+        changes += restore_routes(was["routes"], now["routes"])
     return changes
+
+
+def _differing(wanted: dict[str, str] | None, now: dict[str, str] | None) -> dict[str, str]:
+    """The options to set: those that differ from now's, or all of them (now unknown)."""
+    if not wanted:
+        return {}
+    return dict(wanted) if now is None else \
+        {k: v for k, v in wanted.items() if now.get(k, v) != v}
+
+
+def bridge_changes(name: str, wanted: dict[str, str], now: dict[str, str] | None
+                   ) -> list[Change]:
+    """SetBridge changes for the bridge options that differ, in the order they can be set."""
+    return [SetBridge(name, batch) for batch in ordered(_differing(wanted, now))]
+
+
+def port_changes(name: str, bridge: str, wanted: dict[str, str] | None,
+                 now: dict[str, str] | None) -> list[Change]:
+    options = _differing(wanted, now)
+    return [SetPort(name, bridge, options)] if options else []
 
 
 def simulate(state: State, changes: Sequence[Change]) -> State:
@@ -464,6 +771,7 @@ def simulate(state: State, changes: Sequence[Change]) -> State:
     assumes apply left behind."""
     links: dict[str, Record] = {n: dict(r) for n, r in state.get("links", {}).items()}
     routes = list(state.get("routes", []))
+    rules = list(state.get("rules", []))
     extra: dict[str, Any] = {}
 
     def edit(name: str, **values: Any) -> None:
@@ -485,6 +793,11 @@ def simulate(state: State, changes: Sequence[Change]) -> State:
             case SetLink(name, mtu, mac, up, None):
                 edit(name, **{k: v for k, v in (("mtu", mtu), ("mac", mac), ("up", up))
                               if v is not None})
+                if up is False:  # the kernel drops a link's IPv4 routes when it goes down
+                    edit(name, routes=[r for r in links[name].get("routes", [])
+                                       if r["family"] == 6])
+            case SetBridge(name, options):
+                edit(name, bridge_options={**links[name].get("bridge_options", {}), **options})
             case Enslave(name, bridge):
                 edit(name, master=bridge)
             case Release(name, _):
@@ -496,8 +809,11 @@ def simulate(state: State, changes: Sequence[Change]) -> State:
                 present = links.get(dev, ABSENT).get("addresses", [])
                 edit(dev, addresses=[a for a in present if a["address"] != address])
             case ReplaceRoute(route):
-                routes = [r for r in routes if (r["to"], r.get("metric")) !=
-                          (route["to"], route.get("metric"))] + [route]
+                routes = [r for r in routes if route_key(r) != route_key(route)] + [route]
             case DelRoute(route):
                 routes = [r for r in routes if r != route]
-    return {**state, "links": links, "routes": routes, **extra}
+            case AddRule(rule):
+                rules.append(rule)
+            case DelRule(rule):
+                rules = [r for r in rules if r != rule]
+    return {**state, "links": links, "routes": routes, "rules": rules, **extra}

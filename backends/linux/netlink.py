@@ -1,7 +1,9 @@
-"""Backend `netlink` (target modern): links, bridges, addresses, veth pairs, namespaces and
-routes over rtnetlink, through pyroute2 (rtnl.py). The actions are actions.py's.
+"""Backend `netlink` (target modern): links, bridges (and their options), addresses, veth pairs,
+namespaces, routes and policy routing rules over rtnetlink, through pyroute2 (rtnl.py). The
+actions are actions.py's.
 
-Links are read from /sys in-process (sysfs.py), addresses and routes with rtnetlink dumps.
+Links are read from /sys in-process (sysfs.py), addresses, routes and rules with rtnetlink
+dumps.
 Changes are carried out as rtnetlink requests, a whole for_each batch written down one socket
 in a few sends, the kernel acknowledging the last of each; an error names the change that
 failed and the kernel's reason. `describe` shows the `ip` command equivalent to each request.
@@ -28,18 +30,24 @@ from runflow.core.hookspecs import hookimpl
 from runflow.core.hosts import Host
 
 from .actions import BRIDGE_ACTIONS, LINK_ACTIONS, Linux, abridged, backend_actions
-from .args import (ABSENT, PROTOCOLS, SCOPES, AddAddr, AddBridge, AddVeth, Change, DelAddr,
-                   DelLink, DelRoute, Enslave, MoveLink, Netns, Record, Release, RenameLink,
-                   ReplaceRoute, SetLink)
+from .args import (ABSENT, PROTOCOLS, ROUTE_TYPES, RT_TABLE_MAIN, SCOPES, AddAddr, AddBridge,
+                   AddRule, AddVeth, Change, DelAddr, DelLink, DelRoute, DelRule, Enslave,
+                   MoveLink, Netns, Record, Release, RenameLink, ReplaceRoute, SetBridge,
+                   SetLink, SetPort)
 from .commands import render
+from .options import BRIDGE_OPTIONS, PORT_OPTIONS, netlink_value
 from .sysfs import SYS_NET, link_names, read_link
 
 if TYPE_CHECKING:
     from .rtnl import Message, Request
 
-RT_TABLE_MAIN, RTN_UNICAST, RT_SCOPE_NOWHERE = 254, 1, 255
+RT_SCOPE_NOWHERE = 255
+# The route types runflow manages, by their numbers (RTN_*)
+_ROUTE_TYPES = dict(zip((1, 6, 7, 8), ROUTE_TYPES))
+_TYPE_NUMBERS = {v: k for k, v in _ROUTE_TYPES.items()}
 _SCOPE_NUMBERS = {v: k for k, v in SCOPES.items()}
 _PROTOCOL_NUMBERS = {v: k for k, v in PROTOCOLS.items()}
+FR_ACT_TO_TBL = 1
 
 
 class Unresolved(Exception):
@@ -100,13 +108,14 @@ class Netlink(Linux):
                 "label": found["label"]})
         return result
 
-    def routes(self, ctx: Context, fam: int, to: str | None) -> list[Record]:
+    def routes(self, ctx: Context, fam: int, to: str | None,
+               table: int | None) -> list[Record]:
         from .rtnl import host_rtnl
 
         routes = []
         for found in host_rtnl(ctx).routes(socket.AF_INET if fam == 4 else socket.AF_INET6,
-                                           RT_TABLE_MAIN):
-            if found["type"] != RTN_UNICAST:
+                                           table):
+            if found["type"] not in _ROUTE_TYPES or found["multipath"]:
                 continue
             route_to = "default" if found["dst"] is None else \
                 str(ipaddress.ip_network(f"{found['dst']}/{found['dst_len']}", strict=False))
@@ -120,8 +129,24 @@ class Netlink(Linux):
                            "metric": found["priority"],
                            "proto": PROTOCOLS.get(found["protocol"], str(found["protocol"])),
                            "scope": SCOPES.get(found["scope"], str(found["scope"])),
-                           "src": found["prefsrc"]})
+                           "src": found["prefsrc"], "table": found["table"],
+                           "type": _ROUTE_TYPES[found["type"]]})
         return routes
+
+    def rules(self, ctx: Context, fam: int) -> list[Record]:
+        from .rtnl import host_rtnl
+
+        rules = []
+        for found in host_rtnl(ctx).rules(socket.AF_INET if fam == 4 else socket.AF_INET6):
+            rules.append({
+                "family": fam, "priority": found["priority"],
+                "from": _network(found["src"], found["src_len"]),
+                "to": _network(found["dst"], found["dst_len"]), "iif": found["iif"],
+                "oif": found["oif"], "fwmark": found["fwmark"],
+                "fwmask": found["fwmask"] if found["fwmark"] is not None else None,
+                "table": found["table"] if found["action"] == FR_ACT_TO_TBL else None,
+                "other": bool(found["others"]) or found["action"] != FR_ACT_TO_TBL})
+        return rules
 
     # -- changing --
 
@@ -227,8 +252,9 @@ class Netlink(Linux):
             batch.clear()
 
     def _message(self, change: Change, files: ExitStack, ctx: Context) -> Message:
-        from .rtnl import (CREATE, REPLACE, RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_NEWADDR,
-                           RTM_NEWLINK, RTM_NEWROUTE, link_message, veth_peer)
+        from .rtnl import (CREATE, REPLACE, RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_DELRULE,
+                           RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTM_NEWRULE, link_message,
+                           veth_peer)
 
         match change:
             case AddBridge(name):
@@ -240,6 +266,12 @@ class Netlink(Linux):
                 return link_message(RTM_DELLINK, name=name)
             case SetLink(name, mtu, mac, up):
                 return link_message(RTM_NEWLINK, name=name, mtu=mtu, mac=mac, up=up)
+            case SetBridge(name, options):
+                return link_message(RTM_NEWLINK, name=name, info_kind="bridge", info_data=[
+                    (BRIDGE_OPTIONS[k].netlink, netlink_value(k, v)) for k, v in options.items()])
+            case SetPort(name, _, options):
+                return link_message(RTM_NEWLINK, name=name, slave_kind="bridge", slave_data=[
+                    (PORT_OPTIONS[k].netlink, netlink_value(k, v)) for k, v in options.items()])
             case Enslave(name, bridge):
                 return link_message(RTM_NEWLINK, name=name, master=_index(bridge))
             case Release(name, _):
@@ -263,6 +295,10 @@ class Netlink(Linux):
                 return _route(RTM_NEWROUTE, REPLACE, route)
             case DelRoute(route):
                 return _route(RTM_DELROUTE, 0, route)
+            case AddRule(rule):
+                return _rule(RTM_NEWRULE, CREATE, rule)
+            case DelRule(rule):
+                return _rule(RTM_DELRULE, 0, rule)
         raise TypeError(f"unknown change {change!r}")
 
 
@@ -347,14 +383,39 @@ def _route(kind: int, flags: int, route: Record) -> Message:
     adding = kind == RTM_NEWROUTE
     return route_message(
         kind, flags, family=socket.AF_INET if route["family"] == 4 else socket.AF_INET6,
-        table=RT_TABLE_MAIN, dst=None if route["to"] == "default" else route["to"],
+        table=_table(route.get("table", RT_TABLE_MAIN)),
+        dst=None if route["to"] == "default" else route["to"],
         protocol=_PROTOCOL_NUMBERS.get(route.get("proto") or "boot", 3) if adding else 0,
         scope=_SCOPE_NUMBERS.get(route.get("scope") or "global", 0) if adding
         else RT_SCOPE_NOWHERE,
-        route_type=RTN_UNICAST if adding else 0, gateway=route.get("via"),
+        route_type=_TYPE_NUMBERS[route.get("type", "unicast")] if adding else 0,
+        gateway=route.get("via"),
         oif=_index(route["dev"]) if route.get("dev") else None,
         priority=int(route["metric"]) if route.get("metric") is not None else None,
         prefsrc=route.get("src") if adding else None)
+
+
+def _rule(kind: int, flags: int, rule: Record) -> Message:
+    from .rtnl import rule_message
+
+    return rule_message(kind, flags, family=socket.AF_INET if rule["family"] == 4
+                        else socket.AF_INET6, table=_table(rule["table"]),
+                        priority=rule.get("priority"), src=rule.get("from"), dst=rule.get("to"),
+                        iif=rule.get("iif"), oif=rule.get("oif"), fwmark=rule.get("fwmark"),
+                        fwmask=rule.get("fwmask"))
+
+
+def _table(table: int | str) -> int:
+    if isinstance(table, str):  # a name only /etc/iproute2/rt_tables knows (read by `ip`)
+        raise ActionError(f"table {table!r}: the netlink backend knows tables by number")
+    return table
+
+
+def _network(address: str | None, length: int) -> str | None:
+    """A rule's from/to as a network; None for "all"."""
+    if address is None:
+        return None
+    return str(ipaddress.ip_network(f"{address}/{length}", strict=False))
 
 
 def _unusable(host: Host) -> str | None:

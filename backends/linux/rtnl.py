@@ -37,9 +37,10 @@ from pyroute2.netlink import (NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK, NLM_F_ACK
                               NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NLMSG_DONE,
                               NLMSG_ERROR, SOL_NETLINK, nlmsg_base)
 from pyroute2.netlink.nlsocket import Marshal
-from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_GETADDR,
-                                   RTM_GETLINK, RTM_GETROUTE, RTM_NEWADDR, RTM_NEWLINK,
-                                   RTM_NEWROUTE)
+from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_DELRULE,
+                                   RTM_GETADDR, RTM_GETLINK, RTM_GETROUTE, RTM_GETRULE,
+                                   RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTM_NEWRULE)
+from pyroute2.netlink.rtnl.fibmsg import fibmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
@@ -49,12 +50,14 @@ from runflow.core.actions import Context
 from runflow.core.errors import ActionError
 
 # The request types the backends build messages of.
-__all__ = ["RTM_DELADDR", "RTM_DELLINK", "RTM_DELROUTE", "RTM_GETLINK", "RTM_NEWADDR",
-           "RTM_NEWLINK", "RTM_NEWROUTE"]
+__all__ = ["RTM_DELADDR", "RTM_DELLINK", "RTM_DELROUTE", "RTM_DELRULE", "RTM_GETLINK",
+           "RTM_NEWADDR", "RTM_NEWLINK", "RTM_NEWROUTE", "RTM_NEWRULE"]
 
+FIB_RULE_INVERT = 0x2
 CREATE = NLM_F_CREATE | NLM_F_EXCL  # a new object; refused if it exists
 REPLACE = NLM_F_CREATE | NLM_F_REPLACE  # made, or put in place of one that exists
 IFF_UP = 0x1
+RT_TABLE_COMPAT = 252  # the header's table when the table's number needs RTA_TABLE/FRA_TABLE
 # Requests per send. Each refusal's answer carries the refused request back (~0.1-0.3 KiB) in
 # a receive buffer of 212 KiB by default: a few thousand at once would overflow it and the
 # kernel would drop the rest (ENOBUFS).
@@ -247,20 +250,56 @@ class Rtnl:
                  "label": a.get_attr("IFA_LABEL")}
                 for a in self._ask(msg, NLM_F_DUMP)]
 
-    def routes(self, family: int, table: int) -> list[dict[str, Any]]:
-        """The routes of an address family in one table: {"family", "dst_len", "protocol",
-        "scope", "type", "dst", "gateway", "oif", "priority", "prefsrc"} (None where the
-        kernel gives no such attribute)."""
+    def routes(self, family: int, table: int | None) -> list[dict[str, Any]]:
+        """The routes of an address family in one table (None: every table): {"family",
+        "dst_len", "protocol", "scope", "type", "table", "dst", "gateway", "oif", "priority",
+        "prefsrc"} (None where the kernel gives no such attribute)."""
         msg = rtmsg()
         msg["header"]["type"] = RTM_GETROUTE
         msg["family"] = family
-        msg["table"] = table  # the kernel's filter since 4.20
-        return [{"family": r["family"], "dst_len": r["dst_len"], "protocol": r["proto"],
-                 "scope": r["scope"], "type": r["type"], "dst": r.get_attr("RTA_DST"),
-                 "gateway": r.get_attr("RTA_GATEWAY"), "oif": r.get_attr("RTA_OIF"),
-                 "priority": r.get_attr("RTA_PRIORITY"), "prefsrc": r.get_attr("RTA_PREFSRC")}
-                for r in self._ask(msg, NLM_F_DUMP)
-                if (r.get_attr("RTA_TABLE") or r["table"]) == table]
+        if table is not None:  # the kernel's filter since 4.20
+            msg["table"] = table if table < 256 else RT_TABLE_COMPAT
+            msg["attrs"] = [("RTA_TABLE", table)]
+        found = []
+        for r in self._ask(msg, NLM_F_DUMP):
+            number = r.get_attr("RTA_TABLE") or r["table"]
+            if table is None or number == table:
+                found.append({
+                    "family": r["family"], "dst_len": r["dst_len"], "protocol": r["proto"],
+                    "scope": r["scope"], "type": r["type"], "table": number,
+                    "dst": r.get_attr("RTA_DST"), "gateway": r.get_attr("RTA_GATEWAY"),
+                    "oif": r.get_attr("RTA_OIF"), "priority": r.get_attr("RTA_PRIORITY"),
+                    "prefsrc": r.get_attr("RTA_PREFSRC"), "multipath": bool(
+                        r.get_attr("RTA_MULTIPATH"))})
+        return found
+
+    def rules(self, family: int) -> list[dict[str, Any]]:
+        """The policy routing rules of an address family: {"family", "priority", "src",
+        "src_len", "dst", "dst_len", "iif", "oif", "fwmark", "fwmask", "table", "action",
+        "others"}, "others" naming the attributes and flags beside these."""
+        msg = fibmsg()
+        msg["header"]["type"] = RTM_GETRULE
+        msg["family"] = family
+        known = {"FRA_SRC", "FRA_DST", "FRA_IIFNAME", "FRA_OIFNAME", "FRA_FWMARK", "FRA_FWMASK",
+                 "FRA_TABLE", "FRA_PRIORITY", "FRA_PROTOCOL", "FRA_PAD"}
+        found = []
+        for r in self._ask(msg, NLM_F_DUMP):
+            # the kernel sends suppress_prefixlength always, as -1 when it is not set
+            others = sorted({name for name, value in r["attrs"] if name not in known and not (
+                name == "FRA_SUPPRESS_PREFIXLEN" and value == 0xFFFFFFFF)})
+            if r["tos"]:
+                others.append("tos")
+            if r["flags"] & FIB_RULE_INVERT:
+                others.append("not")
+            found.append({
+                "family": r["family"], "priority": r.get_attr("FRA_PRIORITY") or 0,
+                "src": r.get_attr("FRA_SRC"), "src_len": r["src_len"],
+                "dst": r.get_attr("FRA_DST"), "dst_len": r["dst_len"],
+                "iif": r.get_attr("FRA_IIFNAME"), "oif": r.get_attr("FRA_OIFNAME"),
+                "fwmark": r.get_attr("FRA_FWMARK"), "fwmask": r.get_attr("FRA_FWMASK"),
+                "table": r.get_attr("FRA_TABLE") or r["table"], "action": r["action"],
+                "others": others})
+        return found
 
 
 def _reason(msg: Message) -> str:
@@ -305,10 +344,14 @@ def link_message(kind: int, flags: int = 0, *, name: str | None = None, index: i
                  up: bool | None = None, mtu: int | None = None, mac: str | None = None,
                  master: int | None = None, netns_fd: int | None = None,
                  group: int | None = None, info_kind: str | None = None,
-                 peer: dict[str, Any] | None = None) -> Message:
+                 peer: dict[str, Any] | None = None,
+                 info_data: list[tuple[str, Any]] | None = None,
+                 slave_kind: str | None = None,
+                 slave_data: list[tuple[str, Any]] | None = None) -> Message:
     """RTM_NEWLINK / RTM_DELLINK / RTM_GETLINK of a link by name or index, with what is to
     change; with neither, RTM_DELLINK of every link in `group`. A veth's `peer` takes the
-    keyword arguments of `veth_peer`."""
+    keyword arguments of `veth_peer`; `info_data` are the attributes of its kind (a bridge's
+    IFLA_BR_*), `slave_data` those of its master's kind (a bridge port's IFLA_BRPORT_*)."""
     msg = ifinfmsg()
     msg["header"]["type"] = kind
     msg["header"]["flags"] = flags
@@ -326,7 +369,13 @@ def link_message(kind: int, flags: int = 0, *, name: str | None = None, index: i
         if peer is not None:
             info.append(("IFLA_INFO_DATA", {"attrs": [
                 ("VETH_INFO_PEER", {"attrs": _link_attrs(**peer)})]}))
+        if info_data is not None:
+            info.append(("IFLA_INFO_DATA", {"attrs": info_data}))
         attrs.append(("IFLA_LINKINFO", {"attrs": info}))
+    if slave_kind is not None:
+        attrs.append(("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_SLAVE_KIND", slave_kind),
+                                                  ("IFLA_INFO_SLAVE_DATA",
+                                                   {"attrs": slave_data or []})]}))
     msg["attrs"] = attrs
     return msg
 
@@ -370,7 +419,7 @@ def route_message(kind: int, flags: int, *, family: int, table: int, dst: str | 
     msg["header"]["type"] = kind
     msg["header"]["flags"] = flags
     msg["family"] = family
-    msg["table"] = table
+    msg["table"] = table if table < 256 else RT_TABLE_COMPAT
     msg["proto"] = protocol
     msg["scope"] = scope
     msg["type"] = route_type
@@ -380,7 +429,36 @@ def route_message(kind: int, flags: int, *, family: int, table: int, dst: str | 
         msg["dst_len"] = int(length)
         attrs.append(("RTA_DST", network))
     for key, value in (("RTA_GATEWAY", gateway), ("RTA_OIF", oif), ("RTA_PRIORITY", priority),
-                       ("RTA_PREFSRC", prefsrc)):
+                       ("RTA_PREFSRC", prefsrc), ("RTA_TABLE", table)):
+        if value is not None:
+            attrs.append((key, value))
+    msg["attrs"] = attrs
+    return msg
+
+
+FR_ACT_TO_TBL = 1
+
+
+def rule_message(kind: int, flags: int, *, family: int, table: int, priority: int | None,
+                 src: str | None = None, dst: str | None = None, iif: str | None = None,
+                 oif: str | None = None, fwmark: int | None = None,
+                 fwmask: int | None = None) -> Message:
+    """RTM_NEWRULE / RTM_DELRULE of a rule that looks up a table; src and dst are validated
+    networks."""
+    msg = fibmsg()
+    msg["header"]["type"] = kind
+    msg["header"]["flags"] = flags
+    msg["family"] = family
+    msg["table"] = table if table < 256 else RT_TABLE_COMPAT
+    msg["action"] = FR_ACT_TO_TBL
+    attrs: list[tuple[str, Any]] = [("FRA_TABLE", table)]
+    for key, length, network in (("FRA_SRC", "src_len", src), ("FRA_DST", "dst_len", dst)):
+        if network is not None:
+            address, _, bits = network.partition("/")
+            msg[length] = int(bits)
+            attrs.append((key, address))
+    for key, value in (("FRA_IIFNAME", iif), ("FRA_OIFNAME", oif), ("FRA_FWMARK", fwmark),
+                       ("FRA_FWMASK", fwmask), ("FRA_PRIORITY", priority)):
         if value is not None:
             attrs.append((key, value))
     msg["attrs"] = attrs

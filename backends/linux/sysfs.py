@@ -9,15 +9,19 @@ command runs. Every entry used is in CentOS 6's 2.6.32 kernel but `master`, for 
 has `brport/bridge`.
 
 A link record: {"exists", "kind", "up", "mtu", "master", "ifindex", "iflink"}, and with
-`full` what recreating the link needs: "mac", "mac_set" and, for a bridge, its "ports".
+`full` what recreating the link needs: "mac", "mac_set", a bridge port's "port_options" and,
+for a bridge, its "bridge_options", its "ports" and their "ports_options" (options.py names
+them; an option the kernel does not have is left out).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Protocol
 
 from .args import ABSENT, Record
+from .options import BRIDGE_OPTIONS, PORT_OPTIONS
 
 SYS_NET = "/sys/class/net"
 
@@ -32,7 +36,8 @@ class Entries(Protocol):
         """The link a symbolic link (`master`, `brport/bridge`) points to, or None."""
 
     def has(self, leaf: str) -> bool:
-        """Whether a directory (`bridge`: a bridge; `device`: a physical device) is there."""
+        """Whether a directory (`bridge`: a bridge; `brport`: a bridge's port; `device`: a
+        physical device) is there."""
 
 
 def link_record(entries: Entries, *, full: bool = False) -> Record:
@@ -56,7 +61,27 @@ def link_record(entries: Entries, *, full: bool = False) -> Record:
         rec["mac"] = entries.text("address")
         # 3: set by hand (kept on recreation); 1: random, as a new veth's
         rec["mac_set"] = entries.text("addr_assign_type") == "3"
+        if rec["kind"] == "bridge":
+            rec["bridge_options"] = options_of(entries, "bridge", BRIDGE_OPTIONS)
+        if entries.has("brport"):
+            rec["port_options"] = options_of(entries, "brport", PORT_OPTIONS)
     return rec
+
+
+def options_of(entries: Entries, directory: str, names: Iterable[str]) -> dict[str, str]:
+    """The options of a bridge (directory "bridge") or a bridge port ("brport", or a bridge's
+    "brif/PORT") that the kernel has."""
+    found = {}
+    for name in names:
+        value = entries.text(f"{directory}/{name}")
+        if value is not None:
+            found[name] = value
+    return found
+
+
+def ports_options(bridge: Entries, ports: list[str]) -> dict[str, dict[str, str]]:
+    """The options of each port of a bridge, read through its brif/ directory."""
+    return {port: options_of(bridge, f"brif/{port}", PORT_OPTIONS) for port in ports}
 
 
 def _kind(entries: Entries, device: str | None, ifindex: int, iflink: int) -> str:
@@ -129,6 +154,7 @@ def read_link(name: str, *, full: bool = False) -> Record:
         rec = link_record(_Directory(fd), full=full)
         if full and rec.get("kind") == "bridge":
             rec["ports"] = _ports(fd)
+            rec["ports_options"] = ports_options(_Directory(fd), rec["ports"])
     finally:
         os.close(fd)
     return rec
@@ -161,8 +187,11 @@ def link_names() -> list[str]:
 # (brif/), with their numbers (brif/PORT/port_no).
 GREP_FILES = ("uevent", "iflink", "flags", "mtu", "master/uevent", "brport/bridge/uevent",
               "bridge/bridge_id", "device/uevent")
-GREP_FULL = (*GREP_FILES, "address", "addr_assign_type")
-_MARKERS = {"bridge": "bridge/bridge_id", "device": "device/uevent"}
+GREP_FULL = (*GREP_FILES, "address", "addr_assign_type", "brport/port_no",
+             *(f"bridge/{name}" for name in BRIDGE_OPTIONS),
+             *(f"brport/{name}" for name in PORT_OPTIONS))
+GREP_PORT = ("port_no", *PORT_OPTIONS)  # of each port of a bridge, under brif/PORT/
+_MARKERS = {"bridge": "bridge/bridge_id", "device": "device/uevent", "brport": "brport/port_no"}
 
 
 class Printed:

@@ -78,11 +78,28 @@ def _sysctl_value(value: object) -> object:
     return value
 
 
+SYSCTL_D = "/etc/sysctl.d"
+
+
+def _persist(value: str) -> str:
+    directory, _, file = value.rpartition("/")
+    if directory != SYSCTL_D or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,250}\.conf", file):
+        raise ValueError(f"{value!r} is not a file of {SYSCTL_D}: give "
+                         f"\"{SYSCTL_D}/NAME.conf\" (NAME of letters, digits, '_', '.', '@', '-')")
+    return value
+
+
 class SysctlArgs(Args):
     name: Annotated[str, AfterValidator(_sysctl_name)] = Field(
         description='the kernel parameter, e.g. "net.ipv4.ip_forward"')
     value: Annotated[str, BeforeValidator(_sysctl_value), Field(min_length=1, max_length=4096)] \
         = Field(description='its value as text, e.g. "1" (a number is taken as text)')
+    persist: Annotated[str, AfterValidator(_persist)] | None = Field(default=None, description=(
+        f'also write "NAME = VALUE" into this file, "{SYSCTL_D}/NAME.conf", so that the value '
+        "holds after a reboot (its line for NAME is replaced, other lines kept; undo puts the "
+        "file back as it was, or removes it). On a host that is a network namespace the "
+        "namespace's own file: /etc/netns/NAMESPACE/sysctl.d/NAME.conf, which `ip netns exec` "
+        "shows as /etc/sysctl.d"))
 
     @field_validator("name")
     @classmethod

@@ -7,10 +7,12 @@ rollback leaves a namespace as it found it, or that two targets build the same t
 
     assert without_macs(snapshot("ns-a")) == without_macs(snapshot("ns-b"))
 
-It holds links (`ip -d -j link`), addresses (`ip -j addr`), IPv4 and IPv6 routes of every
-table (`ip -j route`), bridge ports (`bridge -j link`), every iptables table (`iptables-save`
-without counters) and some sysctls. Links and addresses are keyed by name; the order of a
-link's addresses is kept (the first of a subnet is its primary).
+It holds links (`ip -d -j link`: with every bridge's options and every bridge port's),
+addresses (`ip -j addr`), IPv4 and IPv6 routes of every table (`ip -j route`) and policy
+routing rules (`ip -j rule`), bridge ports (`bridge -j link`), every iptables table
+(`iptables-save` without counters), some sysctls, and the namespace's own configuration files
+(/etc/netns/NAME, which `ip netns exec` shows over /etc). Links and addresses are keyed by
+name; the order of a link's addresses is kept (the first of a subnet is its primary).
 
 Left out is what changes by itself, with timing or with renumbering, rather than with
 configuration: counters, timers, interface indexes, address lifetimes, the qdisc (a link gets
@@ -25,6 +27,7 @@ port's when one joins — and it carries no traffic meanwhile.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -66,6 +69,23 @@ def _routes(netns: str) -> list[dict[str, Any]]:
     routes = [*_json(netns, ["ip", "-j", "-4", "route", "show", "table", "all"]),
               *_json(netns, ["ip", "-j", "-6", "route", "show", "table", "all"])]
     return [_clean(r) for r in routes if not r["dst"].startswith(_KERNEL_IPV6)]
+
+
+def _rules(netns: str) -> list[dict[str, Any]]:
+    return [{**rule, "family": family} for family in (4, 6)
+            for rule in _json(netns, ["ip", "-j", f"-{family}", "rule", "show"])]
+
+
+def netns_files(netns: str) -> dict[str, str]:
+    """The files under /etc/netns/NAME, by path, with their text."""
+    top = f"/etc/netns/{netns}"
+    found = {}
+    for directory, _, files in os.walk(top):
+        found[os.path.relpath(directory, top)] = "directory"
+        for name in files:
+            with open(os.path.join(directory, name)) as f:
+                found[os.path.relpath(os.path.join(directory, name), top)] = f.read()
+    return found
 
 
 def _run(netns: str, argv: list[str]) -> str:
@@ -125,9 +145,11 @@ def snapshot(netns: str, *, extra_sysctls: Iterable[str] = ()) -> dict[str, Any]
         "links": _hide_mac_of_empty_bridges(_by_name(_json(netns, ["ip", "-d", "-j", "link"]))),
         "addresses": _addresses(netns),
         "routes": _routes(netns),
+        "rules": _rules(netns),
         "bridge_ports": _by_name(_json(netns, ["bridge", "-j", "link", "show"])),
         "iptables": iptables(netns),
         "sysctls": sysctls(netns, [*SYSCTLS, *extra_sysctls]),
+        "files": netns_files(netns),
     }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from runflow.backends.linux.commands import parse_addresses, parse_routes, render
+from runflow.backends.linux.commands import parse_addresses, parse_routes, parse_rules, render
 from runflow.backends.system.args import FirewallRuleArgs, SysctlArgs
 from runflow.backends.system.iptables import canonical, parse_save
 from runflow.backends.linux.args import (AddAddr, AddBridge, AddrPresentArgs, BridgePortArgs,
@@ -88,11 +88,35 @@ def test_ip_route_output_of_old_and_new_iproute2() -> None:
            "unreachable 10.9.0.0/16  proto boot \n")
     assert parse_routes(old, 4) == [
         {"family": 4, "to": "10.50.0.0/16", "via": "10.5.0.254", "dev": "va", "metric": 7,
-         "proto": "static", "scope": "global", "src": None},
+         "proto": "static", "scope": "global", "src": None, "table": 254, "type": "unicast"},
         {"family": 4, "to": "10.5.0.0/24", "via": None, "dev": "va", "metric": None,
-         "proto": "kernel", "scope": "link", "src": "10.5.0.1"}]
-    new = "default via fd00:5::fe dev va metric 1024 linkdown pref medium\n"
-    assert parse_routes(new, 6)[0]["via"] == "fd00:5::fe"
+         "proto": "kernel", "scope": "link", "src": "10.5.0.1", "table": 254, "type": "unicast"},
+        {"family": 4, "to": "10.9.0.0/16", "via": None, "dev": None, "metric": None,
+         "proto": "boot", "scope": "global", "src": None, "table": 254,
+         "type": "unreachable"}]
+    new = ("default via fd00:5::fe dev va metric 1024 linkdown pref medium\n"
+           "blackhole fd00:6::/64 dev lo table 100 metric 1024 pref medium\n"
+           "local fd00:5::1 dev va table local proto kernel metric 0 pref medium\n"
+           "fd00:7::/64 proto static metric 1024 pref medium\n"
+           "\tnexthop via fd00:5::fd dev va weight 1\n")
+    six = parse_routes(new, 6, None)
+    assert [(r["to"], r["type"], r["table"], r["via"]) for r in six] == [
+        ("default", "unicast", 254, "fd00:5::fe"), ("fd00:6::/64", "blackhole", 100, None)]
+
+
+def test_ip_rule_output_of_old_and_new_iproute2() -> None:
+    text = ("0:\tfrom all lookup local \n"
+            "100:\tfrom 10.0.0.0/8 to 10.1.0.0/16 fwmark 0x10/0xff iif lo lookup 100 \n"
+            "101:\tfrom 192.0.2.1 iif va [detached] lookup main\n"
+            "102:\tfrom all tos 0x10 lookup 7\n"
+            "103:\tfrom 192.0.2.2 blackhole\n")
+    rules = parse_rules(text, 4)
+    assert rules[1] == {"family": 4, "priority": 100, "from": "10.0.0.0/8", "to": "10.1.0.0/16",
+                        "iif": "lo", "oif": None, "fwmark": 16, "fwmask": 255, "table": 100,
+                        "other": False}
+    assert (rules[2]["from"], rules[2]["iif"], rules[2]["table"], rules[2]["other"]) == \
+        ("192.0.2.1/32", "va", 254, False)
+    assert rules[3]["other"] and rules[4]["other"]
 
 
 def test_iptables_save_and_rules_written_differently_but_equal() -> None:

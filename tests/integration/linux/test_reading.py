@@ -28,6 +28,7 @@ SETUP = [
       for i in range(3)),
     ["ip", "link", "set", "va0", "master", "br0"],
     ["ip", "link", "set", "va2", "master", "br0"],
+    ["ip", "link", "set", "va0", "type", "bridge_slave", "cost", "7", "hairpin", "on"],
     ["ip", "link", "set", "va1", "mtu", "1400", "address", "02:00:00:00:00:01", "up"],
     ["ip", "link", "set", "br0", "up"],
     ["ip", "link", "set", "vb0", "up"],
@@ -38,7 +39,17 @@ SETUP = [
     ["ip", "route", "add", "10.7.0.0/16", "via", "10.9.0.2", "metric", "5"],
     ["ip", "route", "add", "default", "dev", "br0"],
     ["ip", "-6", "route", "add", "fd00:7::/48", "via", "fd00:9::2"],
+    ["ip", "route", "add", "blackhole", "10.6.0.0/16", "table", "100", "metric", "3"],
+    ["ip", "-6", "route", "add", "unreachable", "fd00:6::/48", "table", "7"],
+    ["ip", "rule", "add", "from", "10.0.0.0/8", "iif", "lo", "fwmark", "0x10/0xff", "table",
+     "100", "priority", "100"],
+    ["ip", "rule", "add", "to", "10.1.0.1", "oif", "br0", "table", "main"],
+    ["ip", "rule", "add", "from", "10.2.0.0/16", "tos", "0x10", "table", "main"],
+    ["ip", "-6", "rule", "add", "from", "fd00::/16", "table", "7"],
 ]
+
+
+BASIC = ("exists", "kind", "up", "mtu", "master", "ifindex", "iflink")  # a record without `full`
 
 
 def in_host(ns: Namespace, fn: Callable[[Context], Any]) -> Any:
@@ -74,22 +85,39 @@ def test_grep_and_sys_read_every_link_alike(ns: Namespace) -> None:
     some = ["va1", "br0", "nothere"]
     assert in_host(ns, read(Centos6(), some, False)) == \
         in_host(ns, read(Netlink(), some, False)) == \
-        {name: {k: v for k, v in by_grep[name].items() if k not in ("mac", "mac_set", "ports")}
+        {name: {k: v for k, v in by_grep[name].items() if k in BASIC}
          for name in ("va1", "br0")}
+    assert by_grep["br0"]["bridge_options"]["stp_state"] == "0"
+    assert by_grep["br0"]["ports_options"]["va0"] == by_grep["va0"]["port_options"]
+    assert by_grep["va0"]["port_options"]["path_cost"] == "7"
 
 
 def test_addresses_and_routes_read_alike(ns: Namespace) -> None:
     def read(linux: Any) -> Callable[[Context], Any]:
         return lambda ctx: (linux.addresses(ctx, None), linux.addresses(ctx, "br0"),
-                            linux.routes(ctx, 4, None), linux.routes(ctx, 6, None),
-                            linux.routes(ctx, 4, "10.7.0.0/16"))
+                            linux.routes(ctx, 4, None, 254), linux.routes(ctx, 6, None, 254),
+                            linux.routes(ctx, 4, "10.7.0.0/16", 254),
+                            linux.routes(ctx, 4, None, None), linux.routes(ctx, 6, None, None),
+                            linux.routes(ctx, 4, None, 100), linux.routes(ctx, 4, None, 99),
+                            linux.rules(ctx, 4), linux.rules(ctx, 6))
 
     netlink, ip = in_host(ns, read(Netlink())), in_host(ns, read(Centos6()))
     assert netlink == ip
     addresses = [a["address"] for a in netlink[1]["br0"]]
     assert addresses[:2] == ["10.9.0.1/24", "10.9.0.9/32"] and "fd00:9::1/64" in addresses
     assert netlink[4] == [{"family": 4, "to": "10.7.0.0/16", "via": "10.9.0.2", "dev": "br0",
-                           "metric": 5, "proto": "boot", "scope": "global", "src": None}]
+                           "metric": 5, "proto": "boot", "scope": "global", "src": None,
+                           "table": 254, "type": "unicast"}]
+    assert [(r["to"], r["type"]) for r in netlink[7]] == [("10.6.0.0/16", "blackhole")]
+    assert ("fd00:6::/48", "unreachable", 7) in [(r["to"], r["type"], r["table"])
+                                                 for r in netlink[6]]
+    assert netlink[8] == []  # a table nothing was put in
+    rules = {r["priority"]: r for r in netlink[9]}
+    assert rules[100]["fwmask"] == 0xFF and rules[100]["iif"] == "lo"
+    assert [(r["oif"], r["table"], r["other"]) for r in netlink[9]
+            if r["to"] == "10.1.0.1/32"] == [("br0", 254, False)]
+    assert any(r["other"] for r in netlink[9])  # the one with tos
+    assert [r["from"] for r in netlink[10] if r["table"] == 7] == ["fd00::/16"]
 
 
 def test_a_link_in_another_namespace_read_alike(ns: Namespace,
