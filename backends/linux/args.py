@@ -724,14 +724,15 @@ def restore_link(name: str, was: Record, now: Record) -> list[Change]:
             changes += port_changes(port, name, was.get("ports_options", {}).get(port), None)
     if was["mtu"] != now["mtu"]:
         changes.append(SetLink(name, mtu=was["mtu"]))
-    if was["master"] != now["master"]:
-        if now["master"]:
-            changes.append(Release(name, now["master"]))
-        if was["master"]:
-            changes.append(Enslave(name, was["master"]))
-            changes += port_changes(name, was["master"], was.get("port_options"), None)
-    elif was["master"] and "port_options" in now:
-        changes += port_changes(name, was["master"], was.get("port_options"),
+    was_master, now_master = _settable_master(was), _settable_master(now)
+    if was_master != now_master:
+        if now_master:
+            changes.append(Release(name, now_master))
+        if was_master:
+            changes.append(Enslave(name, was_master))
+            changes += port_changes(name, was_master, was.get("port_options"), None)
+    elif was_master and "port_options" in now:
+        changes += port_changes(name, was_master, was.get("port_options"),
                                 now["port_options"])
     if "addresses" in was and "addresses" in now:
         changes += restore_addresses(name, was["addresses"], now["addresses"])
@@ -744,6 +745,18 @@ def restore_link(name: str, was: Record, now: Record) -> list[Change]:
     if "routes" in was and "routes" in now:  # once the link is up: IPv4 needs it to be
         changes += restore_routes(was["routes"], now["routes"])
     return changes
+
+
+OVS_DATAPATH = "ovs-system"
+"""The master of every port of Open vSwitch's kernel datapath. No one enslaves a link to it by
+hand: ovs-vswitchd takes a port's device back itself when the device appears again (its Port
+row stays), and lets it go when the row goes."""
+
+
+def _settable_master(record: Record) -> str | None:
+    """The master restore_link may put back or release: a bridge or bond, not OVS's datapath."""
+    master = record["master"]
+    return None if master == OVS_DATAPATH else master
 
 
 def _differing(wanted: dict[str, str] | None, now: dict[str, str] | None) -> dict[str, str]:

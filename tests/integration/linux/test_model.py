@@ -9,8 +9,9 @@ from pydantic import ValidationError
 from runflow.backends.linux.commands import parse_addresses, parse_routes, parse_rules, render
 from runflow.backends.system.args import FirewallRuleArgs, SysctlArgs
 from runflow.backends.system.iptables import canonical, parse_save
-from runflow.backends.linux.args import (AddAddr, AddBridge, AddrPresentArgs, BridgePortArgs,
-                                         DelAddr, DelLink, Enslave, LinkSetArgs, NetnsMoveArgs,
+from runflow.backends.linux.args import (AddAddr, AddBridge, AddrPresentArgs, AddVeth,
+                                         BridgePortArgs, DelAddr, DelLink, Enslave, LinkSetArgs,
+                                         NetnsMoveArgs,
                                          Release, RoutePresentArgs, SetLink, VethAbsentArgs,
                                          VethPresentArgs, fresh, restore_addresses,
                                          restore_link)
@@ -166,6 +167,32 @@ def test_a_deleted_bridge_comes_back_with_ports_settings_and_addresses() -> None
                        SetLink("br0", mtu=1400), AddAddr("br0", "10.1.0.1/24", "10.1.0.255"),
                        SetLink("br0", up=True)]
     assert restore_link("br0", {"exists": False}, fresh("bridge")) == [DelLink("br0", "bridge")]
+
+
+@pytest.mark.parametrize("step, what", [
+    ('action = "bridge.present"\nname = "br0"\nvlan_filtering = true',
+     ":8: step 's': vlan_filtering: vlan_filtering = true has no CentOS 6 form"),
+    ('action = "rule.present"\noif = "eth0"\ntable = 100',
+     ":7: step 's': oif: oif has no CentOS 6 form"),
+])
+def test_centos6_refuses_what_its_kernel_and_tools_lack(runflow, tmp_path, step: str,
+                                                        what: str) -> None:
+    path = tmp_path / "new.toml"
+    path.write_text(f'[workflow]\nname = "new"\n\n[[steps]]\nid = "s"\n{step}\n')
+    done = runflow("validate", "--target", "centos6", str(path))
+    assert done.returncode == 2, done.stderr
+    assert what in done.stderr, done.stderr
+    assert "(target centos6) use only CentOS 6's kernel and tools" in done.stderr, done.stderr
+    assert runflow("validate", "--target", "modern", str(path)).returncode == 0
+
+
+def test_a_port_of_the_ovs_kernel_datapath_is_not_enslaved_again() -> None:
+    """ovs-vswitchd takes a device back into its datapath itself: `master ovs-system` by hand
+    would fail the undo."""
+    was = {"exists": True, "kind": "veth", "up": True, "mtu": 1500, "master": "ovs-system",
+           "mac": "02:00:00:00:00:02", "mac_set": False, "peer": {"name": "vb"}}
+    assert restore_link("va", was, {"exists": False}) == [
+        AddVeth("va", "vb"), SetLink("va", mac="02:00:00:00:00:02"), SetLink("va", up=True)]
 
 
 @pytest.mark.parametrize("change, centos6, modern", [

@@ -312,13 +312,16 @@ def test_several_problems_of_a_step_name_each_field_once(runflow: Any, tmp_path:
            "name: interface name 'p;0'" in done.stderr, done.stderr
 
 
-@pytest.mark.parametrize("argument, since", [("rstp = true", "2.4"),
-                                             ("mcast_snooping = true", "2.4")])
+@pytest.mark.parametrize("step, since", [
+    ('action = "ovs.bridge.present"\nname = "br0"\nrstp = true', "2.4"),
+    ('action = "ovs.bridge.present"\nname = "br0"\nmcast_snooping = true', "2.4"),
+    ('action = "ovs.port.present"\nbridge = "br0"\nname = "p0"\nvlan_mode = "dot1q-tunnel"',
+     "2.8"),
+])
 def test_centos6_refuses_what_open_vswitch_1_9_lacks(runflow: Any, tmp_path: Path,
-                                                     argument: str, since: str) -> None:
+                                                     step: str, since: str) -> None:
     path = tmp_path / "new.toml"
-    path.write_text('[workflow]\nname = "new"\n\n[[steps]]\nid = "br0"\n'
-                    f'action = "ovs.bridge.present"\nname = "br0"\n{argument}\n')
+    path.write_text(f'[workflow]\nname = "new"\n\n[[steps]]\nid = "br0"\n{step}\n')
     done = runflow("validate", "--target", "centos6", str(path))
     assert done.returncode == 2, done.stderr
     assert f"needs Open vSwitch {since} or later: the ovs-vsctl backend (target centos6)" in \
