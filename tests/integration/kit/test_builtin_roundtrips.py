@@ -59,6 +59,10 @@ LINUX = {
     "route.present": Case(fixed({"to": "10.8.0.0/24", "via": "10.9.0.254"}), ADDRESSED),
     "route.absent": Case(fixed({"to": "10.8.0.0/24"}),
                          ADDRESSED + [["ip", "route", "add", "10.8.0.0/24", "via", "10.9.0.254"]]),
+    "rule.present": Case(fixed({"from": "10.9.0.0/24", "table": 100, "priority": 1000})),
+    "rule.absent": Case(fixed({"from": "10.9.0.0/24", "table": 100}),
+                        [["ip", "rule", "add", "from", "10.9.0.0/24", "table", "100", "priority",
+                          "1000"]]),
 }
 SYSTEM = {
     "sysctl.set": Case(fixed({"name": "net.ipv4.ip_forward", "value": "1"})),
