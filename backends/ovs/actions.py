@@ -26,7 +26,7 @@ from . import ipstate
 from .args import (RUN_TAG, STEP_TAG, DelBridge, DelPort, Op, RemoveKeys, SetColumns, SetKeys,
                    View, is_empty, same, same_column, set_up_interfaces, transactions)
 from .commands import vsctl_argv, vsctl_commands
-from .rows import Select
+from .rows import Select, removal_lookups, removal_ops, upgraded
 
 
 class OvsClient(Protocol):
@@ -271,6 +271,25 @@ def execute(ctx: Context, client: OvsClient, ops: Sequence[Op], *, read_back: bo
     for part in transactions(ops):
         problems.update(client.execute(ctx, part, read_back=read_back))
     return problems
+
+
+class Removal(OvsAction):
+    """What the removals (ovs.bridge.absent, ovs.port.absent, ovs.bond.absent) share: their
+    observation records the whole rows they destroy (rows.py), and undo makes those rows
+    again, then gives their internal ports back their Linux side (ipstate.py)."""
+
+    def restore(self, args: Any, before: State, now: State, run_id: str) -> list[Op]:
+        if now["exists"] or not before["exists"]:
+            return []
+        before = upgraded(before, args.name)
+        existing = now.get("existing", [key for _, _, key in removal_lookups(before)])
+        return removal_ops(before, existing)
+
+    def lookups(self, args: Any, before: State) -> list[Select]:
+        return removal_lookups(upgraded(before, args.name))
+
+    def links(self, args: Any, before: State) -> dict[str, ipstate.LinkState]:
+        return before.get("links", {})
 
 
 def _once_done(now: State, ops: Sequence[Op]) -> State:

@@ -11,14 +11,14 @@ from runflow.core.errors import ActionError
 from runflow.core.export import indent, word
 from runflow.core.hosts import Host
 
-from . import ipstate
-from .actions import (OvsAction, change, created_by, holds, non_empty, put_back, setting, where)
+from .actions import (OvsAction, Removal, change, created_by, holds, non_empty, put_back, setting,
+                      where)
 from .args import (BRIDGE_COLUMNS, RUN_TAG, STEP_TAG, AddBridge, DelBridge, Op,
                    OvsBridgeAbsentArgs, OvsBridgeArgs, View)
 from .commands import (EXPORT_RUN, shell_holds, shell_read_back, shell_save_values, shell_tagged,
                        vsctl, vsctl_ops)
 from .removal import removal_shell
-from .rows import Select, bridges_removal, removal_lookups, removal_ops, upgraded
+from .rows import bridges_removal
 
 
 class BridgePresent(OvsAction):
@@ -141,7 +141,7 @@ def _same_kind(args: OvsBridgeArgs, state: State) -> str | None:
     return None
 
 
-class BridgeAbsent(OvsAction):
+class BridgeAbsent(Removal):
     name = "ovs.bridge.absent"
     Args = OvsBridgeAbsentArgs
     summary = ("no Open vSwitch bridge (or fake bridge) of this name (undo recreates it whole: "
@@ -158,20 +158,6 @@ class BridgeAbsent(OvsAction):
     def changes(self, args: OvsBridgeAbsentArgs, before: State, tags: dict[str, str]
                 ) -> list[Op]:
         return [DelBridge(args.name)]
-
-    def restore(self, args: OvsBridgeAbsentArgs, before: State, now: State, run_id: str
-                ) -> list[Op]:
-        if now["exists"] or not before["exists"]:
-            return []
-        before = upgraded(before, args.name)
-        existing = now.get("existing", [key for _, _, key in removal_lookups(before)])
-        return removal_ops(before, existing)
-
-    def lookups(self, args: OvsBridgeAbsentArgs, before: State) -> list[Select]:
-        return removal_lookups(upgraded(before, args.name))
-
-    def links(self, args: OvsBridgeAbsentArgs, before: State) -> dict[str, ipstate.LinkState]:
-        return before.get("links", {})
 
     def unobserved(self, args: OvsBridgeAbsentArgs) -> State:
         own = {"name": args.name, "interfaces": [{"name": args.name, "type": "internal"}]}

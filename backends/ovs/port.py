@@ -12,14 +12,14 @@ from runflow.core.errors import ActionError
 from runflow.core.export import indent, value_of, word
 from runflow.core.hosts import Host
 
-from . import ipstate
-from .actions import OvsAction, change, created_by, holds, non_empty, put_back, setting, where
+from .actions import (OvsAction, Removal, change, created_by, holds, non_empty, put_back, setting,
+                      where)
 from .args import (RUN_TAG, STEP_TAG, AddBond, AddPort, DelPort, Op, OvsBondAbsentArgs,
                    OvsBondArgs, OvsPortAbsentArgs, OvsPortArgs, View)
 from .commands import (EXPORT_RUN, shell_holds, shell_read_back, shell_save_values, shell_tagged,
                        vsctl, vsctl_ops)
 from .removal import removal_shell
-from .rows import Select, ports_removal, removal_lookups, removal_ops, upgraded
+from .rows import ports_removal, upgraded
 
 
 class PortPresent(OvsAction):
@@ -221,7 +221,7 @@ def _bond_problem(args: OvsBondArgs, state: State) -> str | None:
     return None
 
 
-class PortAbsent(OvsAction):
+class PortAbsent(Removal):
     name = "ovs.port.absent"
     Args = OvsPortAbsentArgs
     summary = ("no Open vSwitch port of this name (undo recreates it whole: its interfaces, "
@@ -239,20 +239,6 @@ class PortAbsent(OvsAction):
     def changes(self, args: OvsPortAbsentArgs, before: State, tags: dict[str, str]
                 ) -> list[Op]:
         return [DelPort(before.get("bridge") or args.bridge, args.name)]
-
-    def restore(self, args: OvsPortAbsentArgs, before: State, now: State, run_id: str
-                ) -> list[Op]:
-        if now["exists"] or not before["exists"]:
-            return []
-        before = upgraded(before, args.name)
-        existing = now.get("existing", [key for _, _, key in removal_lookups(before)])
-        return removal_ops(before, existing)
-
-    def lookups(self, args: OvsPortAbsentArgs, before: State) -> list[Select]:
-        return removal_lookups(upgraded(before, args.name))
-
-    def links(self, args: OvsPortAbsentArgs, before: State) -> dict[str, ipstate.LinkState]:
-        return before.get("links", {})
 
     def unobserved(self, args: OvsPortAbsentArgs) -> State:
         port = {"name": args.name, "interfaces": [{"name": args.name}]}
