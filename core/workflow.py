@@ -548,6 +548,9 @@ def _schema_error(fail, exc: ValidationError, schema: type[Args], key: str) -> E
             msg = f"unknown argument (arguments of this action: {known})"
         else:
             msg = err["msg"].removeprefix("Value error, ")
+            field, sep, rest = msg.partition(": ")
+            if where is None and sep and field in schema.model_fields:
+                where, msg = field, rest  # a check across fields named the one it blames
         if not problems:
             first_field = where  # the error says it before the message
         elif where:

@@ -45,6 +45,15 @@ def test_errors_name_the_line_and_the_step(rf, tmp_path):
     assert ".toml:12: step 'second': name: missing required argument" in result.stderr
 
 
+def test_a_check_across_fields_points_at_the_field_it_blames(rf, tmp_path):
+    path = tmp_path / "wf.toml"
+    path.write_text('[workflow]\nname = "t"\n\n[[steps]]\nid = "ids"\naction = "ovs.set"\n'
+                    'table = "Bridge"\nrecord = "br0"\ncolumn = "external_ids"\nvalue = true\n')
+    result = rf("validate", path)
+    assert result.returncode == 2
+    assert "wf.toml:10: step 'ids': value: external_ids is a map column" in result.stderr
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--var", "novalue"], "expected KEY=VALUE"),
     (["--var", "bad-name=1"], "expected KEY=VALUE"),
