@@ -8,6 +8,7 @@ the host as it was, and no namespace name behind."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -109,6 +110,10 @@ def test_attach_over_ssh_is_idempotent_detaches_and_rolls_back(ssh_lab, tmp_path
         assert plan.returncode == 0, plan.stderr
         assert "container.attach is served by pipework: target modern on an SSH host" \
             in plan.stderr
+        listed = ssh_lab.runflow("backends", "--json", *on_h1)
+        assert listed.returncode == 0, listed.stderr
+        chosen = {(r["action"], r["backend"]) for r in json.loads(listed.stdout) if r["chosen"]}
+        assert {("container.attach", "pipework"), ("container.detach", "pipework")} <= chosen
 
     runs = []  # rolled back last first, whatever happens
     try:
@@ -137,3 +142,18 @@ def test_attach_over_ssh_is_idempotent_detaches_and_rolls_back(ssh_lab, tmp_path
     after = ssh_lab.snapshot()
     assert after == before, "\n".join(differences(before, after))
     assert netns_names(pid) == [], "a name for the container's namespace was left"
+
+
+def test_a_failing_attach_over_ssh_leaves_nothing_behind(ssh_lab, tmp_path):
+    """The gateway is not on the interface's subnet: `ip route replace` fails inside the
+    container, after the veths are made and the namespace is named."""
+    before = ssh_lab.snapshot()
+    failing = tmp_path / "failing.toml"
+    failing.write_text(ATTACH.replace('mtu = 1400', 'mtu = 1400\ngateway = "10.63.0.1"'))
+    done = ssh_lab.runflow(failing, "--lab", "--host", "h1", "--target", "centos6")
+    assert done.returncode == 1, done.stderr
+    named = re.search(r"ip netns exec runflow-(\d+) ip route replace default", done.stderr)
+    assert named, done.stderr
+    after = ssh_lab.snapshot()
+    assert after == before, "\n".join(differences(before, after))
+    assert netns_names(named.group(1)) == [], "a name for the container's namespace was left"
