@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
@@ -155,12 +155,18 @@ def netns_name(pid: int | str) -> str:
     return f"runflow-{pid}"
 
 
-def enter_commands(pid: int | str) -> tuple[list[list[str]], list[str]]:
-    """The commands that name the namespace of process pid for `ip netns exec`, and the one
-    that removes the name again."""
-    link = f"{NETNS_DIR}/{netns_name(pid)}"
-    return ([["mkdir", "-p", NETNS_DIR], ["ln", "-sfn", f"/proc/{pid}/ns/net", link]],
-            ["rm", "-f", link])
+def netns_link(pid: int | str) -> str:
+    return f"{NETNS_DIR}/{netns_name(pid)}"
+
+
+def enter_commands(pid: int | str) -> list[list[str]]:
+    """The commands that name the namespace of process pid for `ip netns exec`."""
+    return [["mkdir", "-p", NETNS_DIR], ["ln", "-sfn", f"/proc/{pid}/ns/net", netns_link(pid)]]
+
+
+def leave_command(pids: Iterable[int | str]) -> list[str]:
+    """The command that removes the names enter_commands made (one for many containers)."""
+    return ["rm", "-f", *map(netns_link, pids)]
 
 
 class AttachCommands(NamedTuple):
@@ -193,8 +199,7 @@ def attach_commands(att: Attachment, vsctl: list[str], *, named_netns: bool = Fa
     enter: list[list[str]] = []
     leave: list[list[str]] = []
     if named_netns:
-        enter, removal = enter_commands(pid)
-        leave = [removal]
+        enter, leave = enter_commands(pid), [leave_command([pid])]
         inside = ["ip", "netns", "exec", netns_name(pid), "ip"]
     else:
         inside = ["nsenter", "-t", pid, "-n", "ip"]

@@ -12,10 +12,11 @@ Everything goes through commands on the host, in as few round trips as the order
 
     observe   the containers: docker's API (here), or `docker inspect --format` on the host
               (SSH: a CentOS 6 host's OpenSSH cannot forward dockerd's socket);
-              then one batch: a `grep -sH ''` of the host ends' and bridges' /sys files, and
-              per container `ln -sfn /proc/PID/ns/net`, `ip addr show` / `ip route show`
-              under `ip netns exec`, `rm -f`; then Open vSwitch, if involved: one
-              `ovsdb-client transact` of selects (backends/ovs/query.py, as ovs-vsctl reads)
+              then one `grep -sH ''` of the host ends' and bridges' /sys files; then, for
+              the host ends that are there, one batch: per container `ln -sfn
+              /proc/PID/ns/net`, `ip addr show` / `ip route show` under `ip netns exec`,
+              `rm -f`; then Open vSwitch, if involved: one `ovsdb-client transact` of
+              selects (backends/ovs/query.py, as ovs-vsctl reads)
     make      per group of commands (attachment.AttachCommands) one batch for all the
               attachments of a step: name the namespaces, the veths, the containers' ends,
               the bridge ports, the host ends up and the names removed; then OVS's verdict on
@@ -41,15 +42,14 @@ from ..ovs.endpoint import endpoint_problem
 from ..ovs.query import OvsdbUnreachable, interface_problems, select
 from .attachment import (Attachment, ContainerAttach, ContainerDetach, Look, Plumbing,
                          container_state, default_host_ifname, detach_commands, enter_commands,
-                         global_addresses, netns_name, vsctl_argv)
+                         global_addresses, leave_command, netns_name, vsctl_argv)
 from .client import docker_argv, missing_modules
 
 TIMEOUT = 60  # seconds a batch of commands may take
 # What docker inspect prints of a container (docker 1.x knows these fields).
 INSPECT_FORMAT = "{{.Id}} {{.State.Pid}} {{.State.Running}}"
-# The files of a host end (up, its Linux bridge) and of a bridge (whether it is a Linux one).
-HOST_END_FILES = ("flags", "master/uevent", "brport/bridge/uevent")
-BRIDGE_FILE = "bridge/bridge_id"
+# The /sys files read of a host end (there, up, its Linux bridge) and of a bridge (a Linux one?).
+LINK_FILES = ("flags", "master/uevent", "brport/bridge/uevent", "bridge/bridge_id")
 
 
 def _unusable(host: Host) -> str | None:
@@ -70,12 +70,11 @@ def parse_ip_addr_show(text: str) -> dict[str, Any]:
             "up": bool(flags and "UP" in flags.group(1).split(",")), "gateway": None}
 
 
-def _failed(done: Sequence[Completed], host: str) -> CommandError | None:
-    """The first command of a batch that failed, as the error ctx.run would raise."""
+def _check(done: Sequence[Completed], host: str) -> None:
+    """Raise for the first command of a batch that failed, as ctx.run would."""
     for d in done:
         if d.returncode != 0:
-            return CommandError(d.argv, d.returncode, d.stderr or d.stdout, host)
-    return None
+            raise CommandError(d.argv, d.returncode, d.stderr or d.stdout, host)
 
 
 class Commands(Plumbing):
@@ -92,9 +91,8 @@ class Commands(Plumbing):
         ctx = self.ctx
         ctx.commands += [ctx.host.describe(argv) for argv in argvs]
         done = ctx.host.run_many(argvs, timeout=TIMEOUT) if argvs else []
-        error = _failed(done, ctx.host.name) if check else None
-        if error is not None:
-            raise error
+        if check:
+            _check(done, ctx.host.name)
         return done
 
     # -- observing ------------------------------------------------------------------------
@@ -104,9 +102,12 @@ class Commands(Plumbing):
         pids = [_pid(infos[look.container]) for look in looks]
         host_ends = [look.host_ifname or default_host_ifname(look.container, look.ifname, pid)
                      for look, pid in zip(looks, pids)]
-        links, ifaces = self.read(host_ends, [look.bridge for look in looks if look.bridge],
-                                  [(pid, look.ifname, look.gateway)
-                                   for look, pid in zip(looks, pids) if pid])
+        links = self.links([*host_ends, *[look.bridge for look in looks if look.bridge]])
+        ends = [_host_end(links.get(name)) for name in host_ends]
+        # Only an interface with its host end can be one runflow attached (nothing is decided
+        # on the container's side alone): a container not attached yet is not entered.
+        ifaces = self.inside([(pid, look.ifname, look.gateway)
+                              for look, pid, end in zip(looks, pids, ends) if pid and end])
         kinds: list[str | None] = []
         for look in looks:
             bridge = links.get(look.bridge) if look.bridge else None
@@ -116,15 +117,15 @@ class Commands(Plumbing):
         ovs = self.ovs([(look.container, look.ifname)
                         for look, kind in zip(looks, kinds) if kind is None])
         states = []
-        for look, pid, host_end, kind in zip(looks, pids, host_ends, kinds):
+        for look, pid, host_end, end, kind in zip(looks, pids, host_ends, ends, kinds):
             if look.bridge is not None and kind is None and ovs is not None \
                     and look.bridge in ovs.bridges:
                 kind = "ovs"
             states.append({
                 "container": infos[look.container],
                 "host_ifname": host_end,
-                "host_end": _host_end(links.get(host_end)),
-                "iface": ifaces.get((pid, look.ifname)) if pid else None,
+                "host_end": end,
+                "iface": ifaces.get((pid, look.ifname)),
                 "bridge_kind": kind,
                 "ovs_ports": _tagged(ovs, look) if kind == "ovs" or look.bridge is None
                 else [],
@@ -150,30 +151,34 @@ class Commands(Plumbing):
                                   f"{(done.stderr or done.stdout).strip() or 'no answer'}")
         return found
 
-    def read(self, host_ends: list[str], bridges: list[str],
-             inside: list[tuple[int, str, bool]]) -> tuple[dict[str, Any], dict[Any, Any]]:
-        """One batch: the /sys entries of the host ends and bridges (grep), and each
-        (pid, ifname, gateway)'s interface inside its container. Returns the links' entries
-        by name, and {(pid, ifname): {"addresses", "mtu", "mac", "up", "gateway"} or None}."""
-        files = [f"{SYS_NET}/{name}/{leaf}" for name in dict.fromkeys(host_ends)
-                 for leaf in HOST_END_FILES]
-        files += [f"{SYS_NET}/{name}/{BRIDGE_FILE}" for name in dict.fromkeys(bridges)]
-        argvs: list[list[str]] = [["grep", "-sH", "", *files]]
+    def links(self, names: list[str]) -> dict[str, Any]:
+        """One command: the /sys entries of host ends and bridges (whether each is there, up,
+        and in which Linux bridge; whether it is a Linux bridge), by name."""
+        files = [f"{SYS_NET}/{name}/{leaf}" for name in dict.fromkeys(names)
+                 for leaf in LINK_FILES]
+        return printed_links(self.batch([["grep", "-sH", "", *files]], check=False)[0].stdout)
+
+    def inside(self, looks: list[tuple[int, str, bool]]) -> dict[tuple[int, str], Any]:
+        """One batch: each (pid, ifname, gateway)'s interface inside the container, under
+        `ip netns exec` (the namespace named before and the name removed after). Returns
+        {(pid, ifname): {"addresses", "mtu", "mac", "up", "gateway"} or None}."""
+        argvs: list[list[str]] = []
         reads: dict[tuple[int, str], tuple[int, int | None]] = {}  # where each one's output is
-        for n, pid in enumerate(dict.fromkeys(pid for pid, _, _ in inside)):
-            enter, leave = enter_commands(pid)
-            argvs += enter if n == 0 else enter[1:]  # one `mkdir -p` will do
+        pids = list(dict.fromkeys(pid for pid, _, _ in looks))
+        if not pids:
+            return {}
+        for n, pid in enumerate(pids):
+            argvs += enter_commands(pid)[0 if n == 0 else 1:]  # one `mkdir -p` will do
             netns = ["ip", "netns", "exec", netns_name(pid), "ip"]
-            for ifname, gateway in dict.fromkeys((i, g) for p, i, g in inside if p == pid):
+            for ifname, gateway in dict.fromkeys((i, g) for p, i, g in looks if p == pid):
+                addr, route = len(argvs), len(argvs) + 1 if gateway else None
                 argvs.append([*netns, "addr", "show", "dev", ifname])
                 if gateway:
                     argvs.append([*netns, "route", "show", "default", "dev", ifname])
-                reads[(pid, ifname)] = (len(argvs) - 1 - gateway,
-                                        len(argvs) - 1 if gateway else None)
-            argvs.append(leave)
+                reads[(pid, ifname)] = (addr, route)
+        argvs.append(leave_command(pids))
         done = self.batch(argvs, check=False)
-        links = printed_links(done[0].stdout)
-        ifaces: dict[Any, Any] = {}
+        ifaces: dict[tuple[int, str], Any] = {}
         for key, (addr, route) in reads.items():
             if done[addr].returncode != 0:  # 'Device "eth0" does not exist.', or gone
                 ifaces[key] = None
@@ -183,7 +188,7 @@ class Commands(Plumbing):
                 via = re.search(r"\bvia (\S+)", done[route].stdout)
                 iface["gateway"] = via.group(1) if via else None
             ifaces[key] = iface
-        return links, ifaces
+        return ifaces
 
     def ovs(self, tags: list[tuple[str, str]]) -> View | None:
         """One read: the interfaces tagged for each (container, ifname), and the whole Port
@@ -209,33 +214,30 @@ class Commands(Plumbing):
 
     def make_many(self, atts: Sequence[Attachment]) -> None:
         steps = [self.attach_commands(att, self.vsctl()) for att in atts]
+        leave = [leave_command(dict.fromkeys(att.pid for att in atts))]
         left = False
         try:
             with self.all_or_none() as made:
-                self.batch(_once([argv for s in steps for argv in s.enter]))
-                self.batch([argv for s in steps for argv in s.veth[:-1]])  # stale ports
-                done = self.batch([s.veth[-1] for s in steps], check=False)
-                made += [att for att, d in zip(atts, done) if d.returncode == 0]
-                error = _failed(done, self.ctx.host.name)
-                if error is not None:
-                    raise error
+                # The names, stale ports of the same names, then the veths: a veth made is
+                # known from its own exit code, so this group needs no stop at a failure.
+                first = [*_once([argv for s in steps for argv in s.enter]),
+                         *[argv for s in steps for argv in s.veth[:-1]]]
+                done = self.batch([*first, *[s.veth[-1] for s in steps]], check=False)
+                made += [att for att, d in zip(atts, done[len(first):]) if d.returncode == 0]
+                _check(done, self.ctx.host.name)
                 self.batch([argv for s in steps for argv in s.inside])
                 self.batch([argv for s in steps for argv in s.plug])
-                done = self.batch([*[s.up for s in steps],
-                                   *_once([argv for s in steps for argv in s.leave])],
-                                  check=False)
+                done = self.batch([*[s.up for s in steps], *leave], check=False)
                 left = True
-                error = _failed(done[:len(steps)], self.ctx.host.name)
-                if error is not None:
-                    raise error
+                _check(done[:len(steps)], self.ctx.host.name)
                 ovs = [att for att in atts if att.kind == "ovs"]
                 problems = interface_problems(self.ctx, [att.host_ifname for att in ovs])
                 for att in ovs:  # ovs-vsctl exits 0 even when a port could not be added
                     if att.host_ifname in problems:
                         raise ActionError(f"{problems[att.host_ifname]} (on bridge {att.bridge})")
         finally:
-            if not left:
-                self.batch(_once([argv for s in steps for argv in s.leave]), check=False)
+            if not left:  # the names go, also when a command failed
+                self.batch(leave, check=False)
 
     def remove(self, seen: State) -> None:
         self.batch(detach_commands(seen, self.vsctl()))
@@ -270,7 +272,7 @@ def _tagged(view: View | None, look: Look) -> list[dict[str, Any]]:
 
 def _once(argvs: list[list[str]]) -> list[list[str]]:
     """The commands without repeats (every attachment names its container's namespace, after
-    `mkdir -p`, and removes the name: once per container will do)."""
+    `mkdir -p`: once will do)."""
     seen: list[list[str]] = []
     for argv in argvs:
         if argv not in seen:
