@@ -130,7 +130,7 @@ class Netlink(Plumbing):
         from ..linux.rtnl import CREATE, RTM_NEWLINK, Refused, link_message, veth_peer
 
         self.ctx.commands += [self.ctx.host.describe(argv)
-                              for argv in attach_commands(att, vsctl_argv(self.ctx.host))]
+                              for argv in attach_commands(att, vsctl_argv(self.ctx.host)).all()]
         master = None
         if att.kind == "linux":
             try:

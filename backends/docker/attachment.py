@@ -1,7 +1,7 @@
 """container.attach / container.detach: what both attach backends share — the observation
 and the check of an attachment, the host end's name, the equivalent shell commands, and the
 actions themselves, whose plumbing each backend supplies (attach.py: netlink and OVSDB;
-pipework.py: `ip`, `nsenter`, `brctl` and `ovs-vsctl`).
+pipework.py: `ip`, `ip netns exec`, `brctl` and `ovs-vsctl`, run on the host).
 
 Docker cannot put a container on an Open vSwitch bridge by itself, so attach does what pipework
 and ovs-docker do: a veth pair is created with its peer inside the container's network
@@ -16,10 +16,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
 from runflow.core.actions import Action, Context, State
 from runflow.core.errors import ActionError
@@ -145,31 +145,79 @@ def peer_temp_name(host_ifname: str) -> str:
     return "rfc" + hashlib.sha1(host_ifname.encode()).hexdigest()[:10]
 
 
-def attach_commands(att: Attachment, vsctl: list[str]) -> list[list[str]]:
-    """The pipework-style commands that make an attachment (pipework runs exactly these; the
-    netlink backend does the same in one process). The peer is created inside the container's
-    namespace (`peer name PEER netns PID`, as neutron's add_veth does; the kernel honours a
-    peer's namespace since 2.6.33): moving it there afterwards, as pipework does with `ip link
-    set PEER netns PID`, costs about half of the whole attachment, as the kernel waits before
-    a link leaves a namespace."""
+NETNS_DIR = "/var/run/netns"  # where `ip netns` looks for namespaces by name
+
+
+def netns_name(pid: int | str) -> str:
+    """The name under which `ip netns exec` finds the network namespace of process pid: a
+    symbolic link NETNS_DIR/NAME → /proc/PID/ns/net, made for the commands that need it and
+    removed after them (pipework's way in: CentOS 6's util-linux 2.17 has no nsenter)."""
+    return f"runflow-{pid}"
+
+
+def netns_link(pid: int | str) -> str:
+    return f"{NETNS_DIR}/{netns_name(pid)}"
+
+
+def enter_commands(pid: int | str) -> list[list[str]]:
+    """The commands that name the namespace of process pid for `ip netns exec`."""
+    return [["mkdir", "-p", NETNS_DIR], ["ln", "-sfn", f"/proc/{pid}/ns/net", netns_link(pid)]]
+
+
+def leave_command(pids: Iterable[int | str]) -> list[str]:
+    """The command that removes the names enter_commands made (one for many containers)."""
+    return ["rm", "-f", *map(netns_link, pids)]
+
+
+class AttachCommands(NamedTuple):
+    """The commands that make an attachment, in the groups a backend runs together (each
+    group after the one before it has succeeded)."""
+
+    enter: list[list[str]]  # name the container's namespace (pipework), or nothing
+    veth: list[list[str]]  # a stale port of the same name away, then the veth pair
+    inside: list[list[str]]  # the container's end: its name, MAC, up, addresses, route
+    plug: list[list[str]]  # the host end into the bridge (brctl, or one chained ovs-vsctl)
+    up: list[str]  # the host end up
+    leave: list[list[str]]  # remove the name made by enter
+
+    def all(self) -> list[list[str]]:
+        return [*self.enter, *self.veth, *self.inside, *self.plug, self.up, *self.leave]
+
+
+def attach_commands(att: Attachment, vsctl: list[str], *, named_netns: bool = False
+                    ) -> AttachCommands:
+    """The pipework-style commands that make an attachment (the pipework backend runs them;
+    the netlink backend does the same in one process, and journals these as its equivalent).
+    The peer is created inside the container's namespace (`peer name PEER netns PID`, as
+    neutron's add_veth does; the kernel honours a peer's namespace since 2.6.33): moving it
+    there afterwards, as pipework does with `ip link set PEER netns PID`, costs about half of
+    the whole attachment, as the kernel waits before a link leaves a namespace. Inside the
+    container, commands run under `ip netns exec NAME` (named_netns, as pipework does) or
+    `nsenter -t PID -n`."""
     pid, peer = str(att.pid or "PID"), peer_temp_name(att.host_ifname)
     mtu = ["mtu", str(att.mtu)] if att.mtu else []
-    inside = ["nsenter", "-t", pid, "-n", "ip"]
-    commands = [
-        ["ip", "link", "add", att.host_ifname, *mtu, "type", "veth", "peer", "name", peer, *mtu,
-         "netns", pid],
+    enter: list[list[str]] = []
+    leave: list[list[str]] = []
+    if named_netns:
+        enter, leave = enter_commands(pid), [leave_command([pid])]
+        inside = ["ip", "netns", "exec", netns_name(pid), "ip"]
+    else:
+        inside = ["nsenter", "-t", pid, "-n", "ip"]
+    veth = [["ip", "link", "add", att.host_ifname, *mtu, "type", "veth", "peer", "name", peer,
+             *mtu, "netns", pid]]
+    in_container = [
         [*inside, "link", "set", peer, "name", att.ifname,
          *(["address", att.mac] if att.mac else []), "up"],
         *[[*inside, "addr", "add", address, "dev", att.ifname] for address in att.addresses],
     ]
     if att.gateway:
-        commands.append([*inside, "route", "replace", "default", "via", att.gateway,
-                         "dev", att.ifname])
+        in_container.append([*inside, "route", "replace", "default", "via", att.gateway,
+                             "dev", att.ifname])
     if att.kind == "ovs":
         # A stale port of the same name (a fixed host_ifname) goes first, on its own:
         # ovs-vswitchd must drop the old device before it can open the new one.
         if att.host_ifname in att.stale_ports:
-            commands.insert(0, [*vsctl, "--if-exists", "del-port", att.host_ifname])
+            veth.insert(0, [*vsctl, "--if-exists", "del-port", att.host_ifname])
         port = list(vsctl)
         for stale in att.stale_ports:
             if stale != att.host_ifname:
@@ -177,11 +225,11 @@ def attach_commands(att: Attachment, vsctl: list[str]) -> list[list[str]]:
         port += ["--", "--may-exist", "add-port", att.bridge, att.host_ifname,
                  "--", "set", "Interface", att.host_ifname,
                  *[f"external_ids:{k}={v}" for k, v in att.tags.items()]]
-        commands.append(port)
+        plug = [port]
     else:
-        commands.append(["brctl", "addif", att.bridge, att.host_ifname])
-    commands.append(["ip", "link", "set", att.host_ifname, "up"])
-    return commands
+        plug = [["brctl", "addif", att.bridge, att.host_ifname]]
+    return AttachCommands(enter, veth, in_container, plug,
+                          ["ip", "link", "set", att.host_ifname, "up"], leave)
 
 
 def detach_commands(seen: State, vsctl: list[str]) -> list[list[str]]:
@@ -194,32 +242,60 @@ def detach_commands(seen: State, vsctl: list[str]) -> list[list[str]]:
     return commands
 
 
+class Look(NamedTuple):
+    """What one step instance observes: a container's interface, the host end of its veth
+    (None: the default name, known once the container's PID is) and, for attach, the bridge
+    it joins; gateway: whether to read the default route too."""
+
+    container: str
+    ifname: str
+    host_ifname: str | None
+    bridge: str | None
+    gateway: bool
+
+
 class Plumbing:
     """How an attach backend looks at and changes the host and the container. One object per
-    step call; subclasses: Netlink (below) and pipework's Commands."""
+    step call; subclasses: Netlink (attach.py) and pipework's Commands."""
+
+    named_netns: ClassVar[bool] = False  # True: commands enter containers by `ip netns exec`
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
+    @classmethod
+    def attach_commands(cls, att: Attachment, vsctl: list[str]) -> AttachCommands:
+        return attach_commands(att, vsctl, named_netns=cls.named_netns)
+
     def observe(self, container: str, ifname: str, host_ifname: str | None,
                 bridge: str | None, *, gateway: bool) -> State:
-        info = container_state(self.ctx, container)
+        return self.observe_many([Look(container, ifname, host_ifname, bridge, gateway)])[0]
+
+    def observe_many(self, looks: Sequence[Look]) -> list[State]:
+        """The state of each look. Here one after another, through the methods below (the
+        host end and the bridge read from this process's /sys); Commands reads them all
+        at once, through commands."""
+        return [self._observe_one(look) for look in looks]
+
+    def _observe_one(self, look: Look) -> State:
+        info = container_state(self.ctx, look.container)
         running = bool(info and info["running"] and info["pid"])
-        if host_ifname is None:
-            host_ifname = default_host_ifname(container, ifname, info["pid"] if running else 0)
+        host_ifname = look.host_ifname or default_host_ifname(
+            look.container, look.ifname, info["pid"] if running else 0)
         kind = None
-        if bridge is not None:
-            kind = "linux" if linux_bridge(bridge) else "ovs" if self.known_ovs_bridge(
-                bridge) else None
+        if look.bridge is not None:
+            kind = "linux" if linux_bridge(look.bridge) else "ovs" if self.known_ovs_bridge(
+                look.bridge) else None
         # Detach looks for tagged ports wherever they are; attach only when OVS is involved.
-        look_in_ovs = kind == "ovs" or (bridge is None and self.ovs_reachable())
+        look_in_ovs = kind == "ovs" or (look.bridge is None and self.ovs_reachable())
         return {
             "container": info,
             "host_ifname": host_ifname,
             "host_end": host_end_state(host_ifname),
-            "iface": self.iface(info["pid"], ifname, gateway=gateway) if running else None,
+            "iface": self.iface(info["pid"], look.ifname, gateway=look.gateway)
+            if running else None,
             "bridge_kind": kind,
-            "ovs_ports": self.ovs_ports(container, ifname) if look_in_ovs else [],
+            "ovs_ports": self.ovs_ports(look.container, look.ifname) if look_in_ovs else [],
         }
 
     def known_ovs_bridge(self, name: str) -> bool:
@@ -273,6 +349,10 @@ class Plumbing:
         raise NotImplementedError
 
 
+LOCAL_ONLY = ("it talks netlink to the host and inside the container's namespace (/proc/PID) "
+              "from this process")
+
+
 def _container_not_ready(container: str, info: dict[str, Any] | None) -> str | None:
     if info is None:
         return f"there is no container {container}: start it first (container.run)"
@@ -288,8 +368,7 @@ class ContainerAttach(Action):
     backend = "docker"
     family = "container"
     targets = ("modern",)
-    local_only = ("it reads the host's /sys and the container's /proc/PID in this process; "
-                  "container attach over SSH is not supported yet")
+    local_only = LOCAL_ONLY
     Args = ContainerAttachArgs
     summary = "a veth from a Linux or OVS bridge into a container (pipework / ovs-docker style)"
     plumbing: type[Plumbing]  # Netlink here; pipework: Commands
@@ -299,8 +378,11 @@ class ContainerAttach(Action):
         return missing_modules("docker", "pyroute2")
 
     def observe(self, ctx: Context, args: ContainerAttachArgs) -> State:
-        return self.plumbing(ctx).observe(args.container, args.ifname, args.host_ifname,
-                                          args.bridge, gateway=bool(args.gateway))
+        return self.observe_many(ctx, [args])[0]
+
+    def observe_many(self, ctx: Context, args: Sequence[ContainerAttachArgs]) -> list[State]:
+        return self.plumbing(ctx).observe_many([
+            Look(a.container, a.ifname, a.host_ifname, a.bridge, bool(a.gateway)) for a in args])
 
     def check(self, args: ContainerAttachArgs, before: State) -> bool:
         return attach_holds(args, before)
@@ -334,7 +416,7 @@ class ContainerAttach(Action):
                           "host_ifname": args.host_ifname, "bridge_kind": None}
         vsctl = vsctl_argv(None)
         redo = detach_commands({**seen, "ovs_ports": []}, vsctl)
-        return [*redo, *attach_commands(attachment_for(args, seen), vsctl)]
+        return [*redo, *self.plumbing.attach_commands(attachment_for(args, seen), vsctl).all()]
 
     def describe_undo(self, args: ContainerAttachArgs, before: State | None = None
                       ) -> list[list[str]]:
@@ -349,8 +431,7 @@ class ContainerDetach(Action):
     backend = "docker"
     family = "container"
     targets = ("modern",)
-    local_only = ("it reads the host's /sys and the container's /proc/PID in this process; "
-                  "container attach over SSH is not supported yet")
+    local_only = LOCAL_ONLY
     Args = ContainerDetachArgs
     summary = "remove what container.attach made (undo makes it again as it was)"
     plumbing: type[Plumbing]  # Netlink here; pipework: Commands
@@ -390,4 +471,4 @@ class ContainerDetach(Action):
     def describe_undo(self, args: ContainerDetachArgs, before: State | None = None
                       ) -> list[list[str]]:
         att = attachment_seen(args, before) if before else None
-        return attach_commands(att, vsctl_argv(None)) if att else []
+        return self.plumbing.attach_commands(att, vsctl_argv(None)).all() if att else []

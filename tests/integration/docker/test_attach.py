@@ -1,7 +1,7 @@
 """Containers with no network, attached by runflow to a Linux bridge or an Open vSwitch bridge,
 ping each other; a second run changes nothing; a restarted container is attached again;
 detach and rollback leave no veth, port or address behind. Both targets: modern (Docker API +
-netlink + OVSDB) and centos6 (ip, nsenter, brctl, ovs-vsctl)."""
+netlink + OVSDB) and centos6 (ip, ip netns exec, brctl, ovs-vsctl)."""
 
 from __future__ import annotations
 
