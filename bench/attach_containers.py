@@ -6,7 +6,7 @@ containers with no network. Each way attaches all N, then everything is removed 
 
 - runflow, target modern (Docker API + netlink), to a Linux bridge and to an OVS bridge
   (userspace datapath, through OVSDB);
-- runflow, target centos6 (ip, nsenter, brctl, ovs-vsctl), to the same two bridges;
+- runflow, target centos6 (ip, ip netns exec, brctl, ovs-vsctl), to the same two bridges;
 - bench/pipework-attach.sh: docker inspect, ip, brctl, nsenter, one container after another.
 
 Reported per container: the whole `runflow run` divided by N (start-up, planning, journal and

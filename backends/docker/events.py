@@ -23,7 +23,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from runflow.core.actions import Args
 from runflow.core.hookspecs import hookimpl
-from runflow.core.hosts import Host
+from runflow.core.hosts import Host, NetnsHost
 from runflow.core.watch.sources import Source, SourceEvent, SourceUnavailable, WatchedObject
 
 from .client import docker_endpoint, missing_modules
@@ -97,6 +97,10 @@ class DockerSource(Source):
 
     @classmethod
     def unusable(cls, host: Host) -> str | None:
+        # An SSH host's dockerd is reached through a socket its run's connection forwards; a
+        # watch would need one for as long as it runs, shared by its runs, and has none yet.
+        if type(host) not in (Host, NetnsHost):
+            return "it watches the dockerd of this machine or of one of its network namespaces"
         return missing_modules("docker")
 
     # -- the connection ---------------------------------------------------------------------
