@@ -347,7 +347,8 @@ class LinkSet(LinkAction):
 
     def look(self, view: View, args: LinkSetArgs) -> State:
         rec = view.link(args.name)
-        if rec["exists"] and (args.state == "down" or releases(rec, args.master or None)):
+        leaves = args.master is not None and releases(rec, args.master or None)  # "": none
+        if rec["exists"] and (args.state == "down" or leaves):
             # what the change takes away, for undo: the IPv4 routes a link loses when it goes
             # down, the options a port loses when it leaves its bridge
             rec = view.link(args.name, full=True)
