@@ -241,16 +241,14 @@ class Connection:
     def alive(self) -> bool:
         return self._master is not None and self._master.poll() is None
 
-    def reset_if_lost(self) -> bool:
+    def reset_if_lost(self) -> None:
         """Close the connection if its master was logged in and is gone since, so that its
-        next use logs in afresh; True if it did. Nothing else replaces a lost master (see
-        client_argv): its owner calls this when no host lock is held over it (`runflow
-        watch`, core/watch/leases.py)."""
+        next session logs in afresh. Sessions (client_argv) and start() never replace a lost
+        master: whoever owns the connection calls this when no host lock is held over it
+        (`runflow watch`, core/watch/leases.py)."""
         with self._lock:
             if self._opened and not self.alive():
                 self.close()
-                return True
-            return False
 
     def _lost(self) -> ConnectionLost:
         said = _last_lines(self._log.read_text(errors="replace")) if self._log else ""
