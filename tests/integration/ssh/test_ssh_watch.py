@@ -70,6 +70,8 @@ def test_a_watch_over_ssh_attaches_rolls_back_and_reconnects(ssh_lab, tmp_path: 
         second.start()  # while the watch logs in again: its reconcile finds it
         wait_for(lambda: attached(second), 30, watcher.log)
         assert runs_in_place(home) == {second.id: ["succeeded"]}
+        # The stream went through the master: the lab's remote socket path is also a path of
+        # this machine, so a watch that opened it here would have kept its stream.
         log = watcher.log()
         assert "its event stream ended" in log and log.count("connected, ") == 2, log
         assert watcher.stop() == 0, watcher.log()
