@@ -229,15 +229,19 @@ class Engine:
 
     def preview(self) -> list[dict[str, Any]]:
         """What a run would do now: observe and check every step, change nothing."""
+        # A lent runtime's host is the lender's, connection included: `runflow watch` keeps an
+        # SSH host's master (and the event stream forwarded over it) for as long as it runs,
+        # and alone replaces it when it is lost. Such a host is not connected or closed here.
+        own = [h for h in self.hosts if h.name not in self._lent]
         try:
-            self._connect()
+            self._connect(own)
             futures = [self._runtime(h.name).pool.submit(
                 self._bounded, self._preview_host, self._runtime(h.name), self.steps[h.name])
                 for h in self.hosts]
             return [row for future in futures for row in future.result()]
         finally:
             self._close()
-            for host in self.hosts:
+            for host in own:
                 host.close()
 
     def _preview_host(self, rt: HostRuntime, runs: list[StepRun]) -> list[dict[str, Any]]:
@@ -645,14 +649,14 @@ class Engine:
         with self._forks:
             return work(*args)
 
-    def _connect(self) -> None:
+    def _connect(self, hosts: list[Host]) -> None:
         """Preflight: connect every host that needs a connection (SSH), all at once, before
         the first step; one that cannot be reached stops the command with nothing touched.
         A run has done it already, as it took the host locks."""
-        if any(h.remote for h in self.hosts):
+        if any(h.remote for h in hosts):
             from .ssh import connect_all
 
-            connect_all(self.hosts)
+            connect_all(hosts)
 
     def _runtime(self, host_name: str) -> HostRuntime:
         if host_name not in self._runtimes:

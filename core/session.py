@@ -25,6 +25,7 @@ from . import workflow as workflow_mod
 from .engine import DEFAULT_FORKS, Engine, HostRuntime
 from .errors import (EXIT_OK, EXIT_ROLLED_BACK, InputError, Interrupted, JournalError,
                      RunflowError, RunNotJournaled)
+from .hosts import Host
 from .journal import Journal, RunRecord, StepRecord
 from .lifecycle import STEP_CHANGED
 from .locks import HostLocks, RunActivity
@@ -64,12 +65,15 @@ def plan_workflow(path: str, options: Options, plugins: Plugins, *, probe: bool 
 
 
 def rebuild_plan(run: RunRecord, steps: list[StepRecord], plugins: Plugins, *,
-                 file_changed: str) -> Plan:
+                 file_changed: str, hosts: Mapping[str, Host] | None = None) -> Plan:
     """The plan of a journaled run, from the journaled workflow text and vars; `steps` are the
     run's journaled steps, which the rebuilt plan must expand to again.
 
     file_changed says what to do when the workflow file on disk differs from the journaled
     text: "refuse", "use-current" (resume --use-current-file) or "use-journaled" (rollback).
+    hosts: the caller's own objects for some of the run's hosts, by name, used instead of new
+    ones (`runflow watch` lends its hosts with their runtimes: an SSH host's connection is the
+    watch's, and a new object would log in again just to be probed).
     """
     record = run.record
     wf_info = record["workflow"]
@@ -90,8 +94,9 @@ def rebuild_plan(run: RunRecord, steps: list[StepRecord], plugins: Plugins, *,
     inv = (inventory_mod.parse(inv_info["text"], inv_info["path"]) if inv_info["path"]
            else inventory_mod.LOCAL)
     plugins.load_journaled(record["plugins"], run.id)
-    hosts = inv.select(record["hosts"])
-    plan = build(wf, plugins, inv, hosts, target=record["target"], cli_vars=record["cli_vars"])
+    selected = [(hosts or {}).get(h.name, h) for h in inv.select(record["hosts"])]
+    plan = build(wf, plugins, inv, selected, target=record["target"],
+                 cli_vars=record["cli_vars"])
     journaled: dict[str, list[str]] = {h.name: [] for h in plan.hosts}
     for step in steps:  # in (host, seq) order
         journaled.setdefault(step.host, []).append(step.key)
@@ -200,7 +205,8 @@ class Session:
                   runtimes: Mapping[str, HostRuntime] | None = None) -> tuple[Plan, Engine]:
         """The run's plan rebuilt, and an engine with its steps in their journaled states."""
         steps = self.journal.steps(run.id)
-        plan = rebuild_plan(run, steps, self.plugins, file_changed=file_changed)
+        plan = rebuild_plan(run, steps, self.plugins, file_changed=file_changed,
+                            hosts={name: rt.host for name, rt in (runtimes or {}).items()})
         engine = Engine(self.plugins, run.id, plan.per_host(), rollback=rollback, forks=forks,
                         runtimes=runtimes)
         published: dict[str, dict[str, Any]] = {}  # what `register` steps published, by host

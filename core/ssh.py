@@ -57,6 +57,7 @@ CLIENT_OPTIONS = ("-o", "ControlMaster=no", "-o", "BatchMode=yes",
 REMOTE_SHELL = "exec /bin/sh -s"  # the only text the remote login shell parses
 READY = "runflow-ready"
 _masters: list[subprocess.Popen] = []  # every master this process started (end_all)
+_connections = itertools.count()  # numbers each Connection (its socket's name)
 
 
 class HostUnreachable(RunflowError):
@@ -146,6 +147,7 @@ class Connection:
         self._opening: threading.Thread | None = None  # a connection started ahead (start)
         self._open_error: BaseException | None = None
         self._sequence = itertools.count()
+        self._serial = next(_connections)
 
     # -- the master --------------------------------------------------------------------------
 
@@ -161,9 +163,10 @@ class Connection:
 
     def start(self) -> None:
         """Begin connecting in the background, so that logging in (0.3-1 s) overlaps with
-        building the plan; open() waits for it."""
+        building the plan; open() waits for it. Only a first connection: a lost one is not
+        replaced behind the back of a run that held the host lock over it (client_argv)."""
         with self._lock:
-            if self._opening is None and not self.alive():
+            if self._opening is None and not self._opened and not self.alive():
                 self._opening = threading.Thread(target=self._open_ahead, daemon=True,
                                                  name=f"ssh-{self.host.name}")
                 self._opening.start()
@@ -188,7 +191,11 @@ class Connection:
             if self.alive():
                 return self
             directory = control_dir()
-            name = hashlib.sha256(f"{self.host.key}:{os.getpid()}".encode()).hexdigest()[:12]
+            # One name per Connection, kept when it reconnects: its forwarded sockets keep
+            # their paths. Two Connections to one host in a process (a watch rolling back a
+            # run made from another inventory) must not take each other's socket.
+            name = hashlib.sha256(f"{self.host.key}:{os.getpid()}:{self._serial}".encode()
+                                  ).hexdigest()[:12]
             self.socket = directory / f"{name}.s"
             self.socket.unlink(missing_ok=True)
             self._log = directory / f"{name}.log"
@@ -233,6 +240,15 @@ class Connection:
 
     def alive(self) -> bool:
         return self._master is not None and self._master.poll() is None
+
+    def reset_if_lost(self) -> None:
+        """Close the connection if its master was logged in and is gone since, so that its
+        next session logs in afresh. Sessions (client_argv) and start() never replace a lost
+        master: whoever owns the connection calls this when no host lock is held over it
+        (`runflow watch`, core/watch/leases.py)."""
+        with self._lock:
+            if self._opened and not self.alive():
+                self.close()
 
     def _lost(self) -> ConnectionLost:
         said = _last_lines(self._log.read_text(errors="replace")) if self._log else ""

@@ -1,5 +1,6 @@
 """The `docker` event source of `runflow watch`: the containers of a host's dockerd, through the
-Docker SDK's event stream (`docker events`) and container listing.
+Docker SDK's event stream (`docker events`) and container listing. An SSH host's dockerd is
+reached through its socket, forwarded over the master connection the watch keeps for the host.
 
 A container is active while it runs. Its incarnation is its start time (State.StartedAt), which
 every start changes: a run made before a restart is stale. A run sees the container as its
@@ -23,7 +24,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from runflow.core.actions import Args
 from runflow.core.hookspecs import hookimpl
-from runflow.core.hosts import Host, NetnsHost
+from runflow.core.hosts import Host
 from runflow.core.watch.sources import Source, SourceEvent, SourceUnavailable, WatchedObject
 
 from .client import docker_endpoint, missing_modules
@@ -97,10 +98,6 @@ class DockerSource(Source):
 
     @classmethod
     def unusable(cls, host: Host) -> str | None:
-        # An SSH host's dockerd is reached through a socket its run's connection forwards; a
-        # watch would need one for as long as it runs, shared by its runs, and has none yet.
-        if type(host) not in (Host, NetnsHost):
-            return "it watches the dockerd of this machine or of one of its network namespaces"
         return missing_modules("docker")
 
     # -- the connection ---------------------------------------------------------------------
@@ -110,7 +107,10 @@ class DockerSource(Source):
 
         endpoint = docker_endpoint(self.host)
         try:
-            self._api = docker.APIClient(base_url=endpoint, timeout=60)
+            # An SSH host's socket is forwarded over the master connection the watch keeps for
+            # the host (core/watch/leases.py): the stream ends when that connection is lost.
+            self._api = docker.APIClient(base_url=self.host.service_address(endpoint),
+                                         timeout=60)
             # The daemon's own clock: events from this moment on are replayed, so that none is
             # lost between here and the stream's start, whatever the two clocks say.
             now = _since(self._api.info()["SystemTime"])

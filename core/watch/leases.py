@@ -5,7 +5,16 @@ runs several at once on a host, so it takes the host's lock itself — when the 
 there starts — and lets it go when the last one ends. Meanwhile another runflow command on that
 host waits (--lock-timeout) or is refused, naming the watcher; while the watcher has nothing in
 flight there, the host is free for others. When another process holds the lock, the watcher's
-runs on that host wait for it.
+runs on that host wait for it. An SSH host's lock is taken on the host (core/ssh.py's
+RemoteLock), as a run takes it.
+
+The watcher owns each SSH host's connection for as long as it runs: its listener's event stream
+(a socket forwarded over the master), its runs, their locks and its workers' warm-ups all go
+over the same master, and no run closes it. When the master is lost (killed, the network gone),
+the runs in flight stop on it, their steps in doubt, and the listener's stream ends. Only when
+the watcher holds no lock over it is it replaced: as the next lock is taken, or as the listener
+connects again; the listener then reconciles, and the runs in doubt are rolled back and made
+again (core/watch/watcher.py).
 
 A watch is followed by one watcher per journal: two would both start runs for each object.
 The claim is an flock on HOME/watches/NAME.lock, held as long as the watcher runs; the kernel
@@ -23,8 +32,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import LockHeld
-from ..hosts import Host
-from ..locks import FileLock
+from ..hosts import Host, SshHost
+from ..locks import Lock
 
 POLL = 0.2  # seconds between tries while another process holds a lock
 
@@ -37,7 +46,7 @@ class _Lease:
     def __init__(self) -> None:
         self.guard = threading.Lock()  # held while the lock is being taken or let go
         self.count = 0  # the watcher's runs in flight on the host
-        self.lock: FileLock | None = None
+        self.lock: Lock | None = None
 
 
 class HostLeases:
@@ -54,10 +63,10 @@ class HostLeases:
         """Hold the host's lock for the block. Waits while another process holds it: until
         `timeout` seconds have passed (then LockHeld; None: for ever) or `stop` is set (then
         Stopped)."""
-        with self._mutex:
-            lease = self._leases.setdefault(host.key, _Lease())
+        lease = self._lease(host)
         with lease.guard:
             if lease.count == 0:
+                _reset_if_lost(host)
                 lease.lock = self._take(host, stop, timeout)
             lease.count += 1
         try:
@@ -69,7 +78,24 @@ class HostLeases:
                     lease.lock.release()
                     lease.lock = None
 
-    def _take(self, host: Host, stop: threading.Event, timeout: float | None) -> FileLock:
+    def reconnect(self, host: Host) -> None:
+        """Let a lost SSH connection to the host log in afresh at its next use (before a
+        listener connects again), unless a run of the watcher holds the host's lock over it:
+        that run stops on the lost connection first and lets go of the lock."""
+        lease = self._lease(host)
+        if not lease.guard.acquire(blocking=False):
+            return  # a lock is being taken (that resets a lost connection itself) or let go
+        try:
+            if lease.count == 0:
+                _reset_if_lost(host)
+        finally:
+            lease.guard.release()
+
+    def _lease(self, host: Host) -> _Lease:
+        with self._mutex:
+            return self._leases.setdefault(host.key, _Lease())
+
+    def _take(self, host: Host, stop: threading.Event, timeout: float | None) -> Lock:
         started, said = time.monotonic(), False
         while True:
             try:
@@ -82,6 +108,11 @@ class HostLeases:
                     said = True
             if stop.wait(POLL):
                 raise Stopped()
+
+
+def _reset_if_lost(host: Host) -> None:
+    if isinstance(host, SshHost):
+        host.connection.reset_if_lost()
 
 
 class WatchClaim:

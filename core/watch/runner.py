@@ -21,6 +21,7 @@ from ..hosts import Host
 from ..limits import MAX_VALUE_SIZE, too_large
 from ..plan import build
 from ..session import AlreadyDone, Options, Session
+from ..ssh import ConnectionLost
 from .leases import HostLeases, Stopped
 from .queue import RunRef
 from .sources import WatchedObject
@@ -94,8 +95,8 @@ class Runner:
                                  target=self.options.target, cli_vars=self.options.cli_vars)
                     Engine(self.session.plugins, "warm-up", plan.per_host(),
                            runtimes=lane.runtimes(host)).preview()
-                except Exception:  # a warm-up is worth trying, not failing for: runs say why
-                    lane.drop(host)
+                except (Exception, ConnectionLost):
+                    lane.drop(host)  # a warm-up is worth trying, not failing for: runs say why
 
     def start(self, watch: Watch, host: Host, obj: WatchedObject, action: str,
               lane: Lane) -> Outcome:
@@ -155,6 +156,8 @@ class Runner:
             code, message = EXIT_ROLLED_BACK, "not started: the watcher stops"
         except RunflowError as exc:
             code, message = exc.exit_code, str(exc)
+        except ConnectionLost as exc:  # the step in flight is in doubt: the watcher settles it
+            code, message = exc.exit_code, lost_connection(exc)
         except Exception as exc:  # a bug: reported, and the object tried again later
             code, message = EXIT_NEEDS_ATTENTION, f"{type(exc).__name__}: {exc}"
             if debugging():
@@ -179,3 +182,9 @@ class Runner:
                     and event["message"]:
                 return event["message"]
         return "see `runflow show " + run_id + "`"
+
+
+def lost_connection(exc: ConnectionLost) -> str:
+    """A lost SSH connection as the watcher says it (not ConnectionLost's advice to resume:
+    the watcher settles the run itself once the host is back)."""
+    return f"lost the SSH connection to host {exc.host} ({exc.detail})"

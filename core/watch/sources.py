@@ -24,6 +24,10 @@ A plugin contributes a source through the `runflow_register_sources` hook:
 Everything a source does runs in the watcher's threads: `connect`, `active`, `lookup` and
 `stream` in one thread per source and host, one after another; `close` from another thread,
 to end a `stream` that waits for events.
+
+On an SSH host, a source reaches a service's unix socket at `host.service_address(address)`:
+forwarded over the master connection the watcher keeps for the host. When that connection is
+lost the stream ends (or ConnectionLost is raised): the watcher logs in again and reconnects.
 """
 
 from __future__ import annotations

@@ -30,9 +30,10 @@ from ..hosts import Host
 from ..journal import RunRecord
 from ..plugins import Plugins
 from ..session import Options, Session
+from ..ssh import ConnectionLost
 from .leases import HostLeases, WatchClaim, claim_watches
 from .queue import Key, RunRef, Tracked, WorkQueue, same
-from .runner import Lane, Outcome, Runner
+from .runner import Lane, Outcome, Runner, lost_connection
 from .sources import Source, SourceEvent, SourceUnavailable, WatchedObject
 from .watches import Watch
 
@@ -108,6 +109,7 @@ class Watcher:
                 self.queue.stop()
         finally:
             self.session.close()
+            self._close_hosts()
             if self._claim is not None:
                 self._claim.release()
         return self._worst if self.once else EXIT_OK
@@ -135,6 +137,13 @@ class Watcher:
                 self.queue.adopt(Key(watch.name, cause["host"], cause["id"]),
                                  [_run_ref(run)])
 
+    def _close_hosts(self) -> None:
+        """Close the hosts' connections (an SSH host's master): the watcher owns them, its runs
+        leave them open (core/watch/leases.py)."""
+        hosts = {id(h): h for watch in self.watches.values() for h in watch.hosts}
+        for host in hosts.values():
+            host.close()
+
     def _close_sources(self) -> None:
         with self._sources_lock:
             for source in self._sources:
@@ -152,6 +161,7 @@ class Watcher:
                     return
                 self._sources.add(source)
             try:
+                self.runner.leases.reconnect(host)  # an SSH host's master lost since: anew
                 source.connect()
                 active = source.active()
                 self._reconcile(watch, host, active)
@@ -165,11 +175,11 @@ class Watcher:
                     self._on_event(watch, host, source, event)
                 if not self.stop.is_set():
                     raise SourceUnavailable("its event stream ended")
-            except Exception as exc:  # a source's own failure must not end the watcher
+            # A source's own failure, or its SSH host's master lost: never the watcher's end.
+            except (Exception, ConnectionLost) as exc:
                 if self.stop.is_set():
                     return
-                why = str(exc) if isinstance(exc, SourceUnavailable) else failure_line(
-                    exc, method="watching", plugin=f"source {watch.spec.source}")
+                why = _unavailable(exc, watch.spec.source)
                 if self.once:
                     self._say(f"{where}: {why}", problem=True)
                     self._worsen(EXIT_ROLLED_BACK)
@@ -287,6 +297,15 @@ class Watcher:
 
     def _say(self, text: str, *, problem: bool = False) -> None:
         self.log(text, problem=problem)
+
+
+def _unavailable(exc: BaseException, source: str) -> str:
+    """Why a listener lost its source, for the log."""
+    if isinstance(exc, SourceUnavailable):
+        return str(exc)
+    if isinstance(exc, ConnectionLost):
+        return lost_connection(exc)
+    return failure_line(exc, method="watching", plugin=f"source {source}")
 
 
 def _run_ref(run: RunRecord) -> RunRef:
