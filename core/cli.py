@@ -761,14 +761,17 @@ def main() -> None:
     gc.disable()
     # Ctrl-C before a command changes anything ends it with a message, not a traceback (click
     # would take a KeyboardInterrupt for "Aborted!", exit 1). A command that changes hosts
-    # answers signals itself from when it opens its journal (core/session.py).
-    signal.signal(signal.SIGINT, _interrupt)
+    # answers signals itself from when it opens its journal (core/session.py). The handler's
+    # exception is imported first: imported in the handler, a signal that came while something
+    # else was importing core/errors.py would meet the module half made.
+    from .errors import Interrupted
+
+    signal.signal(signal.SIGINT, functools.partial(_interrupt, Interrupted))
     try:
         cli()  # standalone click: always ends in SystemExit
     except SystemExit as exc:
         code = exc.code
     except BaseException as exc:
-        from .errors import Interrupted  # not at start-up: `runflow --version` needs none
         from .ssh import ConnectionLost
 
         if isinstance(exc, ConnectionLost):
@@ -795,10 +798,8 @@ def main() -> None:
     os._exit(code or 0)
 
 
-def _interrupt(signum: int, _frame: object) -> None:
-    from .errors import Interrupted
-
-    raise Interrupted(signum)
+def _interrupt(interrupted: type[BaseException], signum: int, _frame: object) -> None:
+    raise interrupted(signum)
 
 
 if __name__ == "__main__":
