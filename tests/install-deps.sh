@@ -46,6 +46,10 @@ ln -sf /opt/runflow/bin/runflow /usr/local/bin/runflow
 # The tests: this checkout, editable, on the python3 that `python3 -m pytest` starts.
 [ -x .venv/bin/python ] || python3 -m venv .venv
 pip_install .venv/bin/python -e '.[test]'
+# setuptools leaves the project's metadata in the checkout (runflow.egg-info; .venv has its own
+# copy). `python3 -m pytest` puts the checkout on sys.path, where a python3 without runflow would
+# find the test kit's pytest11 entry point there and fail to import it before handing over.
+rm -rf runflow.egg-info
 # python3 only needs pytest itself, to hand over to .venv: Debian's python3-pytest, or pip
 # for a python3 that is not the distribution's (pyenv, a python3 built from source).
 python3 -c 'import pytest' 2>/dev/null || pip_install python3 pytest
